@@ -1,0 +1,1 @@
+"""The composition root: config, collectors, scheduling, state, HTTP server and CLI."""

@@ -1,0 +1,297 @@
+"""The agent's config schema, and loading it from YAML with positioned errors."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+from rules.durations import format_duration, parse_duration
+from rules.errors import SourceError, SourceIssue
+from rules.yamlfile import Path as YamlPath
+from rules.yamlfile import Positions, load_yaml
+
+DEFAULT_PORT = 9877
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"expected a duration string such as 15s or 500ms, got {value!r}")
+    return parse_duration(value)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w|y))+$", "examples": ["500ms", "15s", "5m"]}
+    ),
+]
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be greater than 0s")
+    return seconds
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:{DEFAULT_PORT}, got {value!r}")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProcessMatch(Section):
+    """How a service's process is found: exactly one of pidfile, name or cmdline."""
+
+    pidfile: str | None = None
+    name: str | None = Field(None, description="Exact process name (as in /proc/PID/comm or argv[0]).")
+    cmdline: Regex | None = Field(None, description="Regex searched in the space-joined command line.")
+    children: bool = Field(False, description="Add the resources of child processes.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ProcessMatch:
+        given = [k for k in ("pidfile", "name", "cmdline") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("expected exactly one of pidfile, name or cmdline")
+        return self
+
+
+class HttpProbe(Section):
+    url: HttpUrl
+    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
+    headers: dict[str, str] = {}
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        [], description="Healthy status codes; empty means any 2xx."
+    )
+    body_regex: Regex | None = None
+    tls_verify: bool = True
+    max_body_bytes: int = Field(1 << 20, gt=0, description="Read at most this much of the body.")
+
+
+class TcpProbe(Section):
+    address: HostPort
+
+
+class ExecProbe(Section):
+    command: list[str] = Field(min_length=1, description="argv list; never run through a shell.")
+    env: dict[str, str] = {}
+
+
+class ProcessProbe(Section):
+    """Healthy while the service's matched process is alive."""
+
+
+class CheckConfig(Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    http: HttpProbe | None = None
+    tcp: TcpProbe | None = None
+    exec: ExecProbe | None = None
+    process: ProcessProbe | None = None
+    interval: PositiveDuration = 10.0
+    timeout: PositiveDuration = 1.0
+    failure_threshold: int = Field(3, ge=1)
+    success_threshold: int = Field(1, ge=1)
+    initial_delay: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> CheckConfig:
+        if len(self.probe_kinds()) != 1:
+            raise ValueError("expected exactly one probe: http, tcp, exec or process")
+        return self
+
+    def probe_kinds(self) -> list[str]:
+        return [k for k in ("http", "tcp", "exec", "process") if getattr(self, k) is not None]
+
+    @property
+    def kind(self) -> str:
+        return self.probe_kinds()[0]
+
+
+class ScrapeConfig(Section):
+    url: HttpUrl
+    interval: PositiveDuration = 15.0
+    timeout: PositiveDuration = 10.0
+    max_bytes: int = Field(10 << 20, gt=0, description="A larger response fails the scrape.")
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> ScrapeConfig:
+        if self.timeout > self.interval:
+            raise ValueError(
+                f"timeout {format_duration(self.timeout)} exceeds interval {format_duration(self.interval)}"
+            )
+        return self
+
+
+class ServiceConfig(Section):
+    process: ProcessMatch | None = None
+    checks: list[CheckConfig] = []
+    scrape: ScrapeConfig | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceConfig:
+        names = [check.name for check in self.checks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate check names: {', '.join(duplicates)}")
+        if self.process is None and any(c.process for c in self.checks):
+            raise ValueError("a process check needs the service's process: {pidfile|name|cmdline}")
+        return self
+
+
+class HostConfig(Section):
+    enabled: bool = True
+    interval: PositiveDuration = 15.0
+    filesystem_exclude_types: list[str] = Field(
+        default_factory=lambda: sorted(_PSEUDO_FILESYSTEMS),
+        description="Filesystem types never reported (pseudo and virtual filesystems).",
+    )
+
+
+# node_exporter's default --collector.filesystem.fs-types-exclude.
+_PSEUDO_FILESYSTEMS = {
+    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
+    "devtmpfs", "fusectl", "hugetlbfs", "iso9660", "mqueue", "nsfs", "overlay", "proc",
+    "procfs", "pstore", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "sysfs", "tracefs",
+}
+
+
+class StoreConfig(Section):
+    retention: PositiveDuration = Field(600.0, description="How long samples are kept in memory.")
+    max_series: int = Field(100_000, ge=1, description="New series beyond this are refused and counted.")
+
+
+class AgentConfig(Section):
+    listen: HostPort = DEFAULT_LISTEN
+    state_path: str = Field("./healwatch.db", description="SQLite state database; ':memory:' keeps none.")
+    rule_files: list[str] = Field([], description="Globs of Prometheus-format rule files.")
+    interval: PositiveDuration = Field(15.0, description="Collection interval for process metrics.")
+    host: HostConfig = HostConfig()
+    store: StoreConfig = StoreConfig()
+    services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ServiceConfig] = {}
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate a config file; raise SourceError listing every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SourceError([SourceIssue(file, 0, 0, f"cannot read config: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise SourceError([SourceIssue(file, 0, 0, f"config is not UTF-8 text: {exc}")]) from None
+    return parse_config(text, file)
+
+
+def parse_config(text: str, file: str) -> AgentConfig:
+    """Validate config text; ``file`` names it in errors."""
+    data, positions = load_yaml(text, file, substitute_env=True)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SourceError([positions.issue((), "expected a mapping of settings at the top level")])
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SourceError(_issues(exc, positions)) from None
+
+
+def _issues(exc: ValidationError, positions: Positions) -> list[SourceIssue]:
+    issues = []
+    for error in exc.errors(include_url=False):
+        loc: YamlPath = tuple(error["loc"])
+        where = " -> ".join(str(part) for part in loc) or "top level"
+        if error["type"] == "extra_forbidden":
+            message = f"{where}: unknown key {loc[-1]!r}{_did_you_mean(loc)}"
+            issues.append(positions.issue(loc, message, at_key=True))
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = f"missing required key {loc[-1]!r}"
+        issues.append(positions.issue(loc, f"{where}: {message}"))
+    return sorted(set(issues), key=lambda i: (i.line, i.column, i.message))
+
+
+def _did_you_mean(loc: YamlPath) -> str:
+    model = _model_at(AgentConfig, loc[:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" (expected one of: {', '.join(model.model_fields)})"
+
+
+def _model_at(annotation: Any, loc: YamlPath) -> type[BaseModel] | None:
+    """The model class that validates the value at ``loc``, following dicts, lists and Optionals."""
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif typing.get_origin(annotation) in (dict, list):
+            annotation = typing.get_args(annotation)[-1]
+        else:
+            return None
+    annotation = _unwrap(annotation)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = members[0]
+        else:
+            return annotation

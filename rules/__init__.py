@@ -1,0 +1,1 @@
+"""Series model, in-memory windows and (later) the PromQL-subset rule engine."""

@@ -1,0 +1,120 @@
+"""YAML loading that remembers where every key and value came from.
+
+Values are built with ``yaml.SafeLoader`` semantics; alongside them a map from
+each path (tuple of keys and list indexes) to its source position lets
+validation errors point at ``file:line:column``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from rules.errors import SourceError, SourceIssue
+
+Path = tuple[str | int, ...]
+_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass
+class Positions:
+    """1-based (line, column) of each value, and of each mapping key, by path."""
+
+    file: str
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def issue(self, path: Path, message: str, *, at_key: bool = False) -> SourceIssue:
+        """An issue located at ``path``, or at its nearest known ancestor."""
+        table = self.keys if at_key else self.values
+        probe = path
+        while probe:
+            position = table.get(probe) or self.values.get(probe)
+            if position:
+                return SourceIssue(self.file, position[0], position[1], message)
+            probe = probe[:-1]
+        position = self.values.get((), (0, 0))
+        return SourceIssue(self.file, position[0], position[1], message)
+
+
+def load_yaml(text: str, file: str, *, substitute_env: bool = False) -> tuple[Any, Positions]:
+    """Parse one YAML document; raise SourceError on syntax errors or duplicate keys.
+
+    With ``substitute_env``, ``${NAME}`` in string values is replaced by the
+    environment variable (``$$`` is a literal ``$``); an unset variable is an error.
+    """
+    positions = Positions(file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        problem = exc.problem or "invalid YAML"
+        if exc.context:
+            problem = f"{problem} ({exc.context})"
+        raise SourceError([SourceIssue(file, line, column, f"YAML syntax error: {problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise SourceError([SourceIssue(file, 0, 0, f"YAML error: {exc}")]) from None
+    if node is None:
+        return None, positions
+    issues: list[SourceIssue] = []
+    builder = _Builder(positions, issues, substitute_env)
+    data = builder.build(node, ())
+    if issues:
+        raise SourceError(issues)
+    return data, positions
+
+
+class _Builder:
+    def __init__(self, positions: Positions, issues: list[SourceIssue], substitute_env: bool) -> None:
+        self.positions = positions
+        self.issues = issues
+        self.substitute_env = substitute_env
+        self.constructor = yaml.SafeLoader("")
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.positions.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (index,)) for index, item in enumerate(node.value)]
+        value = self.constructor.construct_object(node, deep=True)
+        if self.substitute_env and isinstance(value, str) and node.tag == "tag:yaml.org,2002:str":
+            value = self._substitute(value, path)
+        return value
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
+        self.constructor.flatten_mapping(node)
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.constructor.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict)):
+                self._error(key_node, "mapping keys must be scalars")
+                continue
+            key_path = path + (key,)
+            if key in result:
+                self._error(key_node, f"duplicate key {key!r}")
+                continue
+            self.positions.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = self.build(value_node, key_path)
+        return result
+
+    def _substitute(self, value: str, path: Path) -> str:
+        def replace(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name = match.group(1)
+            if name not in os.environ:
+                self.issues.append(self.positions.issue(path, f"environment variable {name} is not set"))
+                return ""
+            return os.environ[name]
+
+        return _ENV_RE.sub(replace, value)
+
+    def _error(self, node: yaml.Node, message: str) -> None:
+        mark = node.start_mark
+        self.issues.append(SourceIssue(self.positions.file, mark.line + 1, mark.column + 1, message))
