@@ -1,1 +1,3 @@
 """The composition root: config, collectors, scheduling, state, HTTP server and CLI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,137 @@
+"""The ``healwatch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from importlib import resources
+
+import structlog
+
+from agent.config import AgentConfig, load_config, parse_config
+from agent.logsetup import LEVELS, configure_logging
+from agent import __version__
+from rules.durations import format_duration
+from rules.errors import SourceError
+
+DEFAULT_CONFIG_NAME = "<built-in default config>"
+
+
+def default_config_text() -> str:
+    return resources.files("agent").joinpath("default.yaml").read_text(encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    return int(args.handler(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="healwatch", description="Monitoring and self-healing sidecar."
+    )
+    parser.add_argument("--version", action="version", version=f"healwatch {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the agent")
+    run.add_argument("-c", "--config", help="config file (default: the built-in default config)")
+    run.add_argument("--listen", metavar="HOST:PORT", help="override the config's listen address")
+    run.add_argument("--log-level", choices=LEVELS, default="info")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="validate files without running anything")
+    check_kinds = check.add_subparsers(title="what", metavar="WHAT")
+    check_config = check_kinds.add_parser("config", help="validate agent config files")
+    check_config.add_argument("files", nargs="+", metavar="FILE")
+    check_config.set_defaults(handler=_check_config)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of the config file")
+    schema.set_defaults(handler=_schema)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    log = structlog.get_logger("healwatch")
+    try:
+        config = load_config(args.config) if args.config else parse_config(default_config_text(), DEFAULT_CONFIG_NAME)
+        if args.listen:
+            AgentConfig.model_validate({"listen": args.listen})
+    except SourceError as exc:
+        for issue in exc.issues:
+            log.error("invalid config", error=str(issue))
+        return 1
+    except ValueError as exc:
+        log.error("invalid --listen", error=str(exc).splitlines()[-1].strip())
+        return 1
+    from agent.daemon import Agent  # imported late: `check` and `schema` need none of it
+
+    agent = Agent(config, config_path=args.config, listen=args.listen)
+    try:
+        asyncio.run(agent.run())
+    except OSError as exc:
+        log.error("cannot start", error=str(exc))
+        return 1
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    failed = False
+    for file in args.files:
+        print(f"Checking {file}")
+        try:
+            config = load_config(file)
+        except SourceError as exc:
+            failed = True
+            print("  FAILED:")
+            for issue in exc.issues:
+                print(f"    {issue}")
+            continue
+        print(f"  SUCCESS: {_summary(config)}")
+        for line in _service_lines(config):
+            print(f"    {line}")
+    return 1 if failed else 0
+
+
+def _summary(config: AgentConfig) -> str:
+    checks = sum(len(s.checks) for s in config.services.values())
+    scrapes = sum(1 for s in config.services.values() if s.scrape)
+    host = f"host metrics every {format_duration(config.host.interval)}" if config.host.enabled else "host metrics off"
+    return (
+        f"listen {config.listen}, {host}, {len(config.services)} services, {checks} checks, "
+        f"{scrapes} scrape targets, {len(config.rule_files)} rule file globs"
+    )
+
+
+def _service_lines(config: AgentConfig) -> list[str]:
+    lines = []
+    for name, service in config.services.items():
+        parts = []
+        if service.process is not None:
+            how = next(k for k in ("pidfile", "name", "cmdline") if getattr(service.process, k) is not None)
+            parts.append(f"process by {how} {getattr(service.process, how)!r}")
+        parts.extend(
+            f"check {c.name} ({c.kind} every {format_duration(c.interval)})" for c in service.checks
+        )
+        if service.scrape is not None:
+            parts.append(f"scrape every {format_duration(service.scrape.interval)}")
+        lines.append(f"{name}: " + ("; ".join(parts) or "nothing watched"))
+    return lines
+
+
+def _schema(args: argparse.Namespace) -> int:
+    schema = AgentConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "healwatch agent config"
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

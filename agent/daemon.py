@@ -1,0 +1,248 @@
+"""The daemon: wires store, jobs, exposition and HTTP server from a config on one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import httpx
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobEvent, JobSubmissionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from agent.collectors.base import samples_of
+from agent.config import AgentConfig, load_config
+from agent.events import EventChannel
+from agent.http import HttpServer
+from agent.jobs import Job, JobSet, build_jobs
+from agent import __version__
+from agent.selfmetrics import SelfMetrics
+from agent.state import AGENT_MIGRATIONS, StateDB
+from exporters.exposition import Exposition
+from healers.events import CheckStateChanged
+from rules.errors import SourceError
+from rules.store import SeriesStore
+
+log = structlog.get_logger("healwatch")
+
+MIN_RENDER_INTERVAL_S = 0.25
+USER_AGENT = f"healwatch/{__version__}"
+
+
+class Agent:
+    """One running agent; ``run`` serves until ``stop`` (or SIGTERM/SIGINT), SIGHUP reloads."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        config_path: str | None = None,
+        listen: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.listen_override = listen
+        self.clock = clock
+        self.store = SeriesStore(retention_s=config.store.retention, max_series=config.store.max_series)
+        self.exposition = Exposition()
+        self.events = EventChannel()
+        self.metrics = SelfMetrics(lambda: self.store)
+        self.jobset = JobSet()
+        self.server: HttpServer | None = None
+        self.state: StateDB | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._stopping = asyncio.Event()
+        self._render_wanted = asyncio.Event()
+        self._first_render_done = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: httpx.AsyncClient | None = None
+        self._insecure_http: httpx.AsyncClient | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state = StateDB(self.config.state_path)
+        self.state.migrate("agent", AGENT_MIGRATIONS)
+        self.state.conn.execute(
+            "INSERT INTO agent_starts (started_at, version, config_path) VALUES (?, ?, ?)",
+            (self.clock(), __version__, self.config_path),
+        )
+        headers = {"User-Agent": USER_AGENT}
+        self._http = httpx.AsyncClient(headers=headers, follow_redirects=False)
+        self._insecure_http = httpx.AsyncClient(headers=headers, follow_redirects=False, verify=False)
+        self.metrics.reload_successful.set(1)
+        self.metrics.reload_timestamp.set(self.clock())
+        self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+        self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        self._scheduler.start()
+        self._schedule(build_jobs(self.config, **self._job_deps()))
+        self._scheduler.add_job(
+            self._housekeep, "interval", seconds=self.config.interval, id="housekeeping",
+            max_instances=1, coalesce=True,
+        )
+        self._tasks.append(asyncio.create_task(self._render_loop()))
+        self._render_wanted.set()
+        host, port = self._listen_address()
+        self.server = HttpServer(self.exposition, self.ready, host, port)
+        await self.server.start()
+        log.info("agent started", listen=f"{host}:{self.server.port}", config=self.config_path or "<built-in>",
+                 services=len(self.config.services), jobs=len(self.jobset.jobs))
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.stop()
+        for client in (self._http, self._insecure_http):
+            if client is not None:
+                await client.aclose()
+        if self.state is not None:
+            self.state.close()
+        log.info("agent stopped")
+
+    async def run(self) -> None:
+        """Start, serve until a stop is requested, then stop (within about a second)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self.start()
+            await self._stopping.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await asyncio.wait_for(self.stop(), timeout=1.5)
+
+    def request_stop(self) -> None:
+        log.info("stop requested")
+        self._stopping.set()
+
+    def reload(self) -> bool:
+        """Re-read the config file; on any error keep running the current config."""
+        if self.config_path is None:
+            log.info("reload requested, but the agent runs on the built-in config; nothing to do")
+            return True
+        try:
+            new = load_config(self.config_path)
+        except SourceError as exc:
+            self.metrics.reload_successful.set(0)
+            for issue in exc.issues:
+                log.error("config reload failed; keeping the running config", error=str(issue))
+            return False
+        for setting in ("listen", "state_path", "store"):
+            if getattr(new, setting) != getattr(self.config, setting):
+                log.warning("setting changes take effect on restart", setting=setting)
+        self.config = new.model_copy(
+            update={"listen": self.config.listen, "state_path": self.config.state_path, "store": self.config.store}
+        )
+        self._schedule(build_jobs(self.config, **self._job_deps(), previous=self.jobset))
+        self.metrics.reload_successful.set(1)
+        self.metrics.reload_timestamp.set(self.clock())
+        log.info("config reloaded", config=self.config_path, jobs=len(self.jobset.jobs))
+        return True
+
+    # -- readiness ---------------------------------------------------------
+
+    def ready(self, service: str | None) -> bool | None:
+        """The agent is ready once it has rendered metrics; a service while its checks are healthy."""
+        if service is None:
+            return self._first_render_done
+        return self.jobset.ready(service)
+
+    # -- scheduling --------------------------------------------------------
+
+    def _job_deps(self) -> dict[str, object]:
+        assert self._http is not None and self._insecure_http is not None
+        return {
+            "http_client": self._http,
+            "insecure_http_client": self._insecure_http,
+            "on_check_change": self._on_check_change,
+        }
+
+    def _schedule(self, jobset: JobSet) -> None:
+        assert self._scheduler is not None
+        now_ms = self._now_ms()
+        for name, old in self.jobset.jobs.items():
+            if jobset.jobs.get(name) is not old:
+                self._scheduler.remove_job(name)
+            if name not in jobset.jobs:
+                self.store.end_source(name, now_ms)
+                self.exposition.remove(name)
+        start = datetime.now(timezone.utc)
+        for name, job in jobset.jobs.items():
+            if self.jobset.jobs.get(name) is job:
+                continue
+            self._scheduler.add_job(
+                self._run_job, "interval", seconds=job.interval_s, args=[job], id=name,
+                max_instances=1, coalesce=True, misfire_grace_time=None, next_run_time=start,
+            )
+        self.jobset = jobset
+
+    async def _run_job(self, job: Job) -> None:
+        """A crash barrier: a failing job is logged and counted, and never stops the others."""
+        now = self.clock()
+        started = time.perf_counter()
+        try:
+            observation = await job.observe(now)
+        except Exception as exc:
+            self.metrics.collector_errors.labels(job.name).inc()
+            log.error("job failed", job=job.name, error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            return
+        finally:
+            self.metrics.collector_duration.labels(job.name).set(time.perf_counter() - started)
+        if self.jobset.jobs.get(job.name) is not job:
+            return  # removed or replaced by a reload while it ran
+        samples = list(samples_of(observation.families))
+        samples.extend(observation.extra_samples)
+        self.store.ingest(job.name, samples, round(now * 1000))
+        self.exposition.update(job.name, observation.families)
+        self._render_wanted.set()
+
+    async def _render_loop(self) -> None:
+        while True:
+            await self._render_wanted.wait()
+            self._render_wanted.clear()
+            self.exposition.update("self", self.metrics.families())
+            await asyncio.to_thread(self.exposition.render)
+            self._first_render_done = True
+            await asyncio.sleep(MIN_RENDER_INTERVAL_S)
+
+    def _housekeep(self) -> None:
+        """Feed the agent's own metrics to the store (rules may watch them) and drop old samples."""
+        now = self.clock()
+        self.store.ingest("self", list(samples_of(self.metrics.families())), round(now * 1000))
+        self.store.evict(round(now * 1000))
+
+    def _on_check_change(self, event: CheckStateChanged) -> None:
+        log.warning(
+            "check turned healthy" if event.healthy else "check turned unhealthy",
+            service=event.service, check=event.check, reason=event.reason,
+        )
+        self.events.publish(event)
+
+    def _on_submitted(self, event: JobSubmissionEvent) -> None:
+        if event.scheduled_run_times:
+            lag = datetime.now(timezone.utc) - event.scheduled_run_times[-1]
+            self.metrics.scheduler_lag.observe(max(lag.total_seconds(), 0.0))
+
+    def _on_skipped(self, event: JobEvent) -> None:
+        self.metrics.scheduler_skipped.labels(event.job_id).inc()
+        log.warning("job still running at its next start; run skipped", job=event.job_id)
+
+    def _listen_address(self) -> tuple[str, int]:
+        host, _, port = (self.listen_override or self.config.listen).rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def _now_ms(self) -> int:
+        return round(self.clock() * 1000)

@@ -1,0 +1,154 @@
+"""The periodic jobs the daemon schedules, built from the config.
+
+Every job is named after the source it feeds (the store and the exposition
+keep one entry per source) and returns the families it observed plus any
+extra samples (a scrape's) for the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+from prometheus_client.core import Metric
+
+from agent.checks import Check
+from agent.collectors.base import Collector
+from agent.collectors.host import HostCollector
+from agent.collectors.probes import make_probe
+from agent.collectors.process import ServiceProcessCollector
+from agent.collectors.scrape import ScrapeTarget
+from agent.config import AgentConfig
+from healers.events import CheckStateChanged
+from rules.model import Labels
+
+
+@dataclass
+class Observation:
+    families: list[Metric]
+    extra_samples: Iterable[tuple[Labels, float]] = ()
+
+
+class Job(Protocol):
+    name: str
+    interval_s: float
+    spec: Any  # the config this job was built from; a reload keeps jobs whose spec is unchanged
+
+    async def observe(self, now: float) -> Observation: ...
+
+
+@dataclass
+class CollectorJob:
+    """Runs a blocking collector (psutil) in a worker thread, so the loop stays free."""
+
+    name: str
+    interval_s: float
+    spec: Any
+    collector: Collector
+
+    async def observe(self, now: float) -> Observation:
+        return Observation(await asyncio.to_thread(self.collector.collect, now))
+
+
+@dataclass
+class CheckJob:
+    name: str
+    interval_s: float
+    spec: Any
+    check: Check
+
+    async def observe(self, now: float) -> Observation:
+        await self.check.run(now)
+        return Observation(self.check.families())
+
+
+@dataclass
+class ScrapeJob:
+    name: str
+    interval_s: float
+    spec: Any
+    target: ScrapeTarget
+
+    async def observe(self, now: float) -> Observation:
+        result = await self.target.scrape(now)
+        return Observation(self.target.families(), result.samples if result.up else ())
+
+
+@dataclass
+class JobSet:
+    """All jobs of one config, plus the per-service readiness they determine."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+    checks: dict[str, list[Check]] = field(default_factory=dict)
+
+    def ready(self, service: str) -> bool | None:
+        """A known service is ready while all its checks are healthy; None for an unknown one."""
+        if service not in self.checks:
+            return None
+        return all(check.healthy for check in self.checks[service])
+
+
+def build_jobs(
+    config: AgentConfig,
+    *,
+    http_client: httpx.AsyncClient,
+    insecure_http_client: httpx.AsyncClient,
+    on_check_change: Callable[[CheckStateChanged], None],
+    previous: JobSet | None = None,
+) -> JobSet:
+    """Jobs for ``config``; jobs of ``previous`` whose spec is unchanged are kept with their state."""
+    old = previous.jobs if previous else {}
+    result = JobSet()
+
+    def add(job_name: str, spec: Any, make: Callable[[], Job]) -> Job:
+        kept = old.get(job_name)
+        job = kept if kept is not None and kept.spec == spec else make()
+        result.jobs[job_name] = job
+        return job
+
+    if config.host.enabled:
+        add("host", config.host, lambda: CollectorJob("host", config.host.interval, config.host, HostCollector(config.host)))
+
+    for service, svc in config.services.items():
+        alive: Callable[[], bool] = lambda: False
+        if svc.process is not None:
+            match, interval = svc.process, config.interval
+            process_job = add(
+                f"process:{service}",
+                (match, interval),
+                lambda: CollectorJob(
+                    f"process:{service}", interval, (match, interval), ServiceProcessCollector(service, match)
+                ),
+            )
+            alive = process_job.collector.tracker.alive  # type: ignore[attr-defined]
+        result.checks[service] = []
+        for check_config in svc.checks:
+            name = f"check:{service}/{check_config.name}"
+            client = http_client if not check_config.http or check_config.http.tls_verify else insecure_http_client
+            job = add(
+                name,
+                (check_config, svc.process, config.interval),
+                lambda: CheckJob(
+                    name,
+                    check_config.interval,
+                    (check_config, svc.process, config.interval),
+                    Check(
+                        service,
+                        check_config,
+                        make_probe(check_config, http_client=client, alive=alive),
+                        on_check_change,
+                    ),
+                ),
+            )
+            result.checks[service].append(job.check)  # type: ignore[attr-defined]
+        if svc.scrape is not None:
+            scrape = svc.scrape
+            add(
+                f"scrape:{service}",
+                scrape,
+                lambda: ScrapeJob(f"scrape:{service}", scrape.interval, scrape, ScrapeTarget(service, scrape, http_client)),
+            )
+    return result

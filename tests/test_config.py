@@ -1,0 +1,170 @@
+"""Config loading: defaults, durations, env substitution and positioned, friendly errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import DEFAULT_LISTEN, load_config, parse_config
+from rules.errors import SourceError
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(SourceError) as info:
+        parse_config(text, "agent.yaml")
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_empty_file_gives_the_defaults() -> None:
+    """An empty config watches the host on the default loopback address."""
+    config = parse_config("", "agent.yaml")
+    assert config.listen == DEFAULT_LISTEN
+    assert config.listen.startswith("127.0.0.1:")
+    assert config.host.enabled and config.host.interval == 15.0
+    assert config.store.retention == 600.0
+    assert config.services == {}
+
+
+def test_the_issue_example_config_is_valid() -> None:
+    """The config shape from the foundation issue loads with durations in seconds."""
+    config = parse_config(
+        """
+listen: "127.0.0.1:9900"
+state_path: ./healwatch.db
+rule_files: ["rules/*.yaml"]
+services:
+  web:
+    process: {pidfile: /run/web.pid}
+    checks:
+      - name: http
+        http: {url: "http://127.0.0.1:8080/health", expect_status: [200]}
+        interval: 5s
+        timeout: 2s
+        failure_threshold: 3
+    scrape: {url: "http://127.0.0.1:8080/metrics", interval: 15s}
+""",
+        "agent.yaml",
+    )
+    web = config.services["web"]
+    assert web.process is not None and web.process.pidfile == "/run/web.pid"
+    assert web.checks[0].kind == "http"
+    assert (web.checks[0].interval, web.checks[0].timeout) == (5.0, 2.0)
+    assert web.scrape is not None and web.scrape.interval == 15.0
+
+
+def test_malformed_yaml_names_line_and_column() -> None:
+    """A YAML syntax error is one issue with file, line and column."""
+    (issue,) = errors_of("services:\n  web: {process: [\n")
+    assert issue.startswith("agent.yaml:3:1: YAML syntax error")
+
+
+def test_unknown_key_suggests_the_close_name() -> None:
+    """A misspelt key is rejected at the key's position with a did-you-mean hint."""
+    (issue,) = errors_of(
+        "services:\n  web:\n    checks:\n      - name: a\n        tcp: {address: '127.0.0.1:1'}\n        timout: 2s\n"
+    )
+    assert issue == (
+        "agent.yaml:6:9: services -> web -> checks -> 0 -> timout: unknown key 'timout' (did you mean 'timeout'?)"
+    )
+
+
+def test_unknown_key_without_close_match_lists_the_choices() -> None:
+    """With no close match the error lists what is allowed there."""
+    (issue,) = errors_of("store: {colour: blue}\n")
+    assert "unknown key 'colour'" in issue and "expected one of: retention, max_series" in issue
+
+
+def test_every_error_is_reported_at_once() -> None:
+    """Wrong types, negative durations and bad values are all listed, each at its own position."""
+    issues = errors_of(
+        """listen: nowhere
+interval: -5s
+services:
+  web:
+    process: {pidfile: /run/a.pid, name: web}
+    checks:
+      - name: h
+        http: {url: "ftp://x"}
+        failure_threshold: zero
+"""
+    )
+    assert issues == [
+        "agent.yaml:1:9: listen: expected HOST:PORT such as 127.0.0.1:9877, got 'nowhere'",
+        "agent.yaml:2:11: interval: duration '-5s' is negative; expected a positive duration",
+        "agent.yaml:5:14: services -> web -> process: expected exactly one of pidfile, name or cmdline",
+        "agent.yaml:8:21: services -> web -> checks -> 0 -> http -> url: expected an http:// or https:// URL, got 'ftp://x'",
+        "agent.yaml:9:28: services -> web -> checks -> 0 -> failure_threshold: "
+        "Input should be a valid integer, unable to parse string as an integer",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("5", "expected a duration string such as 15s or 500ms, got 5"),
+        ("5x", "invalid duration '5x'"),
+        ("0s", "must be greater than 0s"),
+        ("s", "invalid duration 's'"),
+    ],
+)
+def test_bad_durations_are_explained(value: str, expected: str) -> None:
+    """Durations need a unit and, where they are periods, must be positive."""
+    (issue,) = errors_of(f"interval: {value}\n")
+    assert expected in issue
+
+
+def test_a_check_needs_exactly_one_probe() -> None:
+    """A check with two probes, or none, is rejected."""
+    (issue,) = errors_of("services:\n  a:\n    checks:\n      - {name: x, tcp: {address: 'h:1'}, exec: {command: ['true']}}\n")
+    assert "expected exactly one probe: http, tcp, exec or process" in issue
+
+
+def test_a_process_check_needs_a_process_match() -> None:
+    """A process check on a service with no process section is an error."""
+    (issue,) = errors_of("services:\n  a:\n    checks:\n      - {name: alive, process: {}}\n")
+    assert "a process check needs the service's process" in issue
+
+
+def test_an_invalid_regex_is_an_error() -> None:
+    """A body regex that does not compile is reported with the regex error."""
+    (issue,) = errors_of("services:\n  a:\n    checks:\n      - {name: h, http: {url: 'http://x', body_regex: '(('}}\n")
+    assert "invalid regular expression '(('" in issue
+
+
+def test_environment_variables_are_substituted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """${NAME} takes the environment's value and $$ stays a literal dollar."""
+    monkeypatch.setenv("HW_TOKEN", "s3cret")
+    config = parse_config(
+        "services:\n  a:\n    checks:\n      - name: h\n        http:\n          url: http://x/\n"
+        "          headers: {Authorization: 'Bearer ${HW_TOKEN}', X-Cost: '$$5'}\n",
+        "agent.yaml",
+    )
+    http = config.services["a"].checks[0].http
+    assert http is not None and http.headers == {"Authorization": "Bearer s3cret", "X-Cost": "$5"}
+
+
+def test_an_unset_environment_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reference to an unset variable names the variable and where it is used."""
+    monkeypatch.delenv("HW_MISSING", raising=False)
+    (issue,) = errors_of("state_path: ${HW_MISSING}/db\n")
+    assert issue == "agent.yaml:1:13: environment variable HW_MISSING is not set"
+
+
+def test_duplicate_keys_are_errors() -> None:
+    """YAML would silently keep the last of two equal keys; the config refuses them."""
+    (issue,) = errors_of("interval: 5s\ninterval: 10s\n")
+    assert issue == "agent.yaml:2:1: duplicate key 'interval'"
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    """Loading a file that does not exist gives one readable issue."""
+    with pytest.raises(SourceError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert "cannot read config: No such file or directory" in str(info.value)
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    """A list at the top level is rejected."""
+    (issue,) = errors_of("- a\n- b\n")
+    assert "expected a mapping of settings at the top level" in issue
