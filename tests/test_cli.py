@@ -1,0 +1,80 @@
+"""The command line: check config verdicts and exit codes, the JSON Schema, and run's refusals."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import default_config_text, main
+from agent.config import AgentConfig, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped example validates with a one-line summary and exit code 0."""
+    assert main(["check", "config", str(ROOT / "examples/agent.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "SUCCESS: listen 127.0.0.1:9877" in out
+    assert "web: process by pidfile '/run/web.pid'; check http (http every 5s)" in out
+
+
+def test_check_config_lists_every_error_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An invalid file prints FAILED and each positioned error; a valid one in the same call still passes."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: x\nservices: {web: {scrape: {url: http://a, interval: 1s, timeout: 2s}}}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("")
+    assert main(["check", "config", str(bad), str(good)]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}:1:9: listen: expected HOST:PORT" in out
+    assert "services -> web -> scrape: timeout 2s exceeds interval 1s" in out
+    assert f"Checking {good}\n  SUCCESS" in out
+
+
+def test_schema_is_valid_json_describing_the_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """`healwatch schema` prints a JSON Schema that forbids unknown keys and documents durations."""
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(AgentConfig.model_fields)
+    assert schema["$defs"]["CheckConfig"]["properties"]["interval"]["type"] == "string"
+
+
+def test_the_built_in_default_config_is_valid() -> None:
+    """The packaged default config parses and listens on loopback."""
+    config = parse_config(default_config_text(), "default.yaml")
+    assert config.listen.startswith("127.0.0.1:") and config.host.enabled
+
+
+def test_run_with_an_invalid_config_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    """`healwatch run -c bad.yaml` logs the positioned error and exits 1."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("interval: soon\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "-c", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert f"{bad}:1:11: interval: invalid duration 'soon'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_on_a_busy_port_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    """A listen address already in use is reported and the agent exits 1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        config = tmp_path / "a.yaml"
+        config.write_text(f"state_path: {tmp_path / 'state.db'}\nhost: {{enabled: false}}\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "run", "-c", str(config), "--listen", f"127.0.0.1:{port}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "Traceback" not in result.stderr
