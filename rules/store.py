@@ -1,0 +1,179 @@
+"""The in-memory series store: sample windows per series, a label index, staleness.
+
+Collectors write whole collections with ``ingest``; the rule engine finds series
+with ``select`` and reads them with ``Series.window`` and ``Series.last``.
+Timestamps are int milliseconds since the epoch, values float64.
+
+Not thread-safe, and needs no locks: the daemon calls it only from its single
+asyncio event-loop thread, and no method awaits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from operator import attrgetter
+
+from .matchers import Matcher, MatchOp
+from .model import STALE_NAN, Labels
+from .window import AppendOutcome, Retention, SampleWindow
+
+_SeriesSet = dict["Series", None]  # an insertion-ordered set: keeps select() in creation order
+
+
+class Series(SampleWindow):
+    """One series (metric name plus labels) and its retained samples."""
+
+    __slots__ = ("labels", "_seq")
+
+    def __init__(self, labels: Labels, retention: Retention, seq: int) -> None:
+        super().__init__(retention)
+        self.labels = labels
+        self._seq = seq
+
+    def __repr__(self) -> str:
+        return f"Series({self.labels}, {len(self)} samples)"
+
+
+class SeriesStore:
+    """All series the agent keeps, bounded by retention and a series cap."""
+
+    def __init__(self, retention_s: float | None = 600.0, max_series: int = 100_000) -> None:
+        if retention_s is not None and not retention_s > 0:
+            raise ValueError(f"retention must be a positive number of seconds or None, not {retention_s!r}")
+        if max_series < 1:
+            raise ValueError(f"max_series must be at least 1, not {max_series!r}")
+        self._retention = Retention(None if retention_s is None else max(1, round(retention_s * 1000)))
+        self._max_series = max_series
+        self._series: dict[Labels, Series] = {}
+        self._index: dict[str, dict[str, _SeriesSet]] = {}
+        self._reported: dict[str, set[Series]] = {}
+        self._next_seq = 0
+        self._refused_series_total = 0
+        self._out_of_order_total = 0
+        self._duplicate_timestamp_total = 0
+
+    @property
+    def series_count(self) -> int:
+        return len(self._series)
+
+    @property
+    def refused_series_total(self) -> int:
+        """Samples refused because their new series would exceed ``max_series``."""
+        return self._refused_series_total
+
+    @property
+    def out_of_order_total(self) -> int:
+        """Samples refused for being older than their series' newest sample or than the retention cutoff."""
+        return self._out_of_order_total
+
+    @property
+    def duplicate_timestamp_total(self) -> int:
+        """Samples refused for repeating their series' newest timestamp with a different value."""
+        return self._duplicate_timestamp_total
+
+    def append(self, labels: Labels, t_ms: int, value: float) -> bool:
+        """Add one sample; False if refused (series cap, out of order, conflicting duplicate)."""
+        series = self._series_for(labels, t_ms)
+        return series is not None and self._add(series, t_ms, value)
+
+    def ingest(self, source: str, samples: Iterable[tuple[Labels, float]], t_ms: int) -> None:
+        """Store one whole collection of ``source``; its series missing since last time get a stale marker."""
+        reported: set[Series] = set()
+        for labels, value in samples:
+            series = self._series_for(labels, t_ms)
+            if series is not None:
+                self._add(series, t_ms, value)
+                reported.add(series)
+        self._mark_stale(self._reported.get(source, set()) - reported, t_ms)
+        self._reported[source] = reported
+
+    def end_source(self, source: str, t_ms: int) -> None:
+        """Mark every series ``source`` last reported as stale: the source is gone."""
+        self._mark_stale(self._reported.pop(source, set()), t_ms)
+
+    def select(self, matchers: Sequence[Matcher]) -> list[Series]:
+        """Series satisfying every matcher (all series for none), in the order they were created."""
+        equal = [m for m in matchers if m.op is MatchOp.EQ and m.value != ""]
+        if equal:
+            sets = []
+            for matcher in equal:
+                found = self._index.get(matcher.name, {}).get(matcher.value)
+                if not found:
+                    return []
+                sets.append(found)
+            sets.sort(key=len)
+            candidates: Iterable[Series] = [s for s in sets[0] if all(s in other for other in sets[1:])]
+            rest = [m for m in matchers if m not in equal]
+        else:
+            narrowing = next((m for m in matchers if not m.matches("")), None)
+            if narrowing is None:
+                candidates, rest = self._series.values(), list(matchers)
+            else:
+                candidates = self._having(narrowing)
+                rest = [m for m in matchers if m is not narrowing]
+        return [s for s in candidates if all(m.matches(s.labels.get(m.name)) for m in rest)]
+
+    def evict(self, now_ms: int) -> None:
+        """Drop samples older than ``now_ms`` minus retention, and series left without samples.
+
+        Expired samples vanish from reads at once; their memory is reused when
+        their buffer next fills, so this costs one comparison per series.
+        """
+        if self._retention.period_ms is None:
+            return
+        self._retention.advance(now_ms)
+        cutoff_ms = self._retention.cutoff_ms
+        expired = [s for s in self._series.values() if s.newest_ms is not None and s.newest_ms < cutoff_ms]
+        for series in expired:
+            self._forget(series)
+
+    def _series_for(self, labels: Labels, t_ms: int) -> Series | None:
+        """The series a sample at ``t_ms`` goes to, created if new; None if the sample is refused."""
+        if t_ms < self._retention.cutoff_ms:
+            # Kept, it would be invisible to reads and could make a series with nothing to show.
+            self._out_of_order_total += 1
+            return None
+        series = self._series.get(labels)
+        if series is not None:
+            return series
+        if len(self._series) >= self._max_series:
+            self._refused_series_total += 1
+            return None
+        series = Series(labels, self._retention, self._next_seq)
+        self._next_seq += 1
+        self._series[labels] = series
+        for name, value in labels:
+            self._index.setdefault(name, {}).setdefault(value, {})[series] = None
+        return series
+
+    def _add(self, series: Series, t_ms: int, value: float) -> bool:
+        outcome = series.append(t_ms, value)
+        if outcome is AppendOutcome.OUT_OF_ORDER:
+            self._out_of_order_total += 1
+        elif outcome is AppendOutcome.CONFLICT:
+            self._duplicate_timestamp_total += 1
+        return outcome is AppendOutcome.ADDED or outcome is AppendOutcome.DUPLICATE
+
+    def _mark_stale(self, gone: Iterable[Series], t_ms: int) -> None:
+        # A series evicted since it was reported is detached: the marker lands there, not in the store.
+        for series in gone:
+            self._add(series, t_ms, STALE_NAN)
+
+    def _having(self, matcher: Matcher) -> list[Series]:
+        """Series whose ``matcher.name`` label has a value the matcher accepts (it rejects "")."""
+        by_value = self._index.get(matcher.name, {})
+        sets = [found for value, found in by_value.items() if matcher.matches(value)]
+        if len(sets) == 1:
+            return list(sets[0])
+        return sorted((s for found in sets for s in found), key=attrgetter("_seq"))
+
+    def _forget(self, series: Series) -> None:
+        del self._series[series.labels]
+        for name, value in series.labels:
+            by_value = self._index[name]
+            members = by_value[value]
+            del members[series]
+            if not members:
+                del by_value[value]
+                if not by_value:
+                    del self._index[name]
