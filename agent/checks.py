@@ -1,0 +1,132 @@
+"""Health checks: a probe run repeatedly and thresholded into healthy or unhealthy, as Kubernetes does.
+
+Semantics are those of a Kubernetes *liveness* probe:
+
+- A check starts healthy and stays healthy until ``failure_threshold`` consecutive probes
+  fail; it turns healthy again after ``success_threshold`` consecutive successes.
+- No probe runs before ``started_at + initial_delay``. While starting, the check reports
+  ``healwatch_check_healthy 1`` (presumed alive, so nothing alerts or heals during a slow
+  start) and no ``probe_*`` samples at all: ``absent(probe_success{...})`` means "not probed yet".
+- Every crossing of a threshold emits one ``CheckStateChanged`` through ``on_change``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from agent.collectors.probes import Probe, ProbeResult
+from agent.config import CheckConfig
+from healers.events import CheckStateChanged
+
+log = structlog.get_logger(__name__)
+
+_LABELS = ["service", "check"]
+
+
+class Check:
+    """One service's check: runs its probe when asked and keeps the thresholded state."""
+
+    def __init__(
+        self,
+        service: str,
+        config: CheckConfig,
+        probe: Probe,
+        on_change: Callable[[CheckStateChanged], None],
+        *,
+        started_at: float | None = None,
+    ) -> None:
+        """``started_at`` anchors ``initial_delay``; when None, the first ``run(now)`` is the start."""
+        self.service = service
+        self.config = config
+        self.started_at = started_at
+        self.healthy = True
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+        self.last_result: ProbeResult | None = None
+        self.runs_total = {"success": 0, "failure": 0}
+        self._probe = probe
+        self._on_change = on_change
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def starting(self, now: float) -> bool:
+        """True while ``now`` is before the end of the initial delay."""
+        return self.started_at is None or now < self.started_at + self.config.initial_delay
+
+    async def run(self, now: float) -> ProbeResult | None:
+        """Probe once and update the state; return None (and probe nothing) during the initial delay."""
+        if self.started_at is None:
+            self.started_at = now
+        if self.starting(now):
+            return None
+        began = time.monotonic()
+        try:
+            result = await self._probe()
+        except Exception as exc:
+            # A probe bug must not stop the check: it counts as a failed probe.
+            log.exception("probe_crashed", service=self.service, check=self.name)
+            reason = f"probe crashed: {type(exc).__name__}"
+            result = ProbeResult(False, time.monotonic() - began, None, reason)
+        self.last_result = result
+        self.runs_total["success" if result.success else "failure"] += 1
+        self._advance(result, now)
+        return result
+
+    def _advance(self, result: ProbeResult, now: float) -> None:
+        if result.success:
+            self.consecutive_successes += 1
+            self.consecutive_failures = 0
+            if not self.healthy and self.consecutive_successes >= self.config.success_threshold:
+                self._turn(True, now, "")
+        else:
+            self.consecutive_failures += 1
+            self.consecutive_successes = 0
+            if self.healthy and self.consecutive_failures >= self.config.failure_threshold:
+                self._turn(False, now, result.error)
+
+    def _turn(self, healthy: bool, now: float, reason: str) -> None:
+        self.healthy = healthy
+        event = CheckStateChanged(self.service, self.name, healthy=healthy, at=now, reason=reason)
+        log.info("check_state_changed", service=self.service, check=self.name, healthy=healthy, reason=reason)
+        try:
+            self._on_change(event)
+        except Exception:
+            # A listener's bug must not corrupt the state machine or stop other checks.
+            log.exception("check_listener_failed", service=self.service, check=self.name)
+
+    def families(self) -> list[Metric]:
+        """The check's metrics: blackbox_exporter-style ``probe_*`` plus thresholded state and run counts."""
+        key = [self.service, self.name]
+        healthy = GaugeMetricFamily(
+            "healwatch_check_healthy", "1 while the thresholded check is healthy, else 0.", labels=_LABELS
+        )
+        healthy.add_metric(key, 1.0 if self.healthy else 0.0)
+        runs = CounterMetricFamily(
+            "healwatch_check_runs", "Probe runs by result.", labels=[*_LABELS, "result"]
+        )
+        for outcome, count in self.runs_total.items():
+            runs.add_metric([*key, outcome], count)
+        families: list[Metric] = [healthy, runs]
+        result = self.last_result
+        if result is None:
+            return families
+        success = GaugeMetricFamily("probe_success", "1 if the last probe succeeded, else 0.", labels=_LABELS)
+        success.add_metric(key, 1.0 if result.success else 0.0)
+        duration = GaugeMetricFamily(
+            "probe_duration_seconds", "How long the last probe took.", labels=_LABELS
+        )
+        duration.add_metric(key, result.duration_s)
+        families += [success, duration]
+        if self.config.http is not None:
+            status = GaugeMetricFamily(
+                "probe_http_status_code", "HTTP status of the last probe; 0 when no response.", labels=_LABELS
+            )
+            status.add_metric(key, float(result.status_code or 0))
+            families.append(status)
+        return families

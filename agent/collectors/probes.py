@@ -1,0 +1,290 @@
+"""Health probes (HTTP, TCP, exec, process): each runs once and reports, never raising on target failure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import signal
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from agent.config import CheckConfig, ExecProbe, HttpProbe
+from rules.durations import format_duration
+
+# How much of an exec probe's output is kept for the failure reason.
+EXEC_OUTPUT_TAIL_BYTES = 1024
+# How long a killed exec probe's output pipe may take to reach EOF.
+_EOF_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe run: ``error`` is a short human reason when ``success`` is false."""
+
+    success: bool
+    duration_s: float
+    status_code: int | None = None
+    error: str = ""
+
+
+Probe = Callable[[], Awaitable[ProbeResult]]
+
+
+def new_http_client(*, verify: bool = True) -> httpx.AsyncClient:
+    """A client for probes and scrapes; it follows redirects, as blackbox_exporter and Prometheus do."""
+    return httpx.AsyncClient(verify=verify, follow_redirects=True, headers={"User-Agent": "healwatch"})
+
+
+def make_probe(
+    check: CheckConfig,
+    *,
+    http_client: httpx.AsyncClient,
+    alive: Callable[[], bool] | None = None,
+) -> Probe:
+    """The probe ``check`` describes; raise ValueError if a process check gets no ``alive``.
+
+    ``http_client`` is used as given: the caller passes one built with ``verify=False``
+    for a check with ``tls_verify: false``.
+    """
+    timeout_s = check.timeout
+    if check.http is not None:
+        return functools.partial(probe_http, http_client, check.http, timeout_s)
+    if check.tcp is not None:
+        return functools.partial(probe_tcp, check.tcp.address, timeout_s)
+    if check.exec is not None:
+        return functools.partial(probe_exec, check.exec, timeout_s)
+    if alive is None:
+        raise ValueError(f"process check {check.name!r} needs the service's process tracker")
+    return functools.partial(probe_process, alive)
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An HTTP response whose body was read up to a limit."""
+
+    status_code: int
+    content_type: str
+    encoding: str
+    body: bytes
+    truncated: bool  # the server had more than the limit to send
+
+
+class FetchError(Exception):
+    """A request that got no usable response; the message is a short reason without header values."""
+
+
+async def fetch(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    timeout_s: float,
+    read_limit: int,
+) -> Fetched:
+    """Send one request and read at most ``read_limit`` body bytes, all within ``timeout_s``.
+
+    httpx's own timeouts apply per socket operation, so a server trickling one byte at a
+    time would never trip them; the asyncio deadline bounds the whole exchange.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with client.stream(method, url, headers=headers, timeout=timeout_s) as response:
+                body = bytearray()
+                truncated = False
+                if read_limit > 0:
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > read_limit:
+                            del body[read_limit:]
+                            truncated = True
+                            break
+                return Fetched(
+                    status_code=response.status_code,
+                    content_type=response.headers.get("content-type", ""),
+                    encoding=response.charset_encoding or "utf-8",
+                    body=bytes(body),
+                    truncated=truncated,
+                )
+    except (TimeoutError, httpx.TimeoutException):
+        raise FetchError(f"timed out after {format_duration(timeout_s)}") from None
+    except httpx.LocalProtocolError:
+        # Its message quotes the offending header, and header values may be tokens.
+        raise FetchError("invalid request (LocalProtocolError), check the configured headers") from None
+    except httpx.TransportError as exc:
+        raise FetchError(_transport_reason(exc)) from None
+    except Exception as exc:
+        # Request-building errors (bad header values, bad URL) quote their input, and
+        # header values may be tokens: name the kind of failure only.
+        raise FetchError(f"invalid request ({type(exc).__name__}), check the URL and headers") from None
+
+
+def _transport_reason(exc: httpx.TransportError) -> str:
+    """What went wrong on the wire, from the OS or TLS error underneath httpx's wrapper."""
+    kind = {
+        httpx.ConnectError: "connect failed",
+        httpx.ReadError: "read failed",
+        httpx.WriteError: "write failed",
+        httpx.RemoteProtocolError: "bad response",
+    }.get(type(exc), "request failed")
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"{kind}: TLS certificate not trusted ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return f"{kind}: TLS error ({cause.reason or cause})"
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return f"{kind}: {_os_reason(cause)}"
+        cause = cause.__cause__ or cause.__context__
+    return f"{kind}: {exc}" if str(exc) else kind
+
+
+def _os_reason(exc: OSError) -> str:
+    # asyncio replaces strerror with "Connect call failed (...)"; the errno says more.
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
+
+
+async def probe_http(client: httpx.AsyncClient, probe: HttpProbe, timeout_s: float) -> ProbeResult:
+    """GET (or ``probe.method``) the URL; healthy on an expected status and, if set, a matching body."""
+    start = time.monotonic()
+    try:
+        response = await fetch(
+            client,
+            probe.url,
+            method=probe.method,
+            headers=probe.headers,
+            timeout_s=timeout_s,
+            read_limit=probe.max_body_bytes if probe.body_regex is not None else 0,
+        )
+    except FetchError as exc:
+        return ProbeResult(False, time.monotonic() - start, None, str(exc))
+    duration_s = time.monotonic() - start
+    status = response.status_code
+    if not _status_expected(status, probe.expect_status):
+        wanted = ", ".join(map(str, probe.expect_status)) or "2xx"
+        return ProbeResult(False, duration_s, status, f"status {status}, expected {wanted}")
+    if probe.body_regex is not None:
+        text = response.body.decode(response.encoding, errors="replace")
+        if re.search(probe.body_regex, text) is None:
+            within = f" in the first {len(response.body)} bytes" if response.truncated else ""
+            reason = f"body does not match {probe.body_regex!r}{within}"
+            return ProbeResult(False, duration_s, status, reason)
+    return ProbeResult(True, duration_s, status)
+
+
+def _status_expected(status: int, expected: list[int]) -> bool:
+    return status in expected if expected else 200 <= status < 300
+
+
+# --- TCP --------------------------------------------------------------------------------------
+
+
+async def probe_tcp(address: str, timeout_s: float) -> ProbeResult:
+    """Healthy when a TCP connection to HOST:PORT opens within ``timeout_s``; it is closed at once."""
+    host, _, port = address.rpartition(":")
+    start = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            writer.close()
+            await writer.wait_closed()
+    except TimeoutError:
+        reason = f"timed out after {format_duration(timeout_s)}"
+        return ProbeResult(False, time.monotonic() - start, None, reason)
+    except OSError as exc:
+        return ProbeResult(False, time.monotonic() - start, None, f"connect failed: {_os_reason(exc)}")
+    return ProbeResult(True, time.monotonic() - start)
+
+
+# --- exec -------------------------------------------------------------------------------------
+
+
+async def probe_exec(probe: ExecProbe, timeout_s: float) -> ProbeResult:
+    """Run the argv (no shell) in its own process group; healthy on exit status 0.
+
+    On timeout the whole group is killed and reaped, so a probe never leaves children behind.
+    """
+    argv = probe.command
+    start = time.monotonic()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **probe.env} if probe.env else None,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        return ProbeResult(False, time.monotonic() - start, None, f"executable not found: {argv[0]}")
+    except PermissionError:
+        return ProbeResult(False, time.monotonic() - start, None, f"permission denied: {argv[0]}")
+    except OSError as exc:
+        return ProbeResult(False, time.monotonic() - start, None, f"cannot run {argv[0]}: {_os_reason(exc)}")
+
+    assert process.stdout is not None  # stdout=PIPE above
+    tail = bytearray()
+    reader = asyncio.create_task(_keep_tail(process.stdout, tail, EXEC_OUTPUT_TAIL_BYTES))
+    try:
+        async with asyncio.timeout(timeout_s):
+            await process.wait()
+            # EOF arrives once every process holding the output pipe is gone. Unlike awaiting
+            # the task itself, asyncio.wait leaves the reader running when the deadline hits.
+            await asyncio.wait({reader})
+    except TimeoutError:
+        pass
+    finally:
+        exit_code = process.returncode
+        if exit_code is None or not reader.done():
+            # Timed out or cancelled, or the leader exited leaving children on the pipe: kill
+            # the group. Its pipe then reaches EOF at once; only a child that left the group
+            # (setsid) could hold it open, hence the bound.
+            _kill_group(process.pid)
+            await asyncio.wait({reader}, timeout=_EOF_GRACE_S)
+            reader.cancel()
+        await process.wait()
+    duration_s = time.monotonic() - start
+    if exit_code == 0:
+        return ProbeResult(True, duration_s)
+    if exit_code is None:
+        reason = f"timed out after {format_duration(timeout_s)}"
+    elif exit_code < 0:
+        reason = f"killed by {signal.Signals(-exit_code).name}"
+    else:
+        reason = f"exit status {exit_code}"
+    output = " ".join(tail.decode("utf-8", errors="replace").split())
+    return ProbeResult(False, duration_s, None, f"{reason}: {output}" if output else reason)
+
+
+async def _keep_tail(stream: asyncio.StreamReader, tail: bytearray, limit: int) -> None:
+    """Read ``stream`` to EOF keeping only its last ``limit`` bytes, so a chatty child costs no memory."""
+    while chunk := await stream.read(65536):
+        tail += chunk
+        del tail[:-limit]
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+# --- process ----------------------------------------------------------------------------------
+
+
+async def probe_process(alive: Callable[[], bool]) -> ProbeResult:
+    """Healthy while the service's tracked process is alive."""
+    start = time.monotonic()
+    is_alive = alive()
+    return ProbeResult(is_alive, time.monotonic() - start, None, "" if is_alive else "process not running")
