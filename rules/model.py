@@ -6,6 +6,8 @@ import math
 import re
 import struct
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
 
 METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -47,7 +49,7 @@ class Labels(tuple[tuple[str, str], ...]):
                 return value
         return default
 
-    def keys(self) -> Iterator[str]:
+    def names(self) -> Iterator[str]:
         return (name for name, _ in self)
 
     def as_dict(self) -> dict[str, str]:
@@ -77,3 +79,41 @@ class Labels(tuple[tuple[str, str], ...]):
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class AlertState(IntEnum):
+    """An alert instance's state; the order is Prometheus' (firing > pending > inactive)."""
+
+    INACTIVE = 0
+    PENDING = 1
+    FIRING = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass
+class Alert:
+    """One instance of an alerting rule, identified by its labels (``alertname`` included).
+
+    Times are seconds since the epoch; ``None`` means "not yet".
+    """
+
+    labels: Labels
+    annotations: dict[str, str]
+    value: float
+    state: AlertState
+    active_at: float
+    fired_at: float | None = None
+    resolved_at: float | None = None
+    last_sent_at: float | None = None
+    valid_until: float | None = None
+    keep_firing_since: float | None = None
+
+    def needs_sending(self, now: float, resend_delay_s: float) -> bool:
+        """Prometheus' rule: never while pending; at once after resolving; else every resend delay."""
+        if self.state == AlertState.PENDING:
+            return False
+        if self.resolved_at is not None and (self.last_sent_at is None or self.resolved_at > self.last_sent_at):
+            return True
+        return self.last_sent_at is None or self.last_sent_at + resend_delay_s < now
