@@ -15,6 +15,8 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from agent.collectors.base import samples_of
+from agent.collectors.probes import new_http_client
+from agent.collectors.process import ProcessScanner
 from agent.config import AgentConfig, load_config
 from agent.events import EventChannel
 from agent.http import HttpServer
@@ -30,7 +32,6 @@ from rules.store import SeriesStore
 log = structlog.get_logger("healwatch")
 
 MIN_RENDER_INTERVAL_S = 0.25
-USER_AGENT = f"healwatch/{__version__}"
 
 
 class Agent:
@@ -62,6 +63,8 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._http: httpx.AsyncClient | None = None
         self._insecure_http: httpx.AsyncClient | None = None
+        # One scan of all processes serves every service matched by name or command line.
+        self._scanner = ProcessScanner(max_age_s=1.0)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -72,9 +75,8 @@ class Agent:
             "INSERT INTO agent_starts (started_at, version, config_path) VALUES (?, ?, ?)",
             (self.clock(), __version__, self.config_path),
         )
-        headers = {"User-Agent": USER_AGENT}
-        self._http = httpx.AsyncClient(headers=headers, follow_redirects=False)
-        self._insecure_http = httpx.AsyncClient(headers=headers, follow_redirects=False, verify=False)
+        self._http = new_http_client()
+        self._insecure_http = new_http_client(verify=False)
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock())
         self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
@@ -168,6 +170,7 @@ class Agent:
             "http_client": self._http,
             "insecure_http_client": self._insecure_http,
             "on_check_change": self._on_check_change,
+            "scanner": self._scanner,
         }
 
     def _schedule(self, jobset: JobSet) -> None:

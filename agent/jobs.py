@@ -19,7 +19,7 @@ from agent.checks import Check
 from agent.collectors.base import Collector
 from agent.collectors.host import HostCollector
 from agent.collectors.probes import make_probe
-from agent.collectors.process import ServiceProcessCollector
+from agent.collectors.process import ProcessScanner, ProcessTracker, ServiceProcessCollector
 from agent.collectors.scrape import ScrapeTarget
 from agent.config import AgentConfig
 from healers.events import CheckStateChanged
@@ -85,10 +85,14 @@ class JobSet:
     checks: dict[str, list[Check]] = field(default_factory=dict)
 
     def ready(self, service: str) -> bool | None:
-        """A known service is ready while all its checks are healthy; None for an unknown one."""
+        """A known service is ready once all its checks have probed and while they are healthy.
+
+        Like a Kubernetes readiness probe, a service is not ready before its first probe; an
+        unknown service gives None.
+        """
         if service not in self.checks:
             return None
-        return all(check.healthy for check in self.checks[service])
+        return all(check.healthy and check.last_result is not None for check in self.checks[service])
 
 
 def build_jobs(
@@ -97,6 +101,7 @@ def build_jobs(
     http_client: httpx.AsyncClient,
     insecure_http_client: httpx.AsyncClient,
     on_check_change: Callable[[CheckStateChanged], None],
+    scanner: ProcessScanner,
     previous: JobSet | None = None,
 ) -> JobSet:
     """Jobs for ``config``; jobs of ``previous`` whose spec is unchanged are kept with their state."""
@@ -120,7 +125,10 @@ def build_jobs(
                 f"process:{service}",
                 (match, interval),
                 lambda: CollectorJob(
-                    f"process:{service}", interval, (match, interval), ServiceProcessCollector(service, match)
+                    f"process:{service}",
+                    interval,
+                    (match, interval),
+                    ServiceProcessCollector(service, match, tracker=ProcessTracker(match, scanner=scanner)),
                 ),
             )
             alive = process_job.collector.tracker.alive  # type: ignore[attr-defined]

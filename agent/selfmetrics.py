@@ -63,3 +63,12 @@ class _StoreCollector:
             "healwatch_series_refused", "New series refused because the series limit was reached.",
             value=store.refused_series_total,
         )
+        yield CounterMetricFamily(
+            "healwatch_samples_out_of_order", "Samples refused for being older than their series' newest sample.",
+            value=store.out_of_order_total,
+        )
+        yield CounterMetricFamily(
+            "healwatch_samples_duplicate_timestamp",
+            "Samples refused for repeating a timestamp with a different value.",
+            value=store.duplicate_timestamp_total,
+        )
