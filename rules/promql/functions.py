@@ -1,0 +1,618 @@
+"""PromQL function signatures and the numeric kernels behind them (ports of Prometheus 3)."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+
+SCALAR = "scalar"
+VECTOR = "instant vector"
+MATRIX = "range vector"
+STRING = "string"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """Argument types, return type and how many optional trailing arguments a function takes.
+
+    ``variadic`` is 0 for a fixed arity, n > 0 for up to n optional trailing arguments and
+    -1 for any number of repetitions of the last argument type (as in Prometheus).
+    """
+
+    arg_types: tuple[str, ...]
+    return_type: str
+    variadic: int = 0
+
+
+def _spec(args: str, ret: str = VECTOR, variadic: int = 0) -> FunctionSpec:
+    names = {"s": SCALAR, "v": VECTOR, "m": MATRIX, "t": STRING}
+    return FunctionSpec(tuple(names[a] for a in args), ret, variadic)
+
+
+_MATH = (
+    "abs ceil floor exp ln log2 log10 sqrt sgn sin cos tan asin acos atan sinh cosh tanh "
+    "asinh acosh atanh deg rad"
+).split()
+_OVER_TIME = (
+    "avg_over_time min_over_time max_over_time sum_over_time count_over_time stddev_over_time "
+    "stdvar_over_time last_over_time first_over_time present_over_time"
+).split()
+_DATE = "day_of_month day_of_week day_of_year days_in_month hour minute month year".split()
+_RANGE = "rate irate increase delta idelta deriv changes resets".split()
+
+FUNCTIONS: dict[str, FunctionSpec] = {
+    **{name: _spec("v") for name in _MATH},
+    **{name: _spec("m") for name in _OVER_TIME + _RANGE},
+    **{name: _spec("v", variadic=1) for name in _DATE},
+    "absent": _spec("v"),
+    "absent_over_time": _spec("m"),
+    "clamp": _spec("vss"),
+    "clamp_max": _spec("vs"),
+    "clamp_min": _spec("vs"),
+    "histogram_quantile": _spec("sv"),
+    "label_join": _spec("vttt", variadic=-1),
+    "label_replace": _spec("vtttt"),
+    "pi": _spec("", SCALAR),
+    "predict_linear": _spec("ms"),
+    "quantile_over_time": _spec("sm"),
+    "round": _spec("vs", variadic=1),
+    "scalar": _spec("v", SCALAR),
+    "sort": _spec("v"),
+    "sort_desc": _spec("v"),
+    "time": _spec("", SCALAR),
+    "timestamp": _spec("v"),
+    "vector": _spec("s"),
+}
+
+# Prometheus functions this engine rejects by name, with the reason.
+UNSUPPORTED_FUNCTIONS = {
+    **{
+        name: "native histograms are not supported"
+        for name in (
+            "histogram_avg histogram_count histogram_sum histogram_fraction histogram_stddev "
+            "histogram_stdvar histogram_quantiles"
+        ).split()
+    },
+    **{
+        name: "experimental functions are not supported"
+        for name in (
+            "double_exponential_smoothing holt_winters mad_over_time sort_by_label sort_by_label_desc "
+            "info limitk limit_ratio ts_of_max_over_time ts_of_min_over_time ts_of_last_over_time "
+            "ts_of_first_over_time step range start end min_of max_of"
+        ).split()
+    },
+}
+
+# Functions whose result keeps the metric name (all others drop it).
+KEEPS_NAME = frozenset({"last_over_time", "first_over_time", "sort", "sort_desc", "label_replace", "label_join"})
+
+
+# -- summation, as Prometheus does it --------------------------------------
+
+
+def kahan_sum_inc(inc: float, total: float, comp: float) -> tuple[float, float]:
+    """One step of Kahan-Babuska-Neumaier summation (Prometheus ``kahanSumInc``)."""
+    new_total = total + inc
+    if math.isinf(new_total):
+        comp = 0.0
+    elif abs(total) >= abs(inc):
+        comp += (total - new_total) + inc
+    else:
+        comp += (inc - new_total) + total
+    return new_total, comp
+
+
+def kahan_sum(values: Iterable[float]) -> float:
+    total = comp = 0.0
+    for value in values:
+        total, comp = kahan_sum_inc(float(value), total, comp)
+    return total + comp
+
+
+def kahan_mean(values: Iterable[float]) -> float:
+    """Mean by direct Kahan summation, switching to an incremental mean on overflow (Prometheus 3)."""
+    total = comp = mean = 0.0
+    count = 0.0
+    incremental = False
+    for raw in values:
+        value = float(raw)
+        count += 1
+        if count == 1:
+            total = value
+            continue
+        if not incremental:
+            new_total, new_comp = kahan_sum_inc(value, total, comp)
+            if not math.isinf(new_total):
+                total, comp = new_total, new_comp
+                continue
+            incremental = True
+            mean = total / (count - 1)
+            comp /= count - 1
+        q = (count - 1) / count
+        mean, comp = kahan_sum_inc(value / count, q * mean, q * comp)
+    if incremental:
+        return mean + comp
+    return total / count + comp / count
+
+
+def variance(values: Iterable[float]) -> float:
+    """Population variance with Welford's method and Kahan-compensated sums (Prometheus 3)."""
+    count = mean = c_mean = aux = c_aux = 0.0
+    for raw in values:
+        value = float(raw)
+        count += 1
+        delta = value - (mean + c_mean)
+        mean, c_mean = kahan_sum_inc(delta / count, mean, c_mean)
+        aux, c_aux = kahan_sum_inc(delta * (value - (mean + c_mean)), aux, c_aux)
+    return (aux + c_aux) / count
+
+
+def quantile(q: float, values: Sequence[float] | np.ndarray) -> float:
+    """The q-quantile with linear interpolation; NaN sorts first as in Prometheus."""
+    if len(values) == 0 or math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    arr = np.asarray(values, dtype=np.float64)
+    nan = np.isnan(arr)
+    ordered = np.concatenate([arr[nan], np.sort(arr[~nan])])
+    n = len(ordered)
+    rank = q * (n - 1)
+    lower = max(0, math.floor(rank))
+    upper = min(n - 1, lower + 1)
+    weight = rank - math.floor(rank)
+    return float(ordered[lower]) * (1 - weight) + float(ordered[upper]) * weight
+
+
+# -- range-vector kernels -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RangeContext:
+    """Where a range function's window lies: ``(start_ms, end_ms]``, plus the evaluation time."""
+
+    start_ms: int
+    end_ms: int
+    eval_ms: int
+    scalar_args: tuple[float, ...] = ()
+
+
+def extrapolated_rate(t: np.ndarray, v: np.ndarray, ctx: RangeContext, is_counter: bool, is_rate: bool) -> float | None:
+    """rate, increase and delta: Prometheus 3 ``extrapolatedRate`` for float samples."""
+    if len(v) < 2:
+        return None
+    result = float(v[-1] - v[0])
+    if is_counter:
+        drops = v[1:] < v[:-1]
+        if drops.any():
+            result += kahan_sum(v[:-1][drops]) if len(v) < 64 else float(np.sum(v[:-1][drops]))
+    first_t, last_t = int(t[0]), int(t[-1])
+    duration_to_start = (first_t - ctx.start_ms) / 1000
+    duration_to_end = (ctx.end_ms - last_t) / 1000
+    sampled_interval = (last_t - first_t) / 1000
+    average_between = sampled_interval / (len(v) - 1)
+    threshold = average_between * 1.1
+    if duration_to_start >= threshold:
+        duration_to_start = average_between / 2
+    first_value = float(v[0])
+    if is_counter and result > 0 and first_value >= 0:
+        # Counters cannot go below zero: do not extrapolate past the zero point.
+        duration_to_zero = sampled_interval * (first_value / result)
+        if duration_to_zero < duration_to_start:
+            duration_to_start = duration_to_zero
+    if duration_to_end >= threshold:
+        duration_to_end = average_between / 2
+    factor = (sampled_interval + duration_to_start + duration_to_end) / sampled_interval
+    if is_rate:
+        factor /= (ctx.end_ms - ctx.start_ms) / 1000
+    return result * factor
+
+
+def instant_value(t: np.ndarray, v: np.ndarray, is_rate: bool) -> float | None:
+    """irate and idelta: from the last two samples."""
+    if len(v) < 2:
+        return None
+    last, previous = float(v[-1]), float(v[-2])
+    result = last if is_rate and last < previous else last - previous
+    interval_ms = int(t[-1]) - int(t[-2])
+    if interval_ms == 0:
+        return None
+    if is_rate:
+        result /= interval_ms / 1000
+    return result
+
+
+def linear_regression(t: np.ndarray, v: np.ndarray, intercept_ms: int) -> tuple[float, float]:
+    """Least-squares slope and intercept at ``intercept_ms`` (Prometheus ``linearRegression``)."""
+    first = float(v[0])
+    if bool(np.all(v == first)):
+        if math.isinf(first):
+            return math.nan, math.nan
+        return 0.0, first
+    x = (t - intercept_ms).astype(np.float64) / 1e3
+    n = float(len(v))
+    sum_x, sum_y = kahan_sum(x), kahan_sum(v)
+    sum_xy, sum_x2 = kahan_sum(x * v), kahan_sum(x * x)
+    cov_xy = sum_xy - sum_x * sum_y / n
+    var_x = sum_x2 - sum_x * sum_x / n
+    slope = cov_xy / var_x if var_x != 0 else (math.nan if cov_xy == 0 else math.copysign(math.inf, cov_xy))
+    intercept = sum_y / n - slope * sum_x / n
+    return slope, intercept
+
+
+def _deriv(t: np.ndarray, v: np.ndarray, ctx: RangeContext) -> float | None:
+    if len(v) < 2:
+        return None
+    return linear_regression(t, v, int(t[0]))[0]
+
+
+def _predict_linear(t: np.ndarray, v: np.ndarray, ctx: RangeContext) -> float | None:
+    if len(v) < 2:
+        return None
+    slope, intercept = linear_regression(t, v, ctx.eval_ms)
+    return slope * ctx.scalar_args[0] + intercept
+
+
+def _changes(t: np.ndarray, v: np.ndarray, ctx: RangeContext) -> float:
+    prev, cur = v[:-1], v[1:]
+    same = (prev == cur) | (np.isnan(prev) & np.isnan(cur))
+    return float(np.count_nonzero(~same))
+
+
+def _resets(t: np.ndarray, v: np.ndarray, ctx: RangeContext) -> float:
+    return float(np.count_nonzero(v[1:] < v[:-1]))
+
+
+def _max(v: np.ndarray) -> float:
+    return float(np.fmax.reduce(v))
+
+
+def _min(v: np.ndarray) -> float:
+    return float(np.fmin.reduce(v))
+
+
+def _sum(v: np.ndarray) -> float:
+    if len(v) < 64 or not np.isfinite(v).all():
+        return kahan_sum(v)
+    total = math.fsum(v)
+    return total if math.isfinite(total) else kahan_sum(v)
+
+
+def _avg(v: np.ndarray) -> float:
+    if len(v) >= 64 and np.isfinite(v).all():
+        total = math.fsum(v)
+        if math.isfinite(total):
+            return total / len(v)
+    return kahan_mean(v)
+
+
+RangeKernel = Callable[[np.ndarray, np.ndarray, RangeContext], "float | None"]
+
+RANGE_KERNELS: dict[str, RangeKernel] = {
+    "rate": lambda t, v, c: extrapolated_rate(t, v, c, True, True),
+    "increase": lambda t, v, c: extrapolated_rate(t, v, c, True, False),
+    "delta": lambda t, v, c: extrapolated_rate(t, v, c, False, False),
+    "irate": lambda t, v, c: instant_value(t, v, True),
+    "idelta": lambda t, v, c: instant_value(t, v, False),
+    "deriv": _deriv,
+    "predict_linear": _predict_linear,
+    "changes": _changes,
+    "resets": _resets,
+    "avg_over_time": lambda t, v, c: _avg(v),
+    "sum_over_time": lambda t, v, c: _sum(v),
+    "min_over_time": lambda t, v, c: _min(v),
+    "max_over_time": lambda t, v, c: _max(v),
+    "count_over_time": lambda t, v, c: float(len(v)),
+    "last_over_time": lambda t, v, c: float(v[-1]),
+    "first_over_time": lambda t, v, c: float(v[0]),
+    "present_over_time": lambda t, v, c: 1.0,
+    "stddev_over_time": lambda t, v, c: math.sqrt(variance(v)),
+    "stdvar_over_time": lambda t, v, c: variance(v),
+    "quantile_over_time": lambda t, v, c: quantile(c.scalar_args[0], v),
+}
+
+
+# -- element-wise kernels ------------------------------------------------------
+
+
+def _sgn(v: np.ndarray) -> np.ndarray:
+    return np.sign(v)
+
+
+ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "abs": np.abs,
+    "ceil": np.ceil,
+    "floor": np.floor,
+    "exp": np.exp,
+    "ln": np.log,
+    "log2": np.log2,
+    "log10": np.log10,
+    "sqrt": np.sqrt,
+    "sgn": _sgn,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "asin": np.arcsin,
+    "acos": np.arccos,
+    "atan": np.arctan,
+    "sinh": np.sinh,
+    "cosh": np.cosh,
+    "tanh": np.tanh,
+    "asinh": np.arcsinh,
+    "acosh": np.arccosh,
+    "atanh": np.arctanh,
+    "deg": np.degrees,
+    "rad": np.radians,
+}
+
+
+def apply_elementwise(name: str, values: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return ELEMENTWISE[name](values)
+
+
+def go_round(value: float, to_nearest: float) -> float:
+    """Prometheus ``round``: half up, to the nearest multiple of ``to_nearest``."""
+    inverse = 1.0 / to_nearest
+    with np.errstate(all="ignore"):
+        return float(np.floor(np.float64(value) * inverse + 0.5) / inverse)
+
+
+def go_max(a: float, b: float) -> float:
+    """Go ``math.Max``: NaN wins."""
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return max(a, b)
+
+
+def go_min(a: float, b: float) -> float:
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return min(a, b)
+
+
+# -- binary arithmetic with Go float semantics -----------------------------------
+
+
+def arithmetic(op: str, a: float, b: float) -> float:
+    """``a op b`` as Go computes it on float64 (no exceptions: Inf and NaN instead)."""
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        if b == 0:
+            if a == 0 or math.isnan(a):
+                return math.nan
+            return math.copysign(math.inf, a) * math.copysign(1.0, b)
+        return a / b
+    if op == "%":
+        if b == 0 or math.isinf(a) or math.isnan(a) or math.isnan(b):
+            return math.nan
+        return math.fmod(a, b)
+    if op == "^":
+        return _go_pow(a, b)
+    if op == "atan2":
+        return math.atan2(a, b)
+    raise AssertionError(op)
+
+
+def _go_pow(a: float, b: float) -> float:
+    try:
+        return math.pow(a, b)
+    except OverflowError:
+        odd = b.is_integer() and int(b) % 2 == 1
+        return -math.inf if a < 0 and odd else math.inf
+    except ValueError:
+        if a == 0:
+            odd = b.is_integer() and int(b) % 2 == 1
+            return math.copysign(math.inf, a) if odd else math.inf
+        return math.nan
+
+
+def compare(op: str, a: float, b: float) -> bool:
+    if op == "==":
+        return a == b
+    if op == "!=":
+        return a != b
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    if op == ">":
+        return a > b
+    if op == ">=":
+        return a >= b
+    raise AssertionError(op)
+
+
+# -- classic histogram quantile -----------------------------------------------------
+
+_SMALL_DELTA_TOLERANCE = 1e-12
+
+
+def almost_equal(a: float, b: float, epsilon: float) -> bool:
+    """Prometheus ``almost.Equal``: relative comparison, NaN equals NaN."""
+    if math.isnan(a) and math.isnan(b):
+        return True
+    if a == b:
+        return True
+    abs_sum = abs(a) + abs(b)
+    diff = abs(a - b)
+    min_normal = 2.2250738585072014e-308
+    if a == 0 or b == 0 or abs_sum < min_normal:
+        return diff < epsilon * min_normal
+    return diff / min(abs_sum, 1.7976931348623157e308) < epsilon
+
+
+def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Quantile from classic ``le`` buckets (Prometheus ``BucketQuantile``)."""
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    buckets = sorted(buckets, key=lambda b: b[0])
+    if not math.isinf(buckets[-1][0]) or buckets[-1][0] < 0:
+        return math.nan
+    coalesced: list[list[float]] = []
+    for bound, count in buckets:
+        if coalesced and coalesced[-1][0] == bound:
+            coalesced[-1][1] += count
+        else:
+            coalesced.append([bound, count])
+    prev = coalesced[0][1]
+    for bucket in coalesced[1:]:
+        current = bucket[1]
+        if current == prev:
+            continue
+        if almost_equal(prev, current, _SMALL_DELTA_TOLERANCE) or current < prev:
+            bucket[1] = prev
+            continue
+        prev = current
+    if len(coalesced) < 2:
+        return math.nan
+    observations = coalesced[-1][1]
+    if observations == 0:
+        return math.nan
+    rank = q * observations
+    index = next((i for i in range(len(coalesced) - 1) if coalesced[i][1] >= rank), len(coalesced) - 1)
+    if index == len(coalesced) - 1:
+        return coalesced[-2][0]
+    if index == 0 and coalesced[0][0] <= 0:
+        return coalesced[0][0]
+    bucket_start = 0.0
+    bucket_end, count = coalesced[index]
+    if index > 0:
+        bucket_start = coalesced[index - 1][0]
+        count -= coalesced[index - 1][1]
+        rank -= coalesced[index - 1][1]
+    return bucket_start + (bucket_end - bucket_start) * (rank / count)
+
+
+# -- label_replace template expansion (Go regexp.Expand) ------------------------------
+
+
+def go_expand(template: str, match: re.Match[str]) -> str:
+    """Expand ``$1``, ``${name}`` and ``$$`` as Go's ``Regexp.ExpandString`` does."""
+    out: list[str] = []
+    rest = template
+    while rest:
+        before, sep, after = rest.partition("$")
+        out.append(before)
+        if not sep:
+            return "".join(out)
+        rest = after
+        if rest.startswith("$"):
+            out.append("$")
+            rest = rest[1:]
+            continue
+        name, remaining = _extract_group_name(rest)
+        if name is None:
+            out.append("$")
+            continue
+        rest = remaining
+        out.append(_group_value(match, name))
+    return "".join(out)
+
+
+def _extract_group_name(text: str) -> tuple[str | None, str]:
+    brace = text.startswith("{")
+    body = text[1:] if brace else text
+    i = 0
+    while i < len(body) and (unicodedata.category(body[i])[0] in "LN" or body[i] == "_"):
+        i += 1
+    if i == 0:
+        return None, text
+    name = body[:i]
+    if brace:
+        if i >= len(body) or body[i] != "}":
+            return None, text
+        i += 1
+    return name, body[i:]
+
+
+def _group_value(match: re.Match[str], name: str) -> str:
+    if name.isdigit() and name.isascii():
+        if len(name) > 1 and name[0] == "0":
+            return ""
+        index = int(name)
+        if index > match.re.groups:
+            return ""
+        return match.group(index) or ""
+    try:
+        return match.group(name) or ""
+    except IndexError:
+        return ""
+
+
+# -- dates (UTC, from Unix seconds) ---------------------------------------------------
+
+
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    """Proleptic Gregorian (year, month, day) of a day count since 1970-01-01."""
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return (y + 1 if m <= 2 else y), m, d
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+_DAYS_BEFORE_MONTH = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+
+
+def date_part(name: str, seconds: float) -> float:
+    """One calendar field of a Unix timestamp in UTC (Prometheus date functions)."""
+    whole = int(seconds) if math.isfinite(seconds) else -(2**63)
+    days, second_of_day = divmod(whole, 86400)
+    year, month, day = _civil_from_days(days)
+    if name == "year":
+        return float(year)
+    if name == "month":
+        return float(month)
+    if name == "day_of_month":
+        return float(day)
+    if name == "day_of_week":
+        return float((days + 4) % 7)
+    if name == "day_of_year":
+        return float(_DAYS_BEFORE_MONTH[month - 1] + day + (1 if month > 2 and _is_leap(year) else 0))
+    if name == "days_in_month":
+        lengths = (31, 29 if _is_leap(year) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+        return float(lengths[month - 1])
+    if name == "hour":
+        return float(second_of_day // 3600)
+    if name == "minute":
+        return float(second_of_day % 3600 // 60)
+    raise AssertionError(name)
+
+
+def format_value_label(value: float) -> str:
+    """A float as Go's ``strconv.FormatFloat(v, 'f', -1, 64)`` renders it (count_values)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    text = format(Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text

@@ -1,0 +1,149 @@
+"""PromQL evaluation against the real SeriesStore: windows, staleness, rate, matching, results, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rules.model import Labels
+from rules.promql import Engine, MatrixResult, PromQLEvalError, ScalarResult, StringResult, VectorResult
+from rules.store import SeriesStore
+
+MINUTE = 60_000
+
+
+def _store(series: dict[Labels, list[tuple[int, float]]]) -> SeriesStore:
+    store = SeriesStore(retention_s=None)
+    for labels, points in series.items():
+        for t_ms, value in points:
+            assert store.append(labels, t_ms, value)
+    return store
+
+
+def _vector(result: object) -> dict[str, float]:
+    assert isinstance(result, VectorResult)
+    return {str(labels): value for labels, value in result.samples}
+
+
+def test_lookback_is_left_open_and_configurable() -> None:
+    """A sample exactly lookback old is out of the window; a shorter lookback hides older samples."""
+    store = _store({Labels.of("up", {"job": "a"}): [(0, 1.0)]})
+    engine = Engine(lookback_s=300)
+    assert _vector(engine.instant("up", store, 299_999)) == {'up{job="a"}': 1.0}
+    assert _vector(engine.instant("up", store, 300_000)) == {}
+    assert _vector(Engine(lookback_s=60).instant("up", store, 61_000)) == {}
+
+
+def test_stale_marker_from_ingest_ends_series() -> None:
+    """A series a source stops reporting disappears at once, not after the lookback."""
+    store = SeriesStore(retention_s=None)
+    a, b = Labels.of("up", {"job": "a"}), Labels.of("up", {"job": "b"})
+    store.ingest("scrape", [(a, 1.0), (b, 1.0)], 0)
+    store.ingest("scrape", [(a, 1.0)], 15_000)
+    engine = Engine()
+    assert _vector(engine.instant("up", store, 10_000)) == {'up{job="a"}': 1.0, 'up{job="b"}': 1.0}
+    assert _vector(engine.instant("up", store, 16_000)) == {'up{job="a"}': 1.0}
+    assert _vector(engine.instant("count_over_time(up[1m])", store, 16_000)) == {'{job="a"}': 2.0, '{job="b"}': 1.0}
+
+
+def test_rate_handles_counter_reset_and_extrapolates() -> None:
+    """rate/increase add the pre-reset value back and extrapolate to the window edges like Prometheus."""
+    counter = Labels.of("requests_total")
+    # 15s scrapes, +10 per scrape, reset to 0 after 40.
+    values = [0, 10, 20, 30, 40, 0, 10, 20, 30]
+    store = _store({counter: [(i * 15_000, float(v)) for i, v in enumerate(values)]})
+    engine = Engine()
+    t = 8 * 15_000
+    increase = _vector(engine.instant("increase(requests_total[2m])", store, t))["{}"]
+    # The window (0, 120s] holds 15s..120s: 30 - 10 plus 40 lost at the reset = 60 over 105s, extrapolated
+    # 15s back to the window start (under 1.1 * the 15s spacing, and before the zero point at 17.5s).
+    assert increase == pytest.approx(60 * 120 / 105)
+    rate = _vector(engine.instant("rate(requests_total[2m])", store, t))["{}"]
+    assert rate == pytest.approx(increase / 120)
+    assert _vector(engine.instant("resets(requests_total[5m])", store, t)) == {"{}": 1.0}
+    assert _vector(engine.instant("irate(requests_total[1m])", store, t)) == {"{}": pytest.approx(10 / 15)}
+
+
+def test_range_query_returns_matrix_sorted_by_labels() -> None:
+    """A range query evaluates every step and returns series sorted by labels with their points."""
+    store = _store(
+        {
+            Labels.of("m", {"i": "b"}): [(i * MINUTE, float(i)) for i in range(5)],
+            Labels.of("m", {"i": "a"}): [(i * MINUTE, 10.0 * i) for i in range(3)],
+        }
+    )
+    result = Engine().range("m * 2", store, 0, 4 * MINUTE, 2 * MINUTE)
+    assert isinstance(result, MatrixResult)
+    assert [(str(labels), points) for labels, points in result.series] == [
+        ('{i="a"}', [(0, 0.0), (120_000, 40.0), (240_000, 40.0)]),
+        ('{i="b"}', [(0, 0.0), (120_000, 4.0), (240_000, 8.0)]),
+    ]
+
+
+def test_at_start_and_end_in_range_query() -> None:
+    """@ start() and @ end() pin a selector to the query's first and last step."""
+    store = _store({Labels.of("g"): [(i * MINUTE, float(i)) for i in range(10)]})
+    result = Engine().range("g @ end() - g @ start()", store, 2 * MINUTE, 5 * MINUTE, MINUTE)
+    assert [v for _, v in result.series[0][1]] == [3.0, 3.0, 3.0, 3.0]
+
+
+def test_result_types() -> None:
+    """Scalars, strings and range vectors come back typed; a range query refuses a string."""
+    store = _store({Labels.of("g"): [(0, 1.0), (MINUTE, 2.0)]})
+    engine = Engine()
+    assert engine.instant("time() + 1", store, MINUTE) == ScalarResult(61.0)
+    assert engine.instant('"hello"', store, 0) == StringResult("hello")
+    matrix = engine.instant("g[2m]", store, MINUTE)
+    assert isinstance(matrix, MatrixResult) and matrix.series[0][1] == [(0, 1.0), (MINUTE, 2.0)]
+    with pytest.raises(PromQLEvalError, match="invalid expression type"):
+        engine.range('"hello"', store, 0, MINUTE, MINUTE)
+
+
+def test_vector_matching_and_name_dropping() -> None:
+    """group_left copies labels from the one side; arithmetic drops the name, comparison keeps it."""
+    store = _store(
+        {
+            Labels.of("cpu", {"node": "n1", "mode": "idle"}): [(0, 3.0)],
+            Labels.of("cpu", {"node": "n1", "mode": "user"}): [(0, 1.0)],
+            Labels.of("node_info", {"node": "n1", "zone": "z"}): [(0, 1.0)],
+        }
+    )
+    engine = Engine()
+    joined = _vector(engine.instant("cpu * on(node) group_left(zone) node_info", store, 0))
+    assert joined == {'{mode="idle", node="n1", zone="z"}': 3.0, '{mode="user", node="n1", zone="z"}': 1.0}
+    assert _vector(engine.instant("cpu > 2", store, 0)) == {'cpu{mode="idle", node="n1"}': 3.0}
+    assert _vector(engine.instant("cpu > bool 2", store, 0)) == {
+        '{mode="idle", node="n1"}': 1.0,
+        '{mode="user", node="n1"}': 0.0,
+    }
+
+
+def test_evaluation_errors_are_clear() -> None:
+    """Ambiguous matches and duplicate output label sets raise PromQLEvalError with Prometheus' text."""
+    store = _store(
+        {
+            Labels.of("a", {"x": "1", "y": "1"}): [(0, 1.0)],
+            Labels.of("a", {"x": "1", "y": "2"}): [(0, 1.0)],
+            Labels.of("b", {"x": "1"}): [(0, 1.0)],
+        }
+    )
+    engine = Engine()
+    with pytest.raises(PromQLEvalError, match="many-to-one matching must be explicit"):
+        engine.instant("a + on(x) b", store, 0)
+    with pytest.raises(PromQLEvalError, match="found duplicate series for the match group"):
+        engine.instant("b + on(x) group_right a * 0 + on(x) a", store, 0)
+    with pytest.raises(PromQLEvalError, match="vector cannot contain metrics with the same labelset"):
+        engine.instant('label_replace(a, "y", "", "y", ".*")', store, 0)
+
+
+def test_aggregations_and_topk_order() -> None:
+    """Aggregations group by labels; topk returns the largest first; NaN ranks last."""
+    store = _store({Labels.of("v", {"i": str(i)}): [(0, float(i))] for i in range(5)} | {Labels.of("v", {"i": "n"}): [(0, math.nan)]})
+    engine = Engine()
+    assert _vector(engine.instant("sum(v)", store, 0)) == {"{}": pytest.approx(math.nan, nan_ok=True)}
+    assert _vector(engine.instant('sum(v{i!="n"})', store, 0)) == {"{}": 10.0}
+    top = engine.instant("topk(2, v)", store, 0)
+    assert isinstance(top, VectorResult) and [v for _, v in top.samples] == [4.0, 3.0]
+    assert _vector(engine.instant('quantile(0.5, v{i!="n"})', store, 0)) == {"{}": 2.0}
+    assert _vector(engine.instant('count_values("val", v{i=~"[12]"})', store, 0)) == {'{val="1"}': 1.0, '{val="2"}': 1.0}
