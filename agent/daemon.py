@@ -60,6 +60,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self._render_wanted = asyncio.Event()
         self._first_render_done = False
+        self._render_problems: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
         self._http: httpx.AsyncClient | None = None
         self._insecure_http: httpx.AsyncClient | None = None
@@ -139,6 +140,7 @@ class Agent:
             new = load_config(self.config_path)
         except SourceError as exc:
             self.metrics.reload_successful.set(0)
+            self._render_wanted.set()
             for issue in exc.issues:
                 log.error("config reload failed; keeping the running config", error=str(issue))
             return False
@@ -217,8 +219,14 @@ class Agent:
             await self._render_wanted.wait()
             self._render_wanted.clear()
             self.exposition.update("self", self.metrics.families())
-            await asyncio.to_thread(self.exposition.render)
+            rendered = await asyncio.to_thread(self.exposition.render)
             self._first_render_done = True
+            self.metrics.render_duration.set(rendered.duration_s)
+            self.metrics.render_problems.set(len(rendered.problems))
+            if rendered.problems != self._render_problems:
+                for problem in rendered.problems:
+                    log.warning("left out of /metrics", problem=problem)
+                self._render_problems = rendered.problems
             await asyncio.sleep(MIN_RENDER_INTERVAL_S)
 
     def _housekeep(self) -> None:

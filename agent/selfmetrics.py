@@ -35,6 +35,13 @@ class SelfMetrics:
             "healwatch_scheduler_skipped_runs", "Runs skipped because the previous run of the job was still going.",
             ["job"], registry=r,
         )
+        self.render_duration = Gauge(
+            "healwatch_exposition_render_duration_seconds", "Time the last render of /metrics took.", registry=r
+        )
+        self.render_problems = Gauge(
+            "healwatch_exposition_problems", "Families or series left out of the last render (conflicting or invalid).",
+            registry=r,
+        )
         self.reload_successful = Gauge(
             "healwatch_config_last_reload_successful", "Whether the last config (re)load succeeded.", registry=r
         )

@@ -86,7 +86,7 @@ def test_a_bad_reload_keeps_the_running_config(tmp_path: Path, web: WebApp, agen
     wait_for(lambda: any(e["event"] == "config reload failed; keeping the running config" for e in agent.logs()))
     errors = [e["error"] for e in agent.logs() if e["event"] == "config reload failed; keeping the running config"]
     assert any(str(error).startswith(f"{config}:3:1: bogus: unknown key 'bogus'") for error in errors)
-    assert agent.value("healwatch_config_last_reload_successful") == 0
+    wait_for(lambda: agent.value("healwatch_config_last_reload_successful") == 0)
     assert agent.value('probe_success{check="http",service="web"}') == 1
     assert agent.process.poll() is None
 
@@ -95,7 +95,7 @@ def test_a_bad_reload_keeps_the_running_config(tmp_path: Path, web: WebApp, agen
     ))
     agent.signal(signal.SIGHUP)
     wait_for(lambda: agent.value('probe_success{check="port",service="db"}') == 0)
-    assert agent.value("healwatch_config_last_reload_successful") == 1
+    wait_for(lambda: agent.value("healwatch_config_last_reload_successful") == 1)
     assert agent.value('probe_success{check="http",service="web"}') == 1
 
 

@@ -56,10 +56,19 @@ def test_prometheus_ingests_the_agents_series(tmp_path: Path, agent: AgentProces
 
 
 def test_promtool_accepts_the_exposition(agent: AgentProcess) -> None:
-    """``promtool check metrics`` finds no problem in the agent's /metrics output."""
+    """``promtool check metrics`` parses /metrics and lints nothing but node_exporter's own meminfo names.
+
+    node_exporter names meminfo fields as the kernel does (``node_memory_MemAvailable_bytes``);
+    we keep those names so existing dashboards work, and promtool lints them as camelCase.
+    """
     promtool = require_binary("promtool")
     wait_for(lambda: agent.value('node_load1') is not None)
     result = subprocess.run([promtool, "check", "metrics"], input=agent.metrics().encode(),
                             capture_output=True, timeout=30)
-    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
-    assert result.stdout.decode().strip() == ""
+    problems = (result.stdout + result.stderr).decode().splitlines()
+    assert result.returncode in (0, 3), problems  # 3: lint findings only; 1 would be a parse error
+    unexpected = [
+        line for line in problems
+        if not (line.startswith("node_memory_") and line.endswith("should be written in 'snake_case' not 'camelCase'"))
+    ]
+    assert unexpected == []

@@ -1,0 +1,105 @@
+"""The daemon in-process: scheduling isolates slow jobs, check transitions reach subscribers,
+and a crashing collector is contained."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+
+from agent.config import parse_config
+from agent.daemon import Agent
+from healers.events import CheckStateChanged
+from tests.realparts import free_port
+
+
+def config_text(services: str) -> str:
+    return f"listen: 127.0.0.1:{free_port()}\nstate_path: ':memory:'\nhost: {{enabled: false}}\nservices:\n{services}"
+
+
+def run_agent(text: str, body: Callable[[Agent], Awaitable[None]]) -> None:
+    async def main() -> None:
+        agent = Agent(parse_config(text, "agent.yaml"))
+        await agent.start()
+        try:
+            await body(agent)
+        finally:
+            await agent.stop()
+
+    asyncio.run(main())
+
+
+def exposed(agent: Agent, series: str) -> float | None:
+    body, _, _ = agent.exposition.response("text/plain", "")
+    for line in body.decode().splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return None
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def test_a_hung_probe_neither_overlaps_itself_nor_delays_other_jobs() -> None:
+    """A probe slower than its interval skips its own next runs while a fast check keeps its pace."""
+    sleeper = f"[{sys.executable!r}, '-c', 'import time; time.sleep(30)']"
+    text = config_text(
+        f"  slow:\n    checks:\n      - {{name: hang, exec: {{command: {sleeper}}}, interval: 100ms, timeout: 1s}}\n"
+        "  fast:\n    checks:\n      - {name: port, tcp: {address: '127.0.0.1:1'}, interval: 100ms, timeout: 100ms}\n"
+    )
+
+    async def body(agent: Agent) -> None:
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(agent.exposition.render)
+        fast_runs = exposed(agent, 'healwatch_check_runs_total{check="port",result="failure",service="fast"}')
+        assert fast_runs is not None and fast_runs >= 10
+        skipped = exposed(agent, 'healwatch_scheduler_skipped_runs_total{job="check:slow/hang"}')
+        assert skipped is not None and skipped >= 5
+        assert exposed(agent, 'probe_success{check="hang",service="slow"}') == 0
+
+    run_agent(text, body)
+
+
+def test_check_transitions_are_published_to_subscribers() -> None:
+    """A failing check publishes one CheckStateChanged(healthy=False) on the event channel."""
+    text = config_text(
+        "  db:\n    checks:\n      - {name: port, tcp: {address: '127.0.0.1:1'}, interval: 100ms, timeout: 100ms,"
+        " failure_threshold: 2}\n"
+    )
+
+    async def body(agent: Agent) -> None:
+        queue = agent.events.subscribe()
+        event = await asyncio.wait_for(queue.get(), 5)
+        assert isinstance(event, CheckStateChanged)
+        assert (event.service, event.check, event.healthy) == ("db", "port", False)
+        assert "refused" in event.reason.lower()
+        assert agent.ready("db") is False and agent.ready("nope") is None
+
+    run_agent(text, body)
+
+
+def test_a_crashing_job_is_contained_and_counted() -> None:
+    """An exception inside one job is counted in healwatch_collector_errors_total; other jobs go on."""
+    text = config_text(
+        "  a:\n    checks:\n      - {name: port, tcp: {address: '127.0.0.1:1'}, interval: 100ms, timeout: 100ms}\n"
+    )
+
+    async def body(agent: Agent) -> None:
+        broken = agent.jobset.jobs["check:a/port"]
+
+        async def explode(now: float) -> None:
+            raise RuntimeError("boom")
+
+        broken.observe = explode  # type: ignore[method-assign]
+        errors = lambda: agent.metrics.registry.get_sample_value(  # noqa: E731
+            "healwatch_collector_errors_total", {"collector": "check:a/port"}
+        )
+        await until(lambda: (errors() or 0) >= 2)
+        await asyncio.to_thread(agent.exposition.render)
+        assert exposed(agent, "healwatch_build_info{version=\"0.1.0\"}") == 1
+
+    run_agent(text, body)
