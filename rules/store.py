@@ -53,6 +53,18 @@ class SeriesStore:
         self._duplicate_timestamp_total = 0
 
     @property
+    def retention_s(self) -> float | None:
+        period_ms = self._retention.period_ms
+        return None if period_ms is None else period_ms / 1000
+
+    @retention_s.setter
+    def retention_s(self, seconds: float | None) -> None:
+        """Change retention; a longer one keeps what is still held, it cannot bring back what was evicted."""
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"retention must be a positive number of seconds or None, not {seconds!r}")
+        self._retention.period_ms = None if seconds is None else max(1, round(seconds * 1000))
+
+    @property
     def series_count(self) -> int:
         return len(self._series)
 

@@ -27,6 +27,10 @@ class Positions:
     file: str
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    # YAML scalar style by path: None plain, "'" or '"' quoted, "|" or ">" block.
+    styles: dict[Path, str | None] = field(default_factory=dict)
+    # For block scalars: the 1-based column where their content lines start.
+    block_columns: dict[Path, int] = field(default_factory=dict)
 
     def issue(self, path: Path, message: str, *, at_key: bool = False) -> SourceIssue:
         """An issue located at ``path``, or at its nearest known ancestor."""
@@ -82,6 +86,9 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (index,)) for index, item in enumerate(node.value)]
+        self.positions.styles[path] = node.style
+        if node.style in ("|", ">") and node.start_mark.buffer is not None:
+            self.positions.block_columns[path] = _block_column(node)
         value = self.constructor.construct_object(node, deep=True)
         if self.substitute_env and isinstance(value, str) and node.tag == "tag:yaml.org,2002:str":
             value = self._substitute(value, path)
@@ -118,3 +125,12 @@ class _Builder:
     def _error(self, node: yaml.Node, message: str) -> None:
         mark = node.start_mark
         self.issues.append(SourceIssue(self.positions.file, mark.line + 1, mark.column + 1, message))
+
+
+def _block_column(node: yaml.ScalarNode) -> int:
+    """Column of a block scalar's content: the indentation of its first non-blank line, plus one."""
+    lines = node.start_mark.buffer[node.start_mark.pointer:node.end_mark.pointer].split("\n")[1:]
+    for line in lines:
+        if line.strip():
+            return len(line) - len(line.lstrip(" ")) + 1
+    return 1

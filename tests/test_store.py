@@ -666,3 +666,20 @@ def test_window_and_last_match_naive_list(
         got = series.last(end_ms, abs(length) + 1)
         expected = naive.last(end_ms, abs(length) + 1)
         assert (None if got is None else (got[0], bits(got[1]))) == expected
+
+
+def test_retention_can_grow_while_running() -> None:
+    """Raising retention keeps samples the old retention would have evicted from then on."""
+    store = SeriesStore(retention_s=60)
+    labels = Labels.of("x")
+    for second in range(0, 300, 10):
+        store.append(labels, second * 1000, float(second))
+        store.evict(second * 1000)
+    store.retention_s = 600
+    assert store.retention_s == 600
+    for second in range(300, 600, 10):
+        store.append(labels, second * 1000, float(second))
+        store.evict(second * 1000)
+    (series,) = store.select([Matcher("__name__", MatchOp.EQ, "x")])
+    timestamps, _ = series.window(0, 600_000)
+    assert timestamps[0] == 230_000  # the oldest the 60 s retention still held at 290 s, kept since

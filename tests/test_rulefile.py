@@ -1,0 +1,157 @@
+"""Rule files: Prometheus' format and checks, every error positioned, and the simple form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rules.errors import SourceError
+from rules.rulefile import SIMPLE_AGGREGATES, expand_rule_files, load_rule_file, parse_rules
+
+DATA = Path(__file__).parent / "data"
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(SourceError) as info:
+        parse_rules(text, "r.yaml")
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_a_prometheus_rule_file_loads() -> None:
+    """Groups, intervals, alert and record rules with for/keep_firing_for/labels/annotations load as written."""
+    (group,) = parse_rules(
+        """
+groups:
+  - name: api
+    interval: 30s
+    labels: {team: core}
+    rules:
+      - record: job:errors:rate5m
+        expr: sum by (job) (rate(http_requests_total{code=~"5.."}[5m]))
+      - alert: HighErrorRate
+        expr: job:errors:rate5m > 1
+        for: 2m
+        keep_firing_for: 5m
+        labels: {severity: page}
+        annotations: {summary: "{{ $labels.job }} at {{ $value }}"}
+""",
+        "r.yaml",
+    )
+    assert (group.name, group.interval_s, group.labels) == ("api", 30.0, {"team": "core"})
+    record, alert = group.rules
+    assert (record.kind, record.name) == ("record", "job:errors:rate5m")
+    assert (alert.kind, alert.for_s, alert.keep_firing_for_s, alert.line) == ("alert", 120.0, 300.0, 9)
+
+
+def test_every_error_is_reported_with_its_position() -> None:
+    """A file with many mistakes lists each one at its file:line:column, like promtool but all at once."""
+    with pytest.raises(SourceError) as info:
+        load_rule_file(str(DATA / "bad.rules.yaml"))
+    issues = [(issue.line, issue.column, issue.message.splitlines()[0]) for issue in info.value.issues]
+    file = "group \"g\""
+    assert issues == [
+        (5, 19, f'{file}, rule 1, "HighCPU": could not parse expression: 1:5: parse error: unclosed left parenthesis'),
+        (6, 14, f'{file}, rule 1, "HighCPU": for: invalid duration \'5x\': expected a number with a unit '
+                "(ms, s, m, h, d, w, y), e.g. 500ms, 15s, 1h30m"),
+        (7, 18, f'{file}, rule 1, "HighCPU": invalid label name: __name__'),
+        (7, 31, f'{file}, rule 1, "HighCPU": invalid label name: bad-label'),
+        (9, 20, f'{file}, rule 1, "HighCPU": annotation "summary": template: __alert_HighCPU:1: function "nope" not defined'),
+        (10, 17, f"{file}, rule 2, \"Both\": only one of 'record' and 'alert' must be set"),
+        (14, 15, f'{file}, rule 3, "Range": expression must evaluate to an instant vector or scalar, got range vector: '
+                 "node_cpu_seconds_total[5m]"),
+        (19, 11, f'{file}, rule 4, "Multi": could not parse expression: 3:1: parse error: unexpected right parenthesis \')\''),
+        (26, 16, f"{file}, rule 5, \"Simple\": unknown field 'bogus' in rule (expected one of: record, alert, expr, for, "
+                 "keep_firing_for, labels, annotations, or the simple form's metric, aggregate, window, op, threshold)"),
+        (28, 18, f'{file}, rule 6, "Re": could not parse expression: 1:4: parse error: invalid regular expression in '
+                 'job=~"((": missing ), unterminated subpattern at position 1'),
+        (29, 5, 'groupname: "g" is repeated in the same file'),
+        (30, 15, "interval: must be greater than 0s"),
+    ]
+
+
+def test_a_parse_error_shows_the_expression_with_a_caret() -> None:
+    """The offending expression is printed with a caret under the error position."""
+    (issue,) = errors_of("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: sum(rate(x[5m])) by job\n")
+    lines = issue.splitlines()
+    assert lines[0].startswith("r.yaml:5:")
+    assert lines[0].endswith('unexpected identifier "job" in grouping opts, expected "("')  # promtool's words
+    assert lines[1:] == ["    sum(rate(x[5m])) by job", " " * 24 + "^"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("- {record: 'a{b}', expr: up}", "invalid recording rule name: a{b}"),
+        ("- {record: r, expr: up, for: 5m}", "invalid field 'for' in recording rule"),
+        ("- {record: r, expr: up, annotations: {a: b}}", "invalid field 'annotations' in recording rule"),
+        ("- {alert: A}", "field 'expr' must be set in rule"),
+        ("- {expr: up}", "one of 'record' or 'alert' must be set"),
+        ("- {alert: A, expr: up, annotations: {'1x': y}}", "invalid annotation name: 1x"),
+        ("- {alert: A, expr: 'rate(up)'}", 'expected type range vector in call to function "rate", got instant vector'),
+        ("- {alert: A, expr: 'rate(up[5m])[1m:]'}", "expression must evaluate to an instant vector or scalar"),
+    ],
+)
+def test_promtool_checks(rule: str, message: str) -> None:
+    """The checks promtool makes on single rules are made here with the same words."""
+    (issue,) = errors_of(f"groups:\n- name: g\n  rules:\n  {rule}\n")
+    assert message in issue
+
+
+def test_unknown_group_fields_are_rejected() -> None:
+    """A misspelt group field is an error at the key, naming the allowed fields."""
+    (issue,) = errors_of("groups:\n- name: g\n  intervall: 1m\n  rules: []\n")
+    assert issue.startswith("r.yaml:3:3: unknown field 'intervall' in rule group (expected one of: name, interval")
+
+
+@pytest.mark.parametrize(("aggregate", "compiled"), [
+    ("avg", "avg_over_time(node_cpu_busy_ratio[5m]) > 0.8"),
+    ("rate", "rate(node_cpu_busy_ratio[5m]) > 0.8"),
+    ("p99", "quantile_over_time(0.99, node_cpu_busy_ratio[5m]) > 0.8"),
+])
+def test_the_simple_form_compiles_to_promql(aggregate: str, compiled: str) -> None:
+    """metric/aggregate/window/op/threshold become the equivalent PromQL expression."""
+    (group,) = parse_rules(
+        "groups:\n- name: g\n  rules:\n  - alert: HighCPU\n    metric: node_cpu_busy_ratio\n"
+        f"    aggregate: {aggregate}\n    window: 5m\n    op: '>'\n    threshold: 0.8\n    for: 2m\n",
+        "r.yaml",
+    )
+    (rule,) = group.rules
+    assert (rule.expr, rule.simple, rule.for_s) == (compiled, True, 120.0)
+
+
+def test_every_simple_aggregate_compiles() -> None:
+    """All twelve aggregates of the simple form yield parseable PromQL."""
+    for aggregate in SIMPLE_AGGREGATES:
+        parse_rules(
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    metric: 'x{a=\"b\"}'\n"
+            f"    aggregate: {aggregate}\n    window: 1m\n    op: '<='\n    threshold: 3\n",
+            "r.yaml",
+        )
+
+
+def test_simple_form_mistakes_are_explained() -> None:
+    """Unknown aggregates and ops list the allowed values; missing parts are named."""
+    issues = errors_of(
+        "groups:\n- name: g\n  rules:\n  - alert: A\n    metric: x\n    aggregate: median\n    window: 1m\n"
+        "    op: '=>'\n    threshold: 1\n  - alert: B\n    metric: x\n    window: 1m\n"
+    )
+    assert "unknown aggregate 'median'; expected one of: avg, min, max" in issues[0]
+    assert "unknown op '=>'; expected one of: > >= < <= == !=" in issues[1]
+    assert "the simple form needs aggregate, op, threshold" in issues[2]
+
+
+def test_globs_expand_and_a_missing_plain_file_is_an_error(tmp_path: Path) -> None:
+    """Globs match sorted files relative to the base directory; a named file that is missing is an error."""
+    (tmp_path / "b.yaml").write_text("groups: []\n")
+    (tmp_path / "a.yaml").write_text("groups: []\n")
+    assert expand_rule_files(["*.yaml"], tmp_path) == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
+    assert expand_rule_files(["none-*.yaml"], tmp_path) == []
+    with pytest.raises(SourceError, match="rule file does not exist"):
+        expand_rule_files(["missing.yaml"], tmp_path)
+
+
+def test_the_shipped_default_rules_are_valid() -> None:
+    """The default host, service and agent rules load without errors."""
+    for path in sorted(Path(__file__).parent.parent.joinpath("rules").glob("*.rules.yaml")):
+        assert load_rule_file(str(path))
