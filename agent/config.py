@@ -209,10 +209,24 @@ class StoreConfig(Section):
     max_series: int = Field(100_000, ge=1, description="New series beyond this are refused and counted.")
 
 
+class EvaluationConfig(Section):
+    """How rule groups are evaluated; names follow Prometheus' settings and flags."""
+
+    interval: PositiveDuration = Field(15.0, description="Default evaluation interval of rule groups.")
+    external_labels: dict[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")], str] = {}
+    external_url: str = Field("", description="Used for generatorURL and $externalURL in templates.")
+    lookback_delta: PositiveDuration = Field(300.0, description="How far back an instant selector looks.")
+    for_outage_tolerance: PositiveDuration = Field(3600.0, description="Max downtime for which `for` state is restored.")
+    for_grace_period: Duration = Field(600.0, description="Minimum `for` left after a restore.")
+    resend_delay: PositiveDuration = Field(60.0, description="Re-send firing alerts this often.")
+
+
 class AgentConfig(Section):
     listen: HostPort = DEFAULT_LISTEN
     state_path: str = Field("./healwatch.db", description="SQLite state database; ':memory:' keeps none.")
-    rule_files: list[str] = Field([], description="Globs of Prometheus-format rule files.")
+    rule_files: list[str] = Field([], description="Globs of Prometheus-format rule files, relative to this file.")
+    default_rules: bool = Field(True, description="Also load the default host and service rules shipped with healwatch.")
+    evaluation: EvaluationConfig = EvaluationConfig()
     interval: PositiveDuration = Field(15.0, description="Collection interval for process metrics.")
     host: HostConfig = HostConfig()
     store: StoreConfig = StoreConfig()

@@ -7,6 +7,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from datetime import datetime, timezone
 
 import httpx
@@ -21,17 +22,23 @@ from agent.config import AgentConfig, load_config
 from agent.events import EventChannel
 from agent.http import HttpServer
 from agent.jobs import Job, JobSet, build_jobs
+from agent.ruler import build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
 from agent import __version__
 from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB
 from exporters.exposition import Exposition
 from healers.events import CheckStateChanged
 from rules.errors import SourceError
+from rules.model import Alert
+from rules.persistence import MIGRATIONS as RULES_MIGRATIONS
+from rules.promql import Engine
+from rules.rulefile import GroupSpec, load_rule_files
 from rules.store import SeriesStore
 
 log = structlog.get_logger("healwatch")
 
 MIN_RENDER_INTERVAL_S = 0.25
+RULE_FILE_POLL_S = 2.0
 
 
 class Agent:
@@ -50,6 +57,10 @@ class Agent:
         self.listen_override = listen
         self.clock = clock
         self.store = SeriesStore(retention_s=config.store.retention, max_series=config.store.max_series)
+        self.engine = Engine(lookback_s=config.evaluation.lookback_delta)
+        self.rule_files: list[str] = []
+        self.rule_specs: list[GroupSpec] = []
+        self._rule_stamps: dict[str, tuple[int, int] | None] = {}
         self.exposition = Exposition()
         self.events = EventChannel()
         self.metrics = SelfMetrics(lambda: self.store)
@@ -70,8 +81,12 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
+        """Start everything; raise SourceError if the rule files are invalid."""
+        self.rule_files, self.rule_specs = self._load_rules(self.config)
+        self._rule_stamps = file_stamps(self.rule_files)
         self.state = StateDB(self.config.state_path)
         self.state.migrate("agent", AGENT_MIGRATIONS)
+        self.state.migrate("rules", RULES_MIGRATIONS)
         self.state.conn.execute(
             "INSERT INTO agent_starts (started_at, version, config_path) VALUES (?, ?, ?)",
             (self.clock(), __version__, self.config_path),
@@ -85,9 +100,13 @@ class Agent:
         self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
         self._scheduler.start()
-        self._schedule(build_jobs(self.config, **self._job_deps()))
+        self._schedule(self._build_jobset())
         self._scheduler.add_job(
             self._housekeep, "interval", seconds=self.config.interval, id="housekeeping",
+            max_instances=1, coalesce=True,
+        )
+        self._scheduler.add_job(
+            self._watch_rule_files, "interval", seconds=RULE_FILE_POLL_S, id="rule-files",
             max_instances=1, coalesce=True,
         )
         self._tasks.append(asyncio.create_task(self._render_loop()))
@@ -138,6 +157,7 @@ class Agent:
             return True
         try:
             new = load_config(self.config_path)
+            rule_files, rule_specs = self._load_rules(new)
         except SourceError as exc:
             self.metrics.reload_successful.set(0)
             self._render_wanted.set()
@@ -150,7 +170,9 @@ class Agent:
         self.config = new.model_copy(
             update={"listen": self.config.listen, "state_path": self.config.state_path, "store": self.config.store}
         )
-        self._schedule(build_jobs(self.config, **self._job_deps(), previous=self.jobset))
+        self.rule_files, self.rule_specs = rule_files, rule_specs
+        self._rule_stamps = file_stamps(rule_files)
+        self._schedule(self._build_jobset())
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock())
         log.info("config reloaded", config=self.config_path, jobs=len(self.jobset.jobs))
@@ -166,14 +188,49 @@ class Agent:
 
     # -- scheduling --------------------------------------------------------
 
-    def _job_deps(self) -> dict[str, object]:
+    def _load_rules(self, config: AgentConfig) -> tuple[list[str], list[GroupSpec]]:
+        config_dir = Path(self.config_path).parent if self.config_path else Path.cwd()
+        files = rule_files_of(config, config_dir)
+        return files, load_rule_files(files)
+
+    def _build_jobset(self) -> JobSet:
+        """Collector, check and scrape jobs of the config plus a job per rule group, keeping unchanged ones."""
         assert self._http is not None and self._insecure_http is not None
-        return {
-            "http_client": self._http,
-            "insecure_http_client": self._insecure_http,
-            "on_check_change": self._on_check_change,
-            "scanner": self._scanner,
-        }
+        jobset = build_jobs(
+            self.config, http_client=self._http, insecure_http_client=self._insecure_http,
+            on_check_change=self._on_check_change, scanner=self._scanner, previous=self.jobset,
+        )
+        rule_jobs = build_rule_jobs(
+            self.rule_specs, engine=self.engine, store=self.store, evaluation=self.config.evaluation,
+            state=self.state.conn if self.state else None, on_alerts=self._on_alerts, previous=self.jobset.jobs,
+        )
+        jobset.jobs.update(rule_jobs)
+        needed = retention_needed_s((job.group for job in rule_jobs.values()), self.config.evaluation.lookback_delta)
+        self.store.retention_s = max(self.config.store.retention, needed)
+        return jobset
+
+    def _watch_rule_files(self) -> None:
+        """Reload the rules when a rule file changed, appeared or vanished; keep the old ones on errors."""
+        config_dir = Path(self.config_path).parent if self.config_path else Path.cwd()
+        try:
+            files = rule_files_of(self.config, config_dir)
+        except SourceError:
+            files = self.rule_files
+        stamps = file_stamps(files)
+        if stamps == self._rule_stamps:
+            return
+        self._rule_stamps = stamps
+        try:
+            specs = load_rule_files(files)
+        except SourceError as exc:
+            self.metrics.rules_reload_successful.set(0)
+            for issue in exc.issues:
+                log.error("rule reload failed; keeping the running rules", error=str(issue))
+            return
+        self.rule_files, self.rule_specs = files, specs
+        self._schedule(self._build_jobset())
+        self.metrics.rules_reload_successful.set(1)
+        log.info("rules reloaded", files=len(files), groups=len(specs))
 
     def _schedule(self, jobset: JobSet) -> None:
         assert self._scheduler is not None
@@ -208,9 +265,7 @@ class Agent:
             self.metrics.collector_duration.labels(job.name).set(time.perf_counter() - started)
         if self.jobset.jobs.get(job.name) is not job:
             return  # removed or replaced by a reload while it ran
-        samples = list(samples_of(observation.families))
-        samples.extend(observation.extra_samples)
-        self.store.ingest(job.name, samples, round(now * 1000))
+        self.store.ingest(job.name, observation.store_samples(), round(now * 1000))
         self.exposition.update(job.name, observation.families)
         self._render_wanted.set()
 
@@ -234,6 +289,10 @@ class Agent:
         now = self.clock()
         self.store.ingest("self", list(samples_of(self.metrics.families())), round(now * 1000))
         self.store.evict(round(now * 1000))
+
+    def _on_alerts(self, alerts: list[Alert]) -> None:
+        """Alerts due for sending; notifiers subscribe to the event channel."""
+        self.events.publish(alerts)
 
     def _on_check_change(self, event: CheckStateChanged) -> None:
         log.warning(

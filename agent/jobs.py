@@ -1,8 +1,7 @@
 """The periodic jobs the daemon schedules, built from the config.
 
 Every job is named after the source it feeds (the store and the exposition
-keep one entry per source) and returns the families it observed plus any
-extra samples (a scrape's) for the store.
+keep one entry per source) and returns an Observation.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import httpx
 from prometheus_client.core import Metric
 
 from agent.checks import Check
-from agent.collectors.base import Collector
+from agent.collectors.base import Collector, samples_of
 from agent.collectors.host import HostCollector
 from agent.collectors.probes import make_probe
 from agent.collectors.process import ProcessScanner, ProcessTracker, ServiceProcessCollector
@@ -28,8 +27,13 @@ from rules.model import Labels
 
 @dataclass
 class Observation:
+    """What one run saw: families for /metrics, and the samples for the store (default: the families')."""
+
     families: list[Metric]
-    extra_samples: Iterable[tuple[Labels, float]] = ()
+    samples: Iterable[tuple[Labels, float]] | None = None
+
+    def store_samples(self) -> Iterable[tuple[Labels, float]]:
+        return samples_of(self.families) if self.samples is None else self.samples
 
 
 class Job(Protocol):
@@ -74,7 +78,9 @@ class ScrapeJob:
 
     async def observe(self, now: float) -> Observation:
         result = await self.target.scrape(now)
-        return Observation(self.target.families(), result.samples if result.up else ())
+        families = self.target.families()
+        scraped = result.samples if result.up else []
+        return Observation(families, [*samples_of(families), *scraped])
 
 
 @dataclass

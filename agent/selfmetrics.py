@@ -45,6 +45,11 @@ class SelfMetrics:
         self.reload_successful = Gauge(
             "healwatch_config_last_reload_successful", "Whether the last config (re)load succeeded.", registry=r
         )
+        self.rules_reload_successful = Gauge(
+            "healwatch_rules_last_reload_successful", "Whether the last reload of changed rule files succeeded.",
+            registry=r,
+        )
+        self.rules_reload_successful.set(1)
         self.reload_timestamp = Gauge(
             "healwatch_config_last_reload_success_timestamp_seconds", "Time of the last successful config load.",
             registry=r,

@@ -1,0 +1,192 @@
+"""Running rule groups inside the agent: loading rule files, evaluation jobs, restore and metrics."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, UnknownMetricFamily
+from prometheus_client.samples import Sample
+
+from agent.collectors.base import samples_of
+from agent.config import AgentConfig, EvaluationConfig
+from agent.jobs import Observation
+from rules.alerting import ALERTS_FOR_STATE_METRIC, ALERTS_METRIC
+from rules.group import RuleGroup, history_needed_s
+from rules.model import NAME_LABEL, Alert, AlertState, Labels
+from rules.persistence import load_for_state, save_for_state
+from rules.promql import Engine
+from rules.rulefile import GroupSpec, expand_rule_files
+from rules.store import SeriesStore
+
+log = structlog.get_logger("healwatch.rules")
+
+# Prometheus restores `for` state after the second evaluation, once the first has had data to work with.
+RESTORE_AFTER_EVALUATIONS = 2
+
+
+def default_rule_files() -> list[str]:
+    """The rule files shipped in the ``rules`` package (host, service and agent rules)."""
+    return sorted(str(path) for path in resources.files("rules").iterdir() if path.name.endswith(".rules.yaml"))
+
+
+def rule_files_of(config: AgentConfig, config_dir: str | Path) -> list[str]:
+    """Every rule file the config names (globs relative to its directory), defaults first; raises SourceError."""
+    files = default_rule_files() if config.default_rules else []
+    files.extend(f for f in expand_rule_files(config.rule_files, config_dir) if f not in files)
+    return files
+
+
+def file_stamps(files: Iterable[str]) -> dict[str, tuple[int, int] | None]:
+    """(mtime, size) of each file, None for one that is gone: a change means the rules need reloading."""
+    stamps: dict[str, tuple[int, int] | None] = {}
+    for file in files:
+        try:
+            stat = Path(file).stat()
+        except OSError:
+            stamps[file] = None
+        else:
+            stamps[file] = (stat.st_mtime_ns, stat.st_size)
+    return stamps
+
+
+def retention_needed_s(groups: Iterable[RuleGroup], lookback_s: float) -> float:
+    """The history the rules read, plus one evaluation interval of slack."""
+    return max(
+        (history_needed_s(rule.expr, lookback_s) + group.interval_s for group in groups for rule in group.rules),
+        default=0.0,
+    )
+
+
+@dataclass
+class RuleJob:
+    """Evaluates one rule group on the agent's loop; its results are already in the store."""
+
+    name: str
+    interval_s: float
+    spec: Any
+    group: RuleGroup
+    store: SeriesStore
+    evaluation: EvaluationConfig
+    state: sqlite3.Connection | None
+    on_alerts: Callable[[list[Alert]], None]
+    evaluations: int = 0
+    restored: bool = False
+    _logged: dict[Labels, AlertState] = field(default_factory=dict)
+
+    async def observe(self, now: float) -> Observation:
+        written = self.group.evaluate(self.store, now)
+        self.evaluations += 1
+        if not self.restored and self.evaluations >= RESTORE_AFTER_EVALUATIONS:
+            self._restore(now)
+        if self.restored and self.state is not None:
+            alerts = [a for rule in self.group.alerting_rules() for a in rule.active.values()]
+            save_for_state(self.state, self.group.key, alerts, now)
+        self._log_transitions()
+        due = self.group.alerts_to_send(now, self.evaluation.resend_delay)
+        if due:
+            self.on_alerts(due)
+        meta = group_families(self.group)
+        return Observation(meta + result_families(written), samples_of(meta))
+
+    def _restore(self, now: float) -> None:
+        self.restored = True
+        if self.state is None:
+            return
+        saved = load_for_state(self.state, self.group.key, now - self.evaluation.for_outage_tolerance)
+        for rule in self.group.alerting_rules():
+            rule.restore(now, saved.get, self.evaluation.for_grace_period)
+        if saved:
+            log.info("alert state restored", rule_group=self.group.key, alerts=len(saved))
+
+    def _log_transitions(self) -> None:
+        current: dict[Labels, AlertState] = {}
+        for rule in self.group.alerting_rules():
+            for labels, alert in rule.active.items():
+                current[labels] = alert.state
+                if self._logged.get(labels) != alert.state:
+                    log.info(f"alert {alert.state}", rule_group=self.group.key, alert=str(labels),
+                             value=alert.value)
+        self._logged = current
+
+
+def build_rule_jobs(
+    specs: list[GroupSpec],
+    *,
+    engine: Engine,
+    store: SeriesStore,
+    evaluation: EvaluationConfig,
+    state: sqlite3.Connection | None,
+    on_alerts: Callable[[list[Alert]], None],
+    previous: dict[str, Any],
+) -> dict[str, RuleJob]:
+    """A job per group; an unchanged group keeps its job, a changed one keeps its alerts' state."""
+    jobs: dict[str, RuleJob] = {}
+    for spec in specs:
+        interval = spec.interval_s or evaluation.interval
+        name = f"rules:{spec.file};{spec.name}"
+        old = previous.get(name)
+        if isinstance(old, RuleJob) and old.spec == (spec, evaluation):
+            jobs[name] = old
+            continue
+        group = RuleGroup(spec, interval, engine, dict(evaluation.external_labels), evaluation.external_url)
+        job = RuleJob(name, interval, (spec, evaluation), group, store, evaluation, state, on_alerts)
+        if isinstance(old, RuleJob):
+            group.adopt(old.group)
+            job.evaluations, job.restored = old.evaluations, old.restored
+        jobs[name] = job
+    return jobs
+
+
+def group_families(group: RuleGroup) -> list[Metric]:
+    """The group's health, named like Prometheus' ``prometheus_rule_group_*`` metrics."""
+    labels, key = ["rule_group"], [group.key]
+    stats = group.stats
+
+    def gauge(name: str, help_text: str, value: float) -> Metric:
+        family = GaugeMetricFamily(name, help_text, labels=labels)
+        family.add_metric(key, value)
+        return family
+
+    def counter(name: str, help_text: str, value: float) -> Metric:
+        family = CounterMetricFamily(name, help_text, labels=labels)
+        family.add_metric(key, value)
+        return family
+
+    return [
+        gauge("healwatch_rule_group_last_duration_seconds", "Duration of the last rule group evaluation.",
+              stats.last_duration_s),
+        gauge("healwatch_rule_group_last_evaluation_timestamp_seconds", "Time of the last rule group evaluation.",
+              stats.last_evaluation or 0.0),
+        gauge("healwatch_rule_group_interval_seconds", "The interval of a rule group.", group.interval_s),
+        gauge("healwatch_rule_group_rules", "The number of rules.", len(group.rules)),
+        gauge("healwatch_rule_group_last_evaluation_samples", "Samples returned by the last evaluation.",
+              stats.last_samples),
+        counter("healwatch_rule_evaluations", "Rule evaluations.", stats.evaluations_total * len(group.rules)),
+        counter("healwatch_rule_evaluation_failures", "Rule evaluations that failed.", stats.failures_total),
+    ]
+
+
+def result_families(samples: list[tuple[Labels, float]]) -> list[Metric]:
+    """ALERTS, ALERTS_FOR_STATE and recorded series, as families for /metrics."""
+    by_name: dict[str, list[tuple[Labels, float]]] = defaultdict(list)
+    for labels, value in samples:
+        by_name[labels.name].append((labels, value))
+    families: list[Metric] = []
+    for name, members in sorted(by_name.items()):
+        if name == ALERTS_METRIC:
+            family: Metric = GaugeMetricFamily(name, "Alerts of the agent's alerting rules (1 while pending or firing).")
+        elif name == ALERTS_FOR_STATE_METRIC:
+            family = GaugeMetricFamily(name, "Active-since time of each pending or firing alert.")
+        else:
+            family = UnknownMetricFamily(name, "Recorded by a recording rule.")
+        for labels, value in members:
+            family.samples.append(Sample(name, {k: v for k, v in labels if k != NAME_LABEL}, value, None))
+        families.append(family)
+    return families
