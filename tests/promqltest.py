@@ -76,9 +76,6 @@ SKIPPED_CASES: dict[str, dict[int, str]] = {
         **_cases(_EXPERIMENTAL.format("sort_by_label"), 115),
         **_cases(_EXPERIMENTAL.format("sort_by_label_desc"), 118),
     },
-    # Go regexps allow flag groups like (?i) mid-pattern; rules/matchers.py compiles with
-    # Python's re, which rejects them (reported to the matchers' owner).
-    "selectors.test": _cases("inline regex flags (?i) after the start of a pattern", 89, 93, 97),
 }
 
 

@@ -104,3 +104,21 @@ def test_equality_and_hash_ignore_compiled_regex() -> None:
 def test_str_is_promql_syntax() -> None:
     """A matcher prints as it would be written in a selector, with quotes escaped."""
     assert str(Matcher("path", MatchOp.NE, 'a"b\\c')) == 'path!="a\\"b\\\\c"'
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matching", "not_matching"),
+    [
+        (".*((?i)DUC).*", ["production", "PRODUCTION"], ["prod"]),
+        ("a(?i)b|c", ["aB", "C"], ["AB"]),
+        ("(a(?i)b)c", ["aBc"], ["aBC"]),
+        ("[]x(?i)]+", ["](?i)"], ["X"]),
+    ],
+)
+def test_go_inline_flags_apply_to_the_rest_of_their_group(
+    pattern: str, matching: list[str], not_matching: list[str]
+) -> None:
+    """RE2 flag groups after the start of a pattern scope to the rest of their group, as in Prometheus."""
+    matcher = Matcher("l", MatchOp.RE, pattern)
+    assert all(matcher.matches(value) for value in matching)
+    assert not any(matcher.matches(value) for value in not_matching)
