@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.config import DEFAULT_LISTEN, load_config, parse_config
 from rules.errors import SourceError
@@ -168,3 +170,16 @@ def test_top_level_must_be_a_mapping() -> None:
     """A list at the top level is rejected."""
     (issue,) = errors_of("- a\n- b\n")
     assert "expected a mapping of settings at the top level" in issue
+
+
+EXAMPLE = (Path(__file__).parent.parent / "examples/agent.yaml").read_text()
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.integers(0, len(EXAMPLE) - 1), st.integers(1, 40), st.text(max_size=5))
+def test_mangled_configs_give_only_config_errors(start: int, length: int, insert: str) -> None:
+    """The example config with a slice replaced by junk is either valid or a SourceError, never a crash."""
+    try:
+        parse_config(EXAMPLE[:start] + insert + EXAMPLE[start + length:], "agent.yaml")
+    except SourceError:
+        pass

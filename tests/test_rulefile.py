@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rules.errors import SourceError
 from rules.rulefile import SIMPLE_AGGREGATES, expand_rule_files, load_rule_file, parse_rules
@@ -155,3 +157,26 @@ def test_the_shipped_default_rules_are_valid() -> None:
     """The default host, service and agent rules load without errors."""
     for path in sorted(Path(__file__).parent.parent.joinpath("rules").glob("*.rules.yaml")):
         assert load_rule_file(str(path))
+
+
+VALID = (DATA / "bad.rules.yaml").read_text().replace("bogus: 1", "")
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.text())
+def test_arbitrary_text_gives_only_rule_errors(text: str) -> None:
+    """Any text in, a list of groups or a SourceError out: never another exception."""
+    try:
+        parse_rules(text, "f.yaml")
+    except SourceError:
+        pass
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.integers(0, len(VALID) - 1), st.integers(1, 40), st.text(max_size=5))
+def test_mangled_rule_files_give_only_rule_errors(start: int, length: int, insert: str) -> None:
+    """A real rule file with a slice replaced by junk still yields only SourceErrors."""
+    try:
+        parse_rules(VALID[:start] + insert + VALID[start + length:], "f.yaml")
+    except SourceError:
+        pass
