@@ -147,3 +147,17 @@ def test_aggregations_and_topk_order() -> None:
     assert isinstance(top, VectorResult) and [v for _, v in top.samples] == [4.0, 3.0]
     assert _vector(engine.instant('quantile(0.5, v{i!="n"})', store, 0)) == {"{}": 2.0}
     assert _vector(engine.instant('count_values("val", v{i=~"[12]"})', store, 0)) == {'{val="1"}': 1.0, '{val="2"}': 1.0}
+
+
+def test_logarithms_round_like_go() -> None:
+    """log10 and log2 give Go's last bit (what promtool compares exactly), not libm's."""
+    store = SeriesStore(retention_s=None)
+    for value in (0.3, 7.0, 9.0, 1000.0):
+        store.append(Labels.of("x", {"v": repr(value)}), 0, value)
+    engine = Engine()
+    log10 = {labels.get("v"): value for labels, value in engine.instant("log10(x)", store, 0).samples}
+    log2 = {labels.get("v"): value for labels, value in engine.instant("log2(x)", store, 0).samples}
+    # Values printed by promtool 2.42 for the same inputs.
+    assert log10 == {"0.3": -0.5228787452803376, "7.0": 0.8450980400142568, "9.0": 0.954242509439325, "1000.0": 3.0}
+    assert log2 == {"0.3": -1.736965594166206, "7.0": 2.807354922057604, "9.0": 3.1699250014423126,
+                    "1000.0": 9.965784284662087}

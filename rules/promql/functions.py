@@ -327,14 +327,33 @@ def _sgn(v: np.ndarray) -> np.ndarray:
     return np.sign(v)
 
 
+# Go's math.Log2 and math.Log10 (which Prometheus calls) are not libm's: Log2 splits off the
+# exponent first and Log10 multiplies Log by 1/Ln10, so their last bit can differ from numpy's.
+# promtool compares results exactly.
+_LOG2_E = 1.4426950408889634074
+_LOG10_E = 0.43429448190325182765
+
+
+def _go_log2(v: np.ndarray) -> np.ndarray:
+    frac, exp = np.frexp(v)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = np.log(frac) * _LOG2_E + exp
+    return np.where(frac == 0.5, exp - 1.0, result)
+
+
+def _go_log10(v: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(v) * _LOG10_E
+
+
 ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "abs": np.abs,
     "ceil": np.ceil,
     "floor": np.floor,
     "exp": np.exp,
     "ln": np.log,
-    "log2": np.log2,
-    "log10": np.log10,
+    "log2": _go_log2,
+    "log10": _go_log10,
     "sqrt": np.sqrt,
     "sgn": _sgn,
     "sin": np.sin,
