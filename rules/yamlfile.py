@@ -89,7 +89,7 @@ class _Builder:
         self.positions.styles[path] = node.style
         if node.style in ("|", ">") and node.start_mark.buffer is not None:
             self.positions.block_columns[path] = _block_column(node)
-        value = self.constructor.construct_object(node, deep=True)
+        value = self._construct(node)
         if self.substitute_env and isinstance(value, str) and node.tag == "tag:yaml.org,2002:str":
             value = self._substitute(value, path)
         return value
@@ -98,7 +98,7 @@ class _Builder:
         self.constructor.flatten_mapping(node)
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = self.constructor.construct_object(key_node, deep=True)
+            key = self._construct(key_node)
             if isinstance(key, (list, dict)):
                 self._error(key_node, "mapping keys must be scalars")
                 continue
@@ -109,6 +109,16 @@ class _Builder:
             self.positions.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             result[key] = self.build(value_node, key_path)
         return result
+
+    def _construct(self, node: yaml.Node) -> Any:
+        """A scalar's value; a tag or literal PyYAML cannot build (``!foo``, ``2001-02-30``) is an issue."""
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            self._error(node, f"invalid value: {exc.problem}")
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            self._error(node, f"invalid value {node.value!r} for tag {node.tag}: {exc}")
+        return None
 
     def _substitute(self, value: str, path: Path) -> str:
         def replace(match: re.Match[str]) -> str:

@@ -183,3 +183,17 @@ def test_mangled_configs_give_only_config_errors(start: int, length: int, insert
         parse_config(EXAMPLE[:start] + insert + EXAMPLE[start + length:], "agent.yaml")
     except SourceError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("interval: !foo x\n", "1:11: invalid value: could not determine a constructor for the tag '!foo'"),
+        ("interval: !!int x\n", "1:11: invalid value 'x' for tag tag:yaml.org,2002:int"),
+        ("state_path: 2001-02-30\n", "1:13: invalid value '2001-02-30' for tag tag:yaml.org,2002:timestamp"),
+    ],
+)
+def test_values_yaml_cannot_build_are_positioned_errors(text: str, message: str) -> None:
+    """Tags and literals PyYAML refuses to construct are reported, not raised."""
+    (issue,) = errors_of(text)
+    assert issue.startswith(f"agent.yaml:{message}")
