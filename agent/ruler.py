@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -81,7 +82,10 @@ class RuleJob:
     _logged: dict[Labels, AlertState] = field(default_factory=dict)
 
     async def observe(self, now: float) -> Observation:
-        written = self.group.evaluate(self.store, now)
+        written: list[tuple[Labels, float]] = []
+        for samples in self.group.evaluation(self.store, now):
+            written.extend(samples)
+            await asyncio.sleep(0)  # let scrapes and requests in between rules
         self.evaluations += 1
         if not self.restored and self.evaluations >= RESTORE_AFTER_EVALUATIONS:
             self._restore(now)
