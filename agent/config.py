@@ -19,7 +19,7 @@ from agent.configtypes import DEFAULT_PORT, Duration, HostPort, HttpUrl, Positiv
 from rules.durations import format_duration
 from rules.errors import SourceError, SourceIssue
 from rules.yamlfile import Path as YamlPath
-from rules.yamlfile import Positions, load_yaml
+from rules.yamlfile import Positions, load_yaml, read_source
 
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 
@@ -170,14 +170,7 @@ class AgentConfig(Section):
 
 def load_config(path: str | Path) -> AgentConfig:
     """Read and validate a config file; raise SourceError listing every problem."""
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SourceError([SourceIssue(file, 0, 0, f"cannot read config: {exc.strerror or exc}")]) from None
-    except UnicodeDecodeError as exc:
-        raise SourceError([SourceIssue(file, 0, 0, f"config is not UTF-8 text: {exc}")]) from None
-    return parse_config(text, file)
+    return parse_config(read_source(path, "config"), str(path))
 
 
 def parse_config(text: str, file: str) -> AgentConfig:

@@ -73,6 +73,7 @@ class Agent:
         self._first_render_done = False
         self._render_problems: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
+        self._running_jobs: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
         self._insecure_http: httpx.AsyncClient | None = None
         # One scan of all processes serves every service matched by name or command line.
@@ -95,6 +96,9 @@ class Agent:
         self._insecure_http = new_http_client(verify=False)
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock())
+        host, port = self._listen_address()
+        self.server = HttpServer(self.exposition, self.ready, host, port)
+        await self.server.start()  # before any job runs: a busy port fails the start at once
         self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
         self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
@@ -111,17 +115,15 @@ class Agent:
         )
         self._tasks.append(asyncio.create_task(self._render_loop()))
         self._render_wanted.set()
-        host, port = self._listen_address()
-        self.server = HttpServer(self.exposition, self.ready, host, port)
-        await self.server.start()
         log.info("agent started", listen=f"{host}:{self.server.port}", config=self.config_path or "<built-in>",
                  services=len(self.config.services), jobs=len(self.jobset.jobs))
 
     async def stop(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-        for task in self._tasks:
+        for task in [*self._tasks, *self._running_jobs]:
             task.cancel()
+        await asyncio.gather(*self._running_jobs, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             await self.server.stop()
@@ -253,6 +255,17 @@ class Agent:
 
     async def _run_job(self, job: Job) -> None:
         """A crash barrier: a failing job is logged and counted, and never stops the others."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running_jobs.add(task)
+        try:
+            await self._observe(job)
+        except asyncio.CancelledError:
+            pass  # the agent is stopping; the job ends here
+        finally:
+            self._running_jobs.discard(task)
+
+    async def _observe(self, job: Job) -> None:
         now = self.clock()
         started = time.perf_counter()
         try:

@@ -23,7 +23,7 @@ from rules.promql.errors import PromQLSyntaxError
 from rules.promql import parse as parse_expr
 from rules.template import Template, TemplateError
 from rules.yamlfile import Path as YamlPath
-from rules.yamlfile import Positions, load_yaml
+from rules.yamlfile import Positions, load_yaml, read_source
 
 GROUP_KEYS = ("name", "interval", "query_offset", "limit", "labels", "rules")
 RULE_KEYS = ("record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations")
@@ -102,13 +102,7 @@ def load_rule_files(files: Sequence[str]) -> list[GroupSpec]:
 
 
 def load_rule_file(file: str) -> list[GroupSpec]:
-    try:
-        text = Path(file).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SourceError([SourceIssue(file, 0, 0, f"cannot read rule file: {exc.strerror or exc}")]) from None
-    except UnicodeDecodeError as exc:
-        raise SourceError([SourceIssue(file, 0, 0, f"rule file is not UTF-8 text: {exc}")]) from None
-    return parse_rules(text, file)
+    return parse_rules(read_source(file, "rule file"), file)
 
 
 def parse_rules(text: str, file: str) -> list[GroupSpec]:

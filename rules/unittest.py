@@ -19,7 +19,6 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from rules.durations import format_duration, parse_duration
@@ -34,7 +33,7 @@ from rules.promql.parser import parse_number
 from rules.rulefile import GroupSpec, load_rule_files
 from rules.store import SeriesStore
 from rules.yamlfile import Path as YamlPath
-from rules.yamlfile import Positions, load_yaml
+from rules.yamlfile import Positions, load_yaml, read_source
 
 DEFAULT_EVALUATION_INTERVAL_MS = 60_000
 LOOKBACK_S = 300.0
@@ -175,13 +174,7 @@ class TestFile:
 
 def load_test_file(path: str) -> TestFile:
     """Read and validate a test file; raise SourceError listing every problem with its position."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SourceError([SourceIssue(path, 0, 0, f"cannot read test file: {exc.strerror or exc}")]) from None
-    except UnicodeDecodeError as exc:
-        raise SourceError([SourceIssue(path, 0, 0, f"test file is not UTF-8 text: {exc}")]) from None
-    return parse_test_file(text, path)
+    return parse_test_file(read_source(path, "test file"), path)
 
 
 def parse_test_file(text: str, path: str) -> TestFile:

@@ -45,6 +45,18 @@ class Positions:
         return SourceIssue(self.file, position[0], position[1], message)
 
 
+def read_source(path: str | os.PathLike[str], what: str) -> str:
+    """A UTF-8 text file's content; unreadable or undecodable is a SourceError naming ``what`` it is."""
+    file = str(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise SourceError([SourceIssue(file, 0, 0, f"cannot read {what}: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise SourceError([SourceIssue(file, 0, 0, f"{what} is not UTF-8 text: {exc}")]) from None
+
+
 def load_yaml(text: str, file: str, *, substitute_env: bool = False) -> tuple[Any, Positions]:
     """Parse one YAML document; raise SourceError on syntax errors or duplicate keys.
 
