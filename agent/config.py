@@ -156,6 +156,21 @@ class EvaluationConfig(Section):
     resend_delay: PositiveDuration = Field(60.0, description="Re-send firing alerts this often.")
 
 
+class TlsConfig(Section):
+    cert_file: str
+    key_file: str
+
+
+class ApiConfig(Section):
+    """The JSON API's protection: a bearer token for mutations (or everything), body limits, TLS."""
+
+    auth: Literal["mutations", "all"] = Field("mutations", description="Which requests need the token.")
+    token_env: str = Field("HEALWATCH_TOKEN", description="Environment variable holding the API token.")
+    token_file: str | None = Field(None, description="File holding the API token (wins over token_env).")
+    max_body_bytes: int = Field(64 << 10, gt=0)
+    tls: TlsConfig | None = None
+
+
 class AgentConfig(Section):
     listen: HostPort = DEFAULT_LISTEN
     state_path: str = Field("./healwatch.db", description="SQLite state database; ':memory:' keeps none.")
@@ -164,6 +179,7 @@ class AgentConfig(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     interval: PositiveDuration = Field(15.0, description="Collection interval for process metrics.")
     host: HostConfig = HostConfig()
+    api: ApiConfig = ApiConfig()
     store: StoreConfig = StoreConfig()
     services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ServiceConfig] = {}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobEvent, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from agent.api import add_api_routes, api_token, protect
 from agent.collectors.base import samples_of
 from agent.collectors.probes import new_http_client
 from agent.collectors.process import ProcessScanner
@@ -61,6 +63,9 @@ class Agent:
         self.rule_files: list[str] = []
         self.rule_specs: list[GroupSpec] = []
         self._rule_stamps: dict[str, tuple[int, int] | None] = {}
+        self.config_errors: list[str] = []
+        self.rule_errors: list[str] = []
+        self.started_at = clock()
         self.exposition = Exposition()
         self.events = EventChannel()
         self.metrics = SelfMetrics(lambda: self.store)
@@ -96,8 +101,7 @@ class Agent:
         self._insecure_http = new_http_client(verify=False)
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock())
-        host, port = self._listen_address()
-        self.server = HttpServer(self.exposition, self.ready, host, port)
+        self.server = self._http_server()
         await self.server.start()  # before any job runs: a busy port fails the start at once
         self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
@@ -115,7 +119,7 @@ class Agent:
         )
         self._tasks.append(asyncio.create_task(self._render_loop()))
         self._render_wanted.set()
-        log.info("agent started", listen=f"{host}:{self.server.port}", config=self.config_path or "<built-in>",
+        log.info("agent started", listen=f"{self._listen_address()[0]}:{self.server.port}", config=self.config_path or "<built-in>",
                  services=len(self.config.services), jobs=len(self.jobset.jobs))
 
     async def stop(self) -> None:
@@ -139,7 +143,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         try:
             await self.start()
             await self._stopping.wait()
@@ -148,24 +152,42 @@ class Agent:
                 loop.remove_signal_handler(sig)
             await asyncio.wait_for(self.stop(), timeout=1.5)
 
+    def _http_server(self) -> HttpServer:
+        api = self.config.api
+        ssl_context = None
+        if api.tls is not None:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(api.tls.cert_file, api.tls.key_file)
+        host, port = self._listen_address()
+        server = HttpServer(
+            self.exposition, self.ready, host, port,
+            middlewares=[protect(api, api_token(api))], max_body_bytes=api.max_body_bytes, ssl_context=ssl_context,
+        )
+        add_api_routes(server.app, self)
+        return server
+
+    def _reload_on_signal(self) -> None:
+        self.reload()
+
     def request_stop(self) -> None:
         log.info("stop requested")
         self._stopping.set()
 
-    def reload(self) -> bool:
-        """Re-read the config file; on any error keep running the current config."""
+    def reload(self) -> list[str]:
+        """Re-read the config and rule files; on any error keep running the current ones and return the errors."""
         if self.config_path is None:
             log.info("reload requested, but the agent runs on the built-in config; nothing to do")
-            return True
+            return []
         try:
             new = load_config(self.config_path)
             rule_files, rule_specs = self._load_rules(new)
         except SourceError as exc:
             self.metrics.reload_successful.set(0)
             self._render_wanted.set()
-            for issue in exc.issues:
-                log.error("config reload failed; keeping the running config", error=str(issue))
-            return False
+            self.config_errors = [str(issue) for issue in exc.issues]
+            for issue in self.config_errors:
+                log.error("config reload failed; keeping the running config", error=issue)
+            return self.config_errors
         for setting in ("listen", "state_path", "store"):
             if getattr(new, setting) != getattr(self.config, setting):
                 log.warning("setting changes take effect on restart", setting=setting)
@@ -177,8 +199,9 @@ class Agent:
         self._schedule(self._build_jobset())
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock())
+        self.config_errors, self.rule_errors = [], []
         log.info("config reloaded", config=self.config_path, jobs=len(self.jobset.jobs))
-        return True
+        return []
 
     # -- readiness ---------------------------------------------------------
 
@@ -226,9 +249,11 @@ class Agent:
             specs = load_rule_files(files)
         except SourceError as exc:
             self.metrics.rules_reload_successful.set(0)
-            for issue in exc.issues:
-                log.error("rule reload failed; keeping the running rules", error=str(issue))
+            self.rule_errors = [str(issue) for issue in exc.issues]
+            for issue in self.rule_errors:
+                log.error("rule reload failed; keeping the running rules", error=issue)
             return
+        self.rule_errors = []
         self.rule_files, self.rule_specs = files, specs
         self._schedule(self._build_jobset())
         self.metrics.rules_reload_successful.set(1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiohttp import hdrs, web
 
@@ -17,7 +19,13 @@ Readiness = Callable[[str | None], bool | None]
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
-def build_app(exposition: Exposition, readiness: Readiness) -> web.Application:
+def build_app(
+    exposition: Exposition,
+    readiness: Readiness,
+    *,
+    middlewares: Sequence[Any] = (),
+    max_body_bytes: int = 1 << 20,
+) -> web.Application:
     """The routes every agent serves; callers may add more (the JSON API) before starting."""
 
     async def metrics(request: web.Request) -> web.Response:
@@ -43,7 +51,7 @@ def build_app(exposition: Exposition, readiness: Readiness) -> web.Application:
             return web.Response(status=404, text=f"Unknown service {service!r}.\n")
         return _readiness_response(state)
 
-    app = web.Application()
+    app = web.Application(middlewares=list(middlewares), client_max_size=max_body_bytes)
     # add_get also answers HEAD, as load balancers and Prometheus' own probes use it.
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
@@ -61,8 +69,19 @@ def _readiness_response(state: bool | None) -> web.Response:
 class HttpServer:
     """Serves ``build_app`` on the running asyncio loop; the daemon owns signal handling."""
 
-    def __init__(self, exposition: Exposition, readiness: Readiness, host: str, port: int) -> None:
-        self._app = build_app(exposition, readiness)
+    def __init__(
+        self,
+        exposition: Exposition,
+        readiness: Readiness,
+        host: str,
+        port: int,
+        *,
+        middlewares: Sequence[Any] = (),
+        max_body_bytes: int = 1 << 20,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._app = build_app(exposition, readiness, middlewares=middlewares, max_body_bytes=max_body_bytes)
+        self._ssl_context = ssl_context
         self._host = host
         self._requested_port = port
         self._runner: web.AppRunner | None = None
@@ -91,7 +110,7 @@ class HttpServer:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, self._host, self._requested_port).start()
+            await web.TCPSite(runner, self._host, self._requested_port, ssl_context=self._ssl_context).start()
         except OSError as error:
             await runner.cleanup()
             raise OSError(
