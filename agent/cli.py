@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from agent import remote
 from agent.config import AgentConfig, load_config, parse_config
 from agent.ruler import rule_files_of
 from agent.logsetup import LEVELS, configure_logging
@@ -62,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     test_rules = test_kinds.add_parser("rules", help="run rule unit tests (promtool's test file format)")
     test_rules.add_argument("files", nargs="+", metavar="TEST_FILE")
     test_rules.set_defaults(handler=_test_rules)
+
+    for name, method, path, render, help_text in (
+        ("status", "GET", "/api/v1/status", remote.render_status, "services, checks and alerts of a running agent"),
+        ("alerts", "GET", "/api/v1/alerts", remote.render_alerts, "active alerts of a running agent"),
+        ("reload", "POST", "/-/reload", remote.render_reload, "make a running agent re-read its config (token)"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        remote.add_remote_options(command)
+        command.set_defaults(handler=remote.run, method=method, path=path, render=render)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the config file")
     schema.set_defaults(handler=_schema)
