@@ -1,0 +1,198 @@
+"""Slack through an incoming webhook: one Block Kit message per group notification, within Slack's limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from exporters.delivery import (
+    Outcome,
+    OutcomeKind,
+    classify_error,
+    classify_response,
+    error_body,
+)
+from exporters.notification import AlertPayload, Notification
+from exporters.receivers.webhook import USER_AGENT
+from exporters.redact import Redactor
+
+# Slack's published limits (Block Kit reference; chat.postMessage truncates text beyond 40,000).
+HEADER_MAX_CHARS = 150
+SECTION_MAX_CHARS = 3000
+CONTEXT_ELEMENT_MAX_CHARS = 3000
+MAX_BLOCKS = 50
+TEXT_MAX_CHARS = 40_000
+# Slack rejects messages whose blocks hold well under 40,000 characters in all
+# ("msg_blocks_too_long" near 13,000, slackapi/bolt-js#2509), so stay below that.
+BLOCKS_BUDGET_CHARS = 12_000
+# The fallback text is what notifications and screen readers show; a summary is enough.
+FALLBACK_MAX_CHARS = SECTION_MAX_CHARS
+ELLIPSIS = "…"
+
+# Labels every alert of a group shares are shown once; these carry their own line.
+_SHOWN_APART = ("alertname", "severity")
+
+# Notifications whose group key starts with this carry a healer's notice (one alert,
+# labels service/incident_id/severity, annotation summary): sent as one short message.
+HEALING_GROUP_PREFIX = "healing:"
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
+
+
+def escape(text: str) -> str:
+    """Text safe inside Slack mrkdwn: the three characters Slack asks to escape."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def link(url: str, label: str) -> str:
+    # '|' and '>' end a Slack link; percent-encoding keeps the URL intact.
+    return f"<{url.replace('|', '%7C').replace('>', '%3E')}|{label}>"
+
+
+def title(notification: Notification) -> str:
+    """Alertmanager's default title: ``[FIRING:2] HighLatency api`` or ``[RESOLVED] HighLatency api``."""
+    status = notification.status()
+    firing = sum(1 for a in notification.alerts if a.status(notification.created_at) == "firing")
+    values = " ".join(v for _, v in sorted(notification.group_labels.items()))
+    prefix = f"[FIRING:{firing}]" if status == "firing" else "[RESOLVED]"
+    return f"{prefix} {values}".strip()
+
+
+def counts(notification: Notification) -> str:
+    firing = sum(1 for a in notification.alerts if a.status(notification.created_at) == "firing")
+    resolved = len(notification.alerts) - firing
+    text = f"{firing} firing, {resolved} resolved"
+    return text + (f" ({notification.truncated_alerts} more not shown)" if notification.truncated_alerts else "")
+
+
+def _differing(alert: AlertPayload, common: Mapping[str, str]) -> str:
+    pairs = [f"`{escape(k)}={escape(v)}`" for k, v in sorted(alert.labels.items())
+             if k not in common and k not in _SHOWN_APART]
+    return " ".join(pairs)
+
+
+def alert_section_text(alert: AlertPayload, common: Mapping[str, str], now: float) -> str:
+    """One alert in mrkdwn: status, name, severity, summary, description, its own labels and links."""
+    status = alert.status(now).upper()
+    head = f"*{status}* · *{escape(alert.labels.get('alertname', ''))}*"
+    if "severity" in alert.labels:
+        head += f" · severity {escape(alert.labels['severity'])}"
+    lines = [head]
+    for key in ("summary", "description"):
+        if alert.annotations.get(key):
+            lines.append(escape(alert.annotations[key]))
+    differing = _differing(alert, common)
+    if differing:
+        lines.append(differing)
+    links = [link(alert.generator_url, "Source")] if alert.generator_url else []
+    if alert.annotations.get("runbook_url"):
+        links.append(link(alert.annotations["runbook_url"], "Runbook"))
+    if links:
+        lines.append(" · ".join(links))
+    return truncate("\n".join(lines), SECTION_MAX_CHARS)
+
+
+def blocks(notification: Notification) -> list[dict[str, Any]]:
+    """Header, a summary section, a section per alert while the limits allow, then how many were left out."""
+    common = notification.common_labels()
+    shared = " ".join(f"`{escape(k)}={escape(v)}`" for k, v in sorted(common.items()) if k != "alertname")
+    summary = f"*{counts(notification)}*" + (f"\n{shared}" if shared else "")
+    result: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": truncate(title(notification), HEADER_MAX_CHARS)}},
+        _section(truncate(summary, SECTION_MAX_CHARS)),
+    ]
+    budget = BLOCKS_BUDGET_CHARS - sum(_chars(block) for block in result)
+    alerts = notification.alerts
+    for index, alert in enumerate(alerts):
+        text = alert_section_text(alert, common, notification.created_at)
+        room_for_note = 1 if index < len(alerts) - 1 else 0
+        if len(result) + 1 + room_for_note > MAX_BLOCKS or len(text) > budget - 100:
+            left = len(alerts) - index
+            result.append({"type": "context", "elements": [
+                {"type": "mrkdwn", "text": f"… and {left} more alert{'s' if left != 1 else ''} not shown"}]})
+            break
+        result.append(_section(text))
+        budget -= len(text)
+    return result
+
+
+def fallback_text(notification: Notification) -> str:
+    """The plain-text ``text`` field: title, counts and the first summaries."""
+    lines = [title(notification), counts(notification)]
+    lines += [a.annotations["summary"] for a in notification.alerts if a.annotations.get("summary")]
+    return truncate("\n".join(lines), FALLBACK_MAX_CHARS)
+
+
+def is_healing(notification: Notification) -> bool:
+    return notification.group_key.startswith(HEALING_GROUP_PREFIX) and len(notification.alerts) == 1
+
+
+def healing_message(notification: Notification) -> dict[str, Any]:
+    """A healer's notice in one section: severity, service, incident id and what happened."""
+    alert = notification.alerts[0]
+    severity, service = alert.labels.get("severity", "info"), alert.labels.get("service", "")
+    incident, summary = alert.labels.get("incident_id", ""), alert.annotations.get("summary", "")
+    text = f"[{severity.upper()}] {service}: {summary} (incident {incident})"
+    section = f"*{escape(severity.upper())}* · *{escape(service)}* · incident `{escape(incident)}`\n{escape(summary)}"
+    return {"text": truncate(text, FALLBACK_MAX_CHARS), "blocks": [_section(truncate(section, SECTION_MAX_CHARS))]}
+
+
+def slack_message(notification: Notification, channel: str | None = None, username: str | None = None) -> dict[str, Any]:
+    if is_healing(notification):
+        message = healing_message(notification)
+    else:
+        message = {"text": fallback_text(notification), "blocks": blocks(notification)}
+    if channel:
+        message["channel"] = channel
+    if username:
+        message["username"] = username
+    return message
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _chars(block: dict[str, Any]) -> int:
+    text = block.get("text")
+    return len(text["text"]) if isinstance(text, dict) else 0
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    webhook_url: str
+    channel: str | None = None
+    username: str | None = None
+    timeout_s: float = 10.0
+
+
+class SlackReceiver:
+    """POSTs the message to an incoming webhook; Slack answers 200 with the body ``ok`` when it took it."""
+
+    def __init__(self, name: str, settings: SlackSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.redact = Redactor([settings.webhook_url])
+
+    async def send(self, client: httpx.AsyncClient, notification: Notification, now: float) -> Outcome:
+        message = slack_message(notification, self.settings.channel, self.settings.username)
+        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            response = await client.post(
+                self.settings.webhook_url, content=body, timeout=self.settings.timeout_s,
+                headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT},
+            )
+        except httpx.HTTPError as exc:
+            return classify_error(exc, self.redact)
+        outcome = classify_response(response, now, self.redact)
+        if outcome.kind is OutcomeKind.OK and response.text.strip() != "ok":
+            return Outcome(OutcomeKind.FAIL, f"HTTP {response.status_code} without 'ok': "
+                           f"{error_body(response.content, self.redact)}", response.status_code)
+        return outcome
