@@ -1,0 +1,147 @@
+"""Backend settings as plain values, and the factories that turn them into restart and traffic backends.
+
+The agent converts its validated config into these dataclasses; the factories raise ``ValueError``
+with a readable message when a setting cannot work (empty argv, unknown signal, bad haproxy name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from healers.backends.base import (
+    ActionContext,
+    ActionResult,
+    RestartBackend,
+    TrafficBackend,
+)
+from healers.backends.restart import (
+    DockerRestartBackend,
+    ExecRestartBackend,
+    SignalRestartBackend,
+    SupervisorRestartBackend,
+    run_command,
+)
+from healers.backends.traffic import (
+    ExecTrafficBackend,
+    FileTrafficBackend,
+    HaproxyTrafficBackend,
+    ReadinessGate,
+    ReadinessTrafficBackend,
+)
+
+__all__ = [
+    "ActionContext",
+    "ActionResult",
+    "DockerRestart",
+    "ExecRestart",
+    "ExecTraffic",
+    "FileTraffic",
+    "HaproxyTraffic",
+    "ReadinessGate",
+    "ReadinessTraffic",
+    "RestartBackend",
+    "RestartSettings",
+    "SignalRestart",
+    "SupervisorRestart",
+    "TrafficBackend",
+    "TrafficSettings",
+    "make_restart_backend",
+    "make_traffic_backend",
+    "run_command",
+]
+
+
+@dataclass(frozen=True)
+class ExecRestart:
+    """Run this argv to restart the service."""
+
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SignalRestart:
+    """Send this signal to the service's process and let its parent start it again."""
+
+    signal: str = "SIGTERM"
+
+
+@dataclass(frozen=True)
+class SupervisorRestart:
+    """Restart a supervisord program through its XML-RPC interface."""
+
+    url: str  # unix:///path/supervisor.sock or http://host:port/RPC2
+    program: str
+
+
+@dataclass(frozen=True)
+class DockerRestart:
+    """Restart a container through the Docker Engine API."""
+
+    socket: str
+    container: str  # name or id
+
+
+@dataclass(frozen=True)
+class ReadinessTraffic:
+    """Cut traffic by failing the agent's /-/ready/{service}."""
+
+
+@dataclass(frozen=True)
+class HaproxyTraffic:
+    """Cut traffic by putting an HAProxy server into maint or drain through the runtime API."""
+
+    backend: str
+    server: str
+    socket: str | None = None  # the runtime API's unix socket, or
+    address: str | None = None  # its TCP "host:port"
+    mode: str = "maint"  # or "drain": existing connections finish
+
+
+@dataclass(frozen=True)
+class FileTraffic:
+    """Cut traffic by creating a flag file; restore removes it."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class ExecTraffic:
+    """Cut and restore traffic by running these argvs."""
+
+    cut: tuple[str, ...]
+    restore: tuple[str, ...]
+
+
+RestartSettings = ExecRestart | SignalRestart | SupervisorRestart | DockerRestart
+TrafficSettings = ReadinessTraffic | HaproxyTraffic | FileTraffic | ExecTraffic
+
+
+def make_restart_backend(settings: RestartSettings) -> RestartBackend:
+    """The restart backend ``settings`` describe; ``ValueError`` when they cannot work."""
+    match settings:
+        case ExecRestart(argv=argv):
+            return ExecRestartBackend(argv)
+        case SignalRestart(signal=signal_name):
+            return SignalRestartBackend(signal_name)
+        case SupervisorRestart(url=url, program=program):
+            return SupervisorRestartBackend(url, program)
+        case DockerRestart(socket=socket_path, container=container):
+            return DockerRestartBackend(socket_path, container)
+    raise ValueError(f"unknown restart settings {settings!r}")
+
+
+def make_traffic_backend(settings: TrafficSettings, gate: ReadinessGate, service: str | None = None) -> TrafficBackend:
+    """The traffic backend ``settings`` describe; ``ValueError`` when they cannot work.
+
+    ``service`` binds a readiness backend to its service, so ``is_cut`` answers before its first action.
+    """
+    match settings:
+        case ReadinessTraffic():
+            return ReadinessTrafficBackend(gate, service)
+        case HaproxyTraffic(backend=backend, server=server, socket=socket_path, address=address, mode=mode):
+            return HaproxyTrafficBackend(backend, server, socket_path=socket_path, address=address, mode=mode)
+        case FileTraffic(path=path):
+            return FileTrafficBackend(path)
+        case ExecTraffic(cut=cut, restore=restore):
+            return ExecTrafficBackend(cut, restore)
+    raise ValueError(f"unknown traffic settings {settings!r}")
