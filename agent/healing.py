@@ -1,0 +1,461 @@
+"""The healing runtime the daemon owns: triggers in, playbook runs out, state kept in the journal.
+
+Triggers are a check turning unhealthy (``CheckStateChanged`` on the event channel), a firing
+alert whose labels match (``list[Alert]`` on the same channel), a watched process exiting
+(``agent.pidwatch``) and a manual ``heal_now``. Every trigger goes through ``healers.safety``;
+a run happens in its own task with ``incident_id`` bound in structlog's context variables, so
+every log line of the run carries it. After a run, a service that is still sick is
+reconsidered, so a crash loop meets backoff and then the budget, however its triggers arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import structlog
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from agent.checks import Check
+from agent.collectors.process import ProcessTracker
+from agent.config import AgentConfig, ServiceConfig
+from agent.events import EventChannel
+from agent.healing_config import playbook_specs
+from agent.pidwatch import ProcessWatcher
+from healers.backends import ReadinessGate, make_restart_backend, make_traffic_backend
+from healers.backends.base import (
+    ActionContext,
+    ActionResult,
+    RestartBackend,
+    TrafficBackend,
+)
+from healers.events import CheckStateChanged
+from healers.journal import Journal, new_incident_id
+from healers.playbook import PlaybookSpec, StepSpec, TriggerKind
+from healers.runner import Notice, Runner, RunResult, ServiceActions
+from healers.safety import Decision, Safety
+from rules.model import Alert, AlertState
+
+log = structlog.get_logger("healwatch.healing")
+
+HEALTH_TICK_S = 1.0
+WAIT_POLL_MIN_S = 0.05
+WAIT_POLL_MAX_S = 0.25  # while waiting for a restarted service, re-probe at least this often
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class HealingError(Exception):
+    """A request the runtime cannot honour (unknown service, refused run); the message says why."""
+
+
+class Healing:
+    """Owns the playbooks, their safety state and journal, and the tasks that trigger them."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        state_db_conn: sqlite3.Connection,
+        events: EventChannel,
+        trackers: Mapping[str, ProcessTracker] | None = None,
+        checks: Mapping[str, Sequence[Check]] | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        gate: ReadinessGate | None = None,
+        notify: Callable[[Notice], None] | None = None,
+    ) -> None:
+        """``trackers`` defaults to one tracker per service with ``process:``, separate from the collectors'.
+
+        ``notify`` delivers escalations and notify steps (the notifier's ``notice``); they are logged either way.
+        """
+        self.journal = Journal(state_db_conn)
+        self.events = events
+        self.gate = gate if gate is not None else ReadinessGate()
+        self.clock = clock
+        self._deliver = notify
+        self.runner = Runner(self.journal, notify=self._notify, log=log, clock=clock)
+        self.safety = Safety(config.healing.resume_after_healthy)
+        self._runs_total = Counter(
+            "healwatch_playbook_runs", "Playbook runs by outcome.", ["playbook", "outcome"], registry=None
+        )
+        self._duration = Histogram(
+            "healwatch_heal_duration_seconds", "How long playbook runs took, dry runs and blocked runs excepted.",
+            buckets=DURATION_BUCKETS, registry=None,
+        )
+        self._queue: asyncio.Queue[object] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runs: set[asyncio.Task[RunResult | None]] = set()
+        self._deferred: dict[str, asyncio.TimerHandle] = {}
+        self._blocked: set[str] = set()
+        self._watchers: dict[str, tuple[ProcessWatcher, asyncio.Task[None]]] = {}
+        self._configure(config, trackers, checks or {})
+
+    # -- configuration -------------------------------------------------------------
+
+    def _configure(
+        self, config: AgentConfig, trackers: Mapping[str, ProcessTracker] | None, checks: Mapping[str, Sequence[Check]]
+    ) -> None:
+        self.config = config
+        self.checks = {service: list(found) for service, found in checks.items()}
+        self.specs = playbook_specs(config)
+        self.safety.resume_after_healthy_s = config.healing.resume_after_healthy
+        self.trackers = dict(trackers) if trackers is not None else {
+            name: ProcessTracker(service.process) for name, service in config.services.items() if service.process
+        }
+        self.actions = {name: self._service_actions(name, service) for name, service in config.services.items()}
+
+    def _service_actions(self, name: str, service: ServiceConfig) -> ServiceActions:
+        restart: RestartBackend | None = None
+        traffic: TrafficBackend | None = None
+        try:
+            if service.restart is not None:
+                restart = make_restart_backend(service.restart.settings())
+            if service.traffic is not None:
+                traffic = make_traffic_backend(service.traffic.settings(), self.gate, name)
+        except ValueError as exc:
+            # The config validated; a backend that still cannot be built is reported, and its steps fail.
+            log.error("healing backend unusable", service=name, error=str(exc))
+
+        async def wait_healthy(ctx: ActionContext) -> ActionResult:
+            return await self._wait_healthy(name, ctx)
+
+        return ServiceActions(name, restart, traffic, wait_healthy, lambda: self._pid(name))
+
+    async def reconfigure(self, config: AgentConfig, checks: Mapping[str, Sequence[Check]]) -> None:
+        """Take a reloaded config and the reloaded checks; safety state and the journal carry over."""
+        await self._stop_watchers()
+        self._configure(config, None, checks)
+        self._start_watchers()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reload persisted state, close runs a killed agent left open, then listen for triggers."""
+        now = self.clock()
+        states = self.journal.service_states()
+        for service in self.config.services:
+            state = states.get(service)
+            window = max((spec.budget.within_s for spec in self.specs if spec.service == service), default=0.0)
+            self.safety.restore(
+                service, self.journal.runs(service, now - window),
+                suspended_reason=state.suspended_reason if state else None,
+                maintenance=state.maintenance if state else False,
+            )
+            if state is not None and state.traffic_cut_by is not None:
+                self.gate.set_cut(service, True)  # the readiness gate lives in memory; the journal remembers
+        await self.runner.recover_interrupted({spec.name: spec for spec in self.specs}, self.actions.get)
+        self._queue = self.events.subscribe()
+        self._spawn(self._consume(self._queue))
+        self._spawn(self._health_ticks())
+        self._start_watchers()
+        log.info("healing started", playbooks=len(self.specs), watched=sorted(self._watchers))
+
+    async def stop(self) -> None:
+        """Stop listening; a run still going is cancelled and the next start closes it as interrupted."""
+        if self._queue is not None:
+            self.events.unsubscribe(self._queue)
+            self._queue = None
+        for handle in self._deferred.values():
+            handle.cancel()
+        self._deferred.clear()
+        await self._stop_watchers()
+        tasks: list[asyncio.Task[object]] = [*self._tasks, *self._runs]  # type: ignore[list-item]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.create_task(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_watchers(self) -> None:
+        for spec in self.specs:
+            service = spec.service
+            if service in self._watchers or service not in self.trackers:
+                continue
+            if any(trigger.kind == "process_exited" for trigger in spec.triggers):
+                watcher = ProcessWatcher(service, self.trackers[service], self._on_exit)
+                self._watchers[service] = (watcher, asyncio.create_task(watcher.run()))
+
+    async def _stop_watchers(self) -> None:
+        tasks = [task for _, task in self._watchers.values()]
+        self._watchers.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- what others call ----------------------------------------------------------
+
+    def readiness(self, service: str) -> bool:
+        """False while healing has cut the service's traffic through the readiness gate."""
+        return not self.gate.is_cut(service)
+
+    async def heal_now(self, service: str, *, dry_run: bool = False) -> RunResult:
+        """Run the service's first playbook now, as an operator asked; maintenance and the lock still apply."""
+        spec = next((spec for spec in self.specs if spec.service == service), None)
+        if spec is None:
+            raise HealingError(f"no playbook heals {service!r}")
+        decision = self.safety.decide(
+            spec, self.clock(), unhealthy_dependencies=self._unhealthy_dependencies(service), manual=True
+        )
+        if decision.verdict != "run":
+            raise HealingError(decision.reason)
+        result = await self._run(spec, "manual", decision, dry_run=dry_run)
+        if result is None:
+            raise HealingError(f"the run for {service!r} crashed; see the log")
+        return result
+
+    def set_maintenance(self, service: str, on: bool) -> None:
+        """Maintenance (persisted) stops all healing of the service until switched off."""
+        self._known(service)
+        self.safety.set_maintenance(service, on)
+        self.journal.set_maintenance(service, on)
+        log.warning("maintenance switched on" if on else "maintenance switched off", service=service)
+
+    def reset(self, service: str) -> None:
+        """Operator reset: lift a suspension and forget the service's budget."""
+        self._known(service)
+        self.safety.reset(service)
+        self.journal.set_suspended(service, None)
+        log.warning("auto-healing reset by the operator", service=service)
+
+    def families(self) -> list[Metric]:
+        suspended = GaugeMetricFamily(
+            "healwatch_autoheal_suspended", "1 while auto-healing of the service is suspended.", labels=["service"]
+        )
+        cut = GaugeMetricFamily(
+            "healwatch_traffic_cut", "1 while healing keeps the service out of rotation.", labels=["service"]
+        )
+        states = self.journal.service_states()
+        for service in self.config.services:
+            suspended.add_metric([service], 1.0 if self.safety.state(service).suspended else 0.0)
+            state = states.get(service)
+            cut.add_metric([service], 1.0 if state is not None and state.traffic_cut_by is not None else 0.0)
+        return [*self._runs_total.collect(), *self._duration.collect(), suspended, cut]
+
+    def _known(self, service: str) -> None:
+        if service not in self.config.services:
+            raise HealingError(f"unknown service {service!r}")
+
+    # -- triggers ------------------------------------------------------------------
+
+    async def _consume(self, queue: asyncio.Queue[object]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                if isinstance(event, CheckStateChanged):
+                    await self._on_check(event)
+                elif isinstance(event, list):
+                    self._on_alerts([alert for alert in event if isinstance(alert, Alert)])
+            except Exception:
+                log.exception("healing trigger failed", trigger=type(event).__name__)
+
+    async def _on_check(self, event: CheckStateChanged) -> None:
+        if event.healthy:
+            await self._after_recovery(event.service)
+            return
+        for spec in self.specs:
+            if any(t.kind == "check_failed" and t.service == event.service and t.check in (None, event.check)
+                   for t in spec.triggers):
+                await self._trigger(spec, "check_failed", f"check {event.service}/{event.check} failed: {event.reason}")
+
+    def _on_alerts(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            if alert.state != AlertState.FIRING or alert.resolved_at is not None:
+                continue
+            for spec in self.specs:
+                if any(t.matches_alert(alert.labels) for t in spec.triggers):
+                    self._spawn(self._trigger(spec, "alert", f"alert {alert.labels}"))
+
+    def _on_exit(self, service: str, pid: int) -> None:
+        for spec in self.specs:
+            if spec.service == service and any(t.kind == "process_exited" for t in spec.triggers):
+                self._spawn(self._trigger(spec, "process_exited", f"process {pid} of {service} exited"))
+
+    async def _trigger(self, spec: PlaybookSpec, kind: TriggerKind, description: str) -> None:
+        now = self.clock()
+        decision = self.safety.decide(spec, now, unhealthy_dependencies=self._unhealthy_dependencies(spec.service))
+        if decision.verdict == "refuse":
+            log.info("heal not started", service=spec.service, playbook=spec.name, trigger=description,
+                     reason=decision.reason)
+        elif decision.verdict == "suspend":
+            incident_id = new_incident_id()
+            self.journal.record_incident(incident_id, spec.service, spec.name, description, now, "escalated",
+                                         decision.reason)
+            self._runs_total.labels(spec.name, "escalated").inc()
+            self._suspend(spec.service, decision.reason, incident_id)
+        elif decision.verdict == "wait":
+            self._defer(spec, kind, description, decision)
+        else:
+            task = asyncio.create_task(self._run(spec, description, decision))
+            self._runs.add(task)
+            task.add_done_callback(self._runs.discard)
+
+    def _defer(self, spec: PlaybookSpec, kind: TriggerKind, description: str, decision: Decision) -> None:
+        """Try again at ``not_before``, if the service is still sick then (one pending retry per service)."""
+        if spec.service in self._deferred:
+            return
+        assert decision.not_before is not None
+        delay = max(decision.not_before - self.clock(), 0.0)
+        log.info("heal deferred", service=spec.service, playbook=spec.name, trigger=description,
+                 delay_s=round(delay, 3), reason=decision.reason)
+
+        def retry() -> None:
+            self._deferred.pop(spec.service, None)
+            self._spawn(self._retry(spec, kind, description))
+
+        self._deferred[spec.service] = asyncio.get_running_loop().call_later(delay, retry)
+
+    async def _retry(self, spec: PlaybookSpec, kind: TriggerKind, description: str) -> None:
+        if kind != "alert" and not await self._sick(spec.service):
+            log.info("heal dropped: the service recovered meanwhile", service=spec.service, playbook=spec.name)
+            return
+        await self._trigger(spec, kind, description)
+
+    # -- runs ----------------------------------------------------------------------
+
+    async def _run(
+        self, spec: PlaybookSpec, trigger: str, decision: Decision, *, dry_run: bool = False
+    ) -> RunResult | None:
+        service = spec.service
+        incident_id = new_incident_id()
+        dry_run = dry_run or spec.dry_run or self.config.healing.dry_run
+        started, began = self.clock(), time.monotonic()
+        self.safety.begin(service, started)
+        result: RunResult | None = None
+        with structlog.contextvars.bound_contextvars(incident_id=incident_id, service=service):
+            try:
+                result = await self.runner.run(
+                    spec, self.actions[service], incident_id=incident_id, trigger=trigger, dry_run=dry_run,
+                    restart_blocked=decision.restart_blocked,
+                )
+            except Exception as exc:
+                # A runner bug must not leave the lock held nor the incident open.
+                log.exception("playbook run crashed", playbook=spec.name)
+                self.journal.finish_incident(incident_id, self.clock(), "aborted", f"crashed: {type(exc).__name__}")
+            finally:
+                outcome = result.outcome if result is not None else "aborted"
+                self.safety.finish(service, self.clock(), "dry_run" if dry_run else outcome)
+                self._runs_total.labels(spec.name, "dry_run" if dry_run else outcome).inc()
+                if not dry_run and outcome != "blocked":
+                    self._duration.observe(time.monotonic() - began)
+            if result is not None and result.outcome == "escalated":
+                self._suspend(service, f"playbook {spec.name} escalated: {result.detail}", incident_id)
+        if outcome == "blocked":
+            self._blocked.add(service)
+        if service in self._watchers:
+            self._watchers[service][0].rearm_soon()
+        if not dry_run and outcome != "blocked":
+            await self._reconsider(spec)
+        return result
+
+    async def _reconsider(self, spec: PlaybookSpec) -> None:
+        """A service still sick after a run is triggered again, so backoff and budget apply to crash loops."""
+        if not await self._sick(spec.service):
+            return
+        kind: TriggerKind = "check_failed" if self._failing_checks(spec.service) else "process_exited"
+        await self._trigger(spec, kind, f"{spec.service} still unhealthy after playbook {spec.name}")
+
+    async def _after_recovery(self, service: str) -> None:
+        """A service turned healthy: runs blocked on it (or on its own failure) may go on."""
+        for blocked in sorted(self._blocked):
+            if blocked != service and service not in self.config.services[blocked].depends_on:
+                continue
+            if self._unhealthy_dependencies(blocked):
+                continue
+            self._blocked.discard(blocked)
+            spec = next(spec for spec in self.specs if spec.service == blocked)
+            if await self._sick(blocked):
+                await self._trigger(spec, "check_failed", f"dependency of {blocked} recovered")
+            elif self.journal.service_state(blocked).traffic_cut_by is not None and not self._busy(blocked):
+                restore = dataclasses.replace(
+                    spec, steps=(StepSpec("traffic", {"op": "restore"}, timeout_s=10.0),), dry_run=False
+                )
+                await self._run(restore, f"{blocked} recovered while its restart was blocked", Decision("run"))
+
+    def _busy(self, service: str) -> bool:
+        state = self.safety.state(service)
+        return state.running or state.maintenance
+
+    def _suspend(self, service: str, reason: str, incident_id: str) -> None:
+        """Suspend auto-healing and send the one critical notification about it."""
+        if not self.safety.suspend(service, reason):
+            return
+        self.journal.set_suspended(service, reason)
+        self._notify(Notice(service, incident_id, "critical",
+                            f"auto-healing of {service} is suspended: {reason}", self.clock()))
+
+    def _notify(self, notice: Notice) -> None:
+        """Log the notice and hand it to the notifier; a notifier failure never stops the healing."""
+        method = log.error if notice.severity == "critical" else log.warning
+        method("healing notice", service=notice.service, incident_id=notice.incident_id,
+               severity=notice.severity, summary=notice.summary)
+        if self._deliver is None:
+            return
+        try:
+            self._deliver(notice)
+        except Exception:
+            log.exception("healing notice not handed to the notifier", service=notice.service)
+
+    async def _health_ticks(self) -> None:
+        """Resume suspended services that have been healthy for long enough."""
+        while True:
+            await asyncio.sleep(HEALTH_TICK_S)
+            for service in self.config.services:
+                if not self.safety.state(service).suspended:
+                    continue
+                healthy = not await self._sick(service)
+                if self.safety.note_health(service, healthy, self.clock()):
+                    self.journal.set_suspended(service, None)
+                    log.warning("auto-healing resumed after a healthy period", service=service)
+
+    # -- service state -------------------------------------------------------------
+
+    def _failing_checks(self, service: str) -> list[str]:
+        return [check.name for check in self.checks.get(service, []) if not check.healthy]
+
+    async def _sick(self, service: str) -> bool:
+        if self._failing_checks(service):
+            return True
+        tracker = self.trackers.get(service)
+        return tracker is not None and not await asyncio.to_thread(tracker.alive)
+
+    def _unhealthy_dependencies(self, service: str) -> list[str]:
+        dependencies = self.config.services[service].depends_on if service in self.config.services else []
+        return [name for name in dependencies if self._failing_checks(name)]
+
+    def _pid(self, service: str) -> int | None:
+        tracker = self.trackers.get(service)
+        return tracker.pid if tracker is not None else None
+
+    async def _wait_healthy(self, service: str, ctx: ActionContext) -> ActionResult:
+        """Re-run the service's checks until each has met its success_threshold, or give up before the timeout."""
+        checks = self.checks.get(service, [])
+        if not checks:
+            return ActionResult(True, f"{service} has no checks to wait for")
+        poll_s = min(max(min(check.config.interval for check in checks), WAIT_POLL_MIN_S), WAIT_POLL_MAX_S)
+        deadline = time.monotonic() + ctx.timeout_s
+        while True:
+            for check in checks:
+                await check.run(self.clock())
+            waiting = [check for check in checks if not _passed(check)]
+            if not waiting:
+                return ActionResult(True, f"checks passed: {', '.join(check.name for check in checks)}")
+            if time.monotonic() + poll_s >= deadline:
+                reasons = "; ".join(
+                    f"{check.name}: {check.last_result.error if check.last_result else 'not probed yet'}"
+                    for check in waiting
+                )
+                return ActionResult(False, f"still unhealthy after {ctx.timeout_s:g}s: {reasons}")
+            await asyncio.sleep(poll_s)
+
+
+def _passed(check: Check) -> bool:
+    result = check.last_result
+    return (
+        result is not None and result.success and check.consecutive_successes >= check.config.success_threshold
+    )

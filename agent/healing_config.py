@@ -1,0 +1,377 @@
+"""The healing part of the config: per-service restart/traffic/depends_on/autoheal, playbooks, healing defaults.
+
+Also converts the validated config into the plain values ``healers/`` works with (backend
+settings and ``PlaybookSpec``), adding a default playbook for services with ``autoheal: true``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from agent.configtypes import PositiveDuration, Section
+from healers.backends import (
+    DockerRestart,
+    ExecRestart,
+    ExecTraffic,
+    FileTraffic,
+    HaproxyTraffic,
+    ReadinessTraffic,
+    RestartSettings,
+    SignalRestart,
+    SupervisorRestart,
+    TrafficSettings,
+)
+from healers.backends.restart import parse_signal
+from healers.backends.traffic import check_haproxy_name, parse_address
+from healers.playbook import Backoff, Budget, PlaybookSpec, StepSpec, Trigger
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig, ServiceConfig
+
+Argv = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, description="argv; never a shell.")]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+def _exactly_one(model: Section, keys: Sequence[str]) -> None:
+    given = [key for key in keys if getattr(model, key) is not None]
+    if len(given) != 1:
+        raise ValueError(f"expected exactly one of {', '.join(keys)}")
+
+
+def _signal_name(value: str) -> str:
+    parse_signal(value)
+    return value
+
+
+# -- service level -----------------------------------------------------------------
+
+
+class SupervisorConfig(Section):
+    url: str = Field(description="unix:///run/supervisor.sock or http://127.0.0.1:9001/RPC2")
+    program: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("unix://", "http://", "https://")):
+            raise ValueError(f"expected a unix:// or http(s):// URL, got {value!r}")
+        return value
+
+
+class DockerConfig(Section):
+    socket: str = "/var/run/docker.sock"
+    container: str = Field(description="Container name or id.")
+
+
+class RestartConfig(Section):
+    """How the service is restarted: exactly one backend."""
+
+    exec: Argv | None = None
+    signal: str | None = Field(None, description="Signal the matched process; its parent restarts it.")
+    supervisor: SupervisorConfig | None = None
+    docker: DockerConfig | None = None
+
+    @field_validator("signal")
+    @classmethod
+    def _signal(cls, value: str | None) -> str | None:
+        return None if value is None else _signal_name(value)
+
+    @model_validator(mode="after")
+    def _one(self) -> RestartConfig:
+        _exactly_one(self, ("exec", "signal", "supervisor", "docker"))
+        return self
+
+    def settings(self) -> RestartSettings:
+        if self.exec is not None:
+            return ExecRestart(tuple(self.exec))
+        if self.signal is not None:
+            return SignalRestart(self.signal)
+        if self.supervisor is not None:
+            return SupervisorRestart(self.supervisor.url, self.supervisor.program)
+        assert self.docker is not None
+        return DockerRestart(self.docker.socket, self.docker.container)
+
+
+class ReadinessConfig(Section):
+    """``/-/ready/{service}`` answers 503 while traffic is cut."""
+
+
+class HaproxyConfig(Section):
+    socket: str | None = Field(None, description="The runtime API's unix socket.")
+    address: str | None = Field(None, description="The runtime API's TCP host:port.")
+    backend: str
+    server: str
+    mode: Literal["maint", "drain"] = "maint"
+
+    @model_validator(mode="after")
+    def _valid(self) -> HaproxyConfig:
+        _exactly_one(self, ("socket", "address"))
+        if self.address is not None:
+            parse_address(self.address)
+        check_haproxy_name("backend", self.backend)
+        check_haproxy_name("server", self.server)
+        return self
+
+
+class FileConfig(Section):
+    path: str = Field(min_length=1, description="Flag file created while traffic is cut.")
+
+
+class ExecTrafficConfig(Section):
+    cut: Argv
+    restore: Argv
+
+
+class TrafficConfig(Section):
+    """How the service is taken out of rotation: exactly one backend."""
+
+    readiness: ReadinessConfig | None = None
+    haproxy: HaproxyConfig | None = None
+    file: FileConfig | None = None
+    exec: ExecTrafficConfig | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> TrafficConfig:
+        _exactly_one(self, ("readiness", "haproxy", "file", "exec"))
+        return self
+
+    def settings(self) -> TrafficSettings:
+        if self.readiness is not None:
+            return ReadinessTraffic()
+        if self.haproxy is not None:
+            h = self.haproxy
+            return HaproxyTraffic(h.backend, h.server, socket=h.socket, address=h.address, mode=h.mode)
+        if self.file is not None:
+            return FileTraffic(self.file.path)
+        assert self.exec is not None
+        return ExecTraffic(tuple(self.exec.cut), tuple(self.exec.restore))
+
+
+# -- playbooks -----------------------------------------------------------------------
+
+
+class CheckFailedWhen(Section):
+    service: Name
+    check: Name | None = Field(None, description="Only this check; any of the service's checks when omitted.")
+
+
+class ProcessExitedWhen(Section):
+    service: Name
+
+
+class WhenConfig(Section):
+    """One trigger: exactly one of check_failed, process_exited or alert (labels the alert must carry)."""
+
+    check_failed: CheckFailedWhen | None = None
+    process_exited: ProcessExitedWhen | None = None
+    alert: dict[str, str] | None = Field(None, description="Labels the firing alert must carry, e.g. alertname.")
+
+    @model_validator(mode="after")
+    def _one(self) -> WhenConfig:
+        _exactly_one(self, ("check_failed", "process_exited", "alert"))
+        if self.alert is not None and not self.alert:
+            raise ValueError("alert: expected at least one label to match, such as alertname")
+        return self
+
+    def service(self) -> str | None:
+        if self.check_failed is not None:
+            return self.check_failed.service
+        if self.process_exited is not None:
+            return self.process_exited.service
+        return (self.alert or {}).get("service")
+
+
+class WaitHealthyArgs(Section):
+    timeout: PositiveDuration = 60.0
+
+
+class NotifyArgs(Section):
+    message: str
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+
+class EmptyArgs(Section):
+    """An action without settings: ``restart: {}``."""
+
+
+DEFAULT_TIMEOUTS_S = {"traffic": 10.0, "restart": 60.0, "exec": 30.0, "signal": 5.0, "notify": 10.0}
+STEP_ACTIONS = ("traffic", "restart", "exec", "signal", "wait_healthy", "sleep", "notify")
+
+
+class StepConfig(Section):
+    """One step: exactly one action, with an optional timeout and what to do when it fails."""
+
+    traffic: Literal["cut", "restore"] | None = None
+    restart: EmptyArgs | None = None
+    exec: Argv | None = None
+    signal: str | None = None
+    wait_healthy: WaitHealthyArgs | None = None
+    sleep: PositiveDuration | None = None
+    notify: NotifyArgs | None = None
+    timeout: PositiveDuration | None = None
+    on_failure: Literal["abort", "continue", "escalate"] = "abort"
+
+    @field_validator("signal")
+    @classmethod
+    def _signal(cls, value: str | None) -> str | None:
+        return None if value is None else _signal_name(value)
+
+    @model_validator(mode="after")
+    def _one(self) -> StepConfig:
+        _exactly_one(self, STEP_ACTIONS)
+        return self
+
+    @property
+    def action(self) -> str:
+        return next(action for action in STEP_ACTIONS if getattr(self, action) is not None)
+
+    def spec(self) -> StepSpec:
+        action = self.action
+        args: dict[str, Any] = {}
+        default_timeout = DEFAULT_TIMEOUTS_S.get(action, 0.0)
+        if self.traffic is not None:
+            args = {"op": self.traffic}
+        elif self.exec is not None:
+            args = {"command": tuple(self.exec)}
+        elif self.signal is not None:
+            args = {"signal": self.signal}
+        elif self.wait_healthy is not None:
+            default_timeout = self.wait_healthy.timeout
+        elif self.sleep is not None:
+            args = {"seconds": self.sleep}
+            default_timeout = self.sleep + 1.0
+        elif self.notify is not None:
+            args = {"message": self.notify.message, "severity": self.notify.severity}
+        return StepSpec(action, args, self.timeout or default_timeout, self.on_failure)  # type: ignore[arg-type]
+
+
+class BudgetConfig(Section):
+    max_runs: int = Field(3, ge=1)
+    within: PositiveDuration = 1800.0
+
+
+class BackoffConfig(Section):
+    initial: PositiveDuration = 10.0
+    factor: float = Field(2.0, ge=1.0)
+    max: PositiveDuration = 300.0
+
+
+class PlaybookConfig(Section):
+    name: Name
+    service: Name | None = Field(None, description="The service healed; by default the one the triggers name.")
+    when: list[WhenConfig] = Field([], description="Triggers; without any the playbook only runs on request.")
+    steps: list[StepConfig] = Field(min_length=1)
+    budget: BudgetConfig = BudgetConfig()
+    backoff: BackoffConfig = BackoffConfig()
+    cooldown: PositiveDuration = 60.0
+    dry_run: bool = False
+    traffic_on_abort: Literal["restore", "keep"] = "restore"
+
+    @model_validator(mode="after")
+    def _one_service(self) -> PlaybookConfig:
+        named = {s for s in [self.service, *(w.service() for w in self.when)] if s is not None}
+        if not named:
+            raise ValueError("name the service this playbook heals (service:, or a trigger's service)")
+        if len(named) > 1:
+            raise ValueError(f"a playbook heals one service, but it names {', '.join(sorted(named))}")
+        return self
+
+    @property
+    def target(self) -> str:
+        return next(s for s in [self.service, *(w.service() for w in self.when)] if s is not None)
+
+
+class HealingConfig(Section):
+    dry_run: bool = Field(False, description="Journal what every playbook would do and execute nothing.")
+    resume_after_healthy: PositiveDuration = Field(
+        600.0, description="A suspended service resumes auto-healing after being healthy this long."
+    )
+
+
+# -- cross-references and conversion ---------------------------------------------------
+
+
+def reference_problems(services: Mapping[str, ServiceConfig], playbooks: Sequence[PlaybookConfig]) -> list[str]:
+    """Every name a playbook or ``depends_on`` uses that the config does not define, and unusable steps."""
+    problems = []
+    for name, service in services.items():
+        for dependency in service.depends_on:
+            if dependency not in services:
+                problems.append(f"services -> {name} -> depends_on: unknown service {dependency!r}")
+            elif dependency == name:
+                problems.append(f"services -> {name} -> depends_on: a service cannot depend on itself")
+        if service.autoheal and service.restart is None:
+            problems.append(f"services -> {name} -> autoheal: needs restart: to say how to restart it")
+    seen: set[str] = set()
+    for index, playbook in enumerate(playbooks):
+        where = f"playbooks -> {index}"
+        if playbook.name in seen:
+            problems.append(f"{where} -> name: duplicate playbook name {playbook.name!r}")
+        seen.add(playbook.name)
+        service = services.get(playbook.target)
+        if service is None:
+            problems.append(f"{where}: unknown service {playbook.target!r}")
+            continue
+        for number, when in enumerate(playbook.when):
+            check = when.check_failed.check if when.check_failed else None
+            if check is not None and check not in {c.name for c in service.checks}:
+                problems.append(f"{where} -> when -> {number}: service {playbook.target!r} has no check {check!r}")
+            if when.process_exited is not None and service.process is None:
+                problems.append(f"{where} -> when -> {number}: service {playbook.target!r} has no process: to watch")
+        for number, step in enumerate(playbook.steps):
+            if step.action == "restart" and service.restart is None:
+                problems.append(f"{where} -> steps -> {number}: service {playbook.target!r} has no restart: configured")
+            if step.action == "traffic" and service.traffic is None:
+                problems.append(f"{where} -> steps -> {number}: service {playbook.target!r} has no traffic: configured")
+    return problems
+
+
+def playbook_specs(config: AgentConfig) -> list[PlaybookSpec]:
+    """The configured playbooks, plus a default one for each ``autoheal`` service no playbook names."""
+    specs = [_spec(playbook, config.healing.dry_run) for playbook in config.playbooks]
+    healed = {spec.service for spec in specs}
+    for name, service in config.services.items():
+        if service.autoheal and name not in healed:
+            specs.append(default_playbook(name, service, config.healing.dry_run))
+    return specs
+
+
+def default_playbook(name: str, service: ServiceConfig, dry_run: bool) -> PlaybookSpec:
+    """cut traffic (if configured) -> restart -> wait until healthy -> restore traffic, on any check or exit."""
+    triggers = [Trigger("check_failed", name)] if service.checks else []
+    if service.process is not None:
+        triggers.append(Trigger("process_exited", name))
+    steps = [StepSpec("restart", timeout_s=DEFAULT_TIMEOUTS_S["restart"])]
+    if service.checks:
+        steps.append(StepSpec("wait_healthy", timeout_s=WaitHealthyArgs().timeout))
+    if service.traffic is not None:
+        cut = StepSpec("traffic", {"op": "cut"}, timeout_s=DEFAULT_TIMEOUTS_S["traffic"])
+        restore = StepSpec("traffic", {"op": "restore"}, timeout_s=DEFAULT_TIMEOUTS_S["traffic"])
+        steps = [cut, *steps, restore]
+    return PlaybookSpec(f"autoheal-{name}", name, tuple(triggers), tuple(steps), dry_run=dry_run)
+
+
+def _spec(playbook: PlaybookConfig, global_dry_run: bool) -> PlaybookSpec:
+    service = playbook.target
+    triggers = []
+    for when in playbook.when:
+        if when.check_failed is not None:
+            triggers.append(Trigger("check_failed", service, check=when.check_failed.check))
+        elif when.process_exited is not None:
+            triggers.append(Trigger("process_exited", service))
+        else:
+            triggers.append(Trigger("alert", service, alert_labels=tuple(sorted((when.alert or {}).items()))))
+    return PlaybookSpec(
+        name=playbook.name,
+        service=service,
+        triggers=tuple(triggers),
+        steps=tuple(step.spec() for step in playbook.steps),
+        budget=Budget(playbook.budget.max_runs, playbook.budget.within),
+        backoff=Backoff(playbook.backoff.initial, playbook.backoff.factor, playbook.backoff.max),
+        cooldown_s=playbook.cooldown,
+        dry_run=playbook.dry_run or global_dry_run,
+        traffic_on_abort=playbook.traffic_on_abort,
+    )

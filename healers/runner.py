@@ -1,0 +1,283 @@
+"""Running one playbook: its steps in order, each journaled before and after, bounded by its timeout.
+
+A failed step continues, aborts or escalates as its ``on_failure`` says. A run that stops
+after cutting traffic restores it or, with ``traffic_on_abort: keep``, raises a critical
+notice: a service is never left out of rotation silently. In dry run every step is journaled
+and nothing acts. Suspending the service after an escalation is the caller's business
+(``healers.safety``); the runner reports the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from healers.backends.base import (
+    ActionContext,
+    ActionResult,
+    RestartBackend,
+    TrafficBackend,
+)
+from healers.backends.restart import SignalRestartBackend, run_command
+from healers.journal import Journal
+from healers.playbook import PlaybookSpec, StepSpec
+
+Severity = Literal["info", "warning", "critical"]
+
+
+class Log(Protocol):
+    """The slice of a structlog logger the runner uses; the agent passes a real one."""
+
+    def bind(self, **values: Any) -> Log: ...
+    def info(self, event: str, **values: Any) -> Any: ...
+    def warning(self, event: str, **values: Any) -> Any: ...
+    def error(self, event: str, **values: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something a person must hear about: a ``notify`` step, an escalation, traffic left cut."""
+
+    service: str
+    incident_id: str
+    severity: Severity
+    summary: str
+    at: float
+
+
+@dataclass(frozen=True)
+class ServiceActions:
+    """What a run on one service acts through; the agent builds it from the service's config."""
+
+    service: str
+    restart: RestartBackend | None
+    traffic: TrafficBackend | None
+    wait_healthy: Callable[[ActionContext], Awaitable[ActionResult]]
+    pid: Callable[[], int | None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    incident_id: str
+    outcome: str  # succeeded | aborted | escalated | blocked
+    detail: str
+    traffic_left_cut: bool
+
+
+class Runner:
+    """Executes playbook runs and records them in the journal."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        notify: Callable[[Notice], None],
+        log: Log,
+        clock: Callable[[], float],
+    ) -> None:
+        self.journal = journal
+        self._notify = notify
+        self._log = log
+        self._clock = clock
+
+    async def run(
+        self,
+        spec: PlaybookSpec,
+        actions: ServiceActions,
+        *,
+        incident_id: str,
+        trigger: str,
+        dry_run: bool = False,
+        restart_blocked: str = "",
+    ) -> RunResult:
+        """Run ``spec`` against ``actions``; with ``restart_blocked`` only ``traffic: cut`` steps act."""
+        dry_run = dry_run or spec.dry_run
+        log = self._log.bind(incident_id=incident_id, service=spec.service, playbook=spec.name)
+        self.journal.start_incident(incident_id, spec.service, spec.name, trigger, self._clock(), dry_run=dry_run)
+        log.info("playbook started", trigger=trigger, dry_run=dry_run)
+        outcome, detail = "succeeded", ""
+        for index, step in enumerate(spec.steps):
+            if restart_blocked and not _is_cut(step):
+                self._skip(incident_id, index, step, actions, restart_blocked)
+                log.warning("step skipped", step=step.describe(), reason=restart_blocked)
+                outcome, detail = "blocked", restart_blocked
+                continue
+            result = await self._step(incident_id, index, step, actions, dry_run, log)
+            if result.ok or step.on_failure == "continue":
+                continue
+            outcome = "escalated" if step.on_failure == "escalate" else "aborted"
+            detail = f"{step.describe()} failed: {result.detail}"
+            break
+        left_cut = False
+        if outcome in ("aborted", "escalated") and not dry_run:
+            left_cut = await self._after_abort(spec, actions, incident_id, log)
+        self.journal.finish_incident(incident_id, self._clock(), outcome, detail)
+        log.info("playbook finished", outcome=outcome, detail=detail)
+        return RunResult(incident_id, outcome, detail, left_cut)
+
+    async def _step(
+        self, incident_id: str, index: int, step: StepSpec, actions: ServiceActions, dry_run: bool, log: Log
+    ) -> ActionResult:
+        backend = _backend_name(step, actions)
+        self.journal.start_step(incident_id, index, step.describe(), backend, self._clock())
+        if _is_cut(step) and not dry_run:
+            # Recorded before acting: if the agent dies during the cut, the next start restores traffic.
+            self.journal.set_traffic_cut(actions.service, incident_id)
+        log.info("step started", step=step.describe(), backend=backend, index=index)
+        ctx = ActionContext(actions.service, incident_id, step.timeout_s, pid=actions.pid(), dry_run=dry_run)
+        result, state = await self._execute(step, actions, ctx, incident_id)
+        if result.ok and not dry_run and step.action == "traffic" and step.args.get("op") == "restore":
+            self.journal.set_traffic_cut(actions.service, None)
+        self.journal.finish_step(
+            incident_id, index, self._clock(), state, "" if result.ok else result.detail, result.output_tail
+        )
+        if result.ok:
+            log.info("step finished", step=step.describe(), result=state, detail=result.detail)
+        else:
+            log.warning("step failed", step=step.describe(), result=state, detail=result.detail,
+                        on_failure=step.on_failure)
+        return result
+
+    async def _execute(
+        self, step: StepSpec, actions: ServiceActions, ctx: ActionContext, incident_id: str
+    ) -> tuple[ActionResult, str]:
+        """The step's result and its journal state: ok, dry_run, failed or timeout."""
+        try:
+            async with asyncio.timeout(step.timeout_s):  # unlike wait_for, never swallows the agent's stop
+                result = await self._act(step, actions, ctx, incident_id)
+        except TimeoutError:
+            return ActionResult(False, f"{step.describe()} timed out after {step.timeout_s:g}s"), "timeout"
+        except Exception as exc:  # noqa: BLE001 - a crash barrier around every backend call
+            # A backend bug is a failed step, not a dead runner: the journal and traffic stay consistent.
+            self._log.error("step crashed", step=step.describe(), incident_id=incident_id, exc_info=True)
+            return ActionResult(False, f"{step.describe()} crashed: {type(exc).__name__}: {exc}"), "failed"
+        if not result.ok:
+            return result, "failed"
+        return result, "dry_run" if ctx.dry_run else "ok"
+
+    async def _act(
+        self, step: StepSpec, actions: ServiceActions, ctx: ActionContext, incident_id: str
+    ) -> ActionResult:
+        if step.action == "traffic":
+            if actions.traffic is None:
+                return ActionResult(False, f"{actions.service} has no traffic backend configured")
+            op = step.args.get("op")
+            return await (actions.traffic.cut(ctx) if op == "cut" else actions.traffic.restore(ctx))
+        if step.action == "restart":
+            if actions.restart is None:
+                return ActionResult(False, f"{actions.service} has no restart backend configured")
+            return await actions.restart.restart(ctx)
+        if step.action == "exec":
+            return await run_command(step.args["command"], ctx, "exec step")
+        if step.action == "signal":
+            return await SignalRestartBackend(str(step.args["signal"])).restart(ctx)
+        if step.action == "wait_healthy":
+            if ctx.dry_run:
+                return ActionResult(True, f"dry run: would wait up to {step.timeout_s:g}s for the checks to pass")
+            return await actions.wait_healthy(ctx)
+        if step.action == "sleep":
+            seconds = float(step.args["seconds"])
+            if ctx.dry_run:
+                return ActionResult(True, f"dry run: would sleep {seconds:g}s")
+            await asyncio.sleep(seconds)
+            return ActionResult(True, f"slept {seconds:g}s")
+        if step.action == "notify":
+            summary = str(step.args.get("message", f"playbook step notification for {actions.service}"))
+            if ctx.dry_run:
+                return ActionResult(True, f"dry run: would notify: {summary}")
+            self._notify(Notice(actions.service, incident_id, step.args.get("severity", "warning"), summary,
+                                self._clock()))
+            return ActionResult(True, f"notified: {summary}")
+        return ActionResult(False, f"unknown action {step.action!r}")
+
+    def _skip(self, incident_id: str, index: int, step: StepSpec, actions: ServiceActions, reason: str) -> None:
+        now = self._clock()
+        self.journal.start_step(incident_id, index, step.describe(), _backend_name(step, actions), now)
+        self.journal.finish_step(incident_id, index, now, "skipped", reason)
+
+    async def _after_abort(self, spec: PlaybookSpec, actions: ServiceActions, incident_id: str, log: Log) -> bool:
+        """Put traffic back after a failed run that cut it, or say loudly that it stays cut; True if it does."""
+        if self.journal.service_state(spec.service).traffic_cut_by != incident_id:
+            return False
+        if spec.traffic_on_abort == "keep":
+            summary = f"{spec.service} stays out of rotation after a failed playbook {spec.name} (traffic_on_abort: keep)"
+            log.error("traffic left cut", reason="traffic_on_abort: keep")
+            self._notify(Notice(spec.service, incident_id, "critical", summary, self._clock()))
+            return True
+        restore = StepSpec("traffic", {"op": "restore"}, timeout_s=_restore_timeout(spec))
+        index = self.journal.next_step_index(incident_id)
+        result = await self._step(incident_id, index, restore, actions, False, log)
+        if result.ok:
+            return False
+        summary = f"{spec.service} is still out of rotation: restoring traffic after a failed playbook failed: {result.detail}"
+        log.error("traffic restore after abort failed", detail=result.detail)
+        self._notify(Notice(spec.service, incident_id, "critical", summary, self._clock()))
+        return True
+
+
+    async def recover_interrupted(
+        self, playbooks: Mapping[str, PlaybookSpec], actions_of: Callable[[str], ServiceActions | None]
+    ) -> list[str]:
+        """Close the incidents a killed agent left running; restore their cut traffic or raise a critical notice.
+
+        Returns the ids of the incidents now marked ``interrupted``.
+        """
+        closed = []
+        for incident in self.journal.running_incidents():
+            log = self._log.bind(incident_id=incident.id, service=incident.service, playbook=incident.playbook)
+            detail = "the agent stopped in the middle of this run"
+            self.journal.mark_interrupted(incident.id, self._clock(), detail)
+            if self.journal.service_state(incident.service).traffic_cut_by == incident.id:
+                detail += await self._recover_traffic(incident.id, playbooks.get(incident.playbook),
+                                                      actions_of(incident.service), log)
+                self.journal.finish_incident(incident.id, self._clock(), "interrupted", detail)
+            log.warning("interrupted playbook closed", detail=detail)
+            closed.append(incident.id)
+        return closed
+
+    async def _recover_traffic(
+        self, incident_id: str, spec: PlaybookSpec | None, actions: ServiceActions | None, log: Log
+    ) -> str:
+        service = actions.service if actions is not None else "the service"
+        policy = spec.traffic_on_abort if spec is not None else "restore"
+        if policy == "restore" and actions is not None and actions.traffic is not None:
+            restore = StepSpec("traffic", {"op": "restore"}, timeout_s=_restore_timeout(spec))
+            result = await self._step(incident_id, self.journal.next_step_index(incident_id), restore, actions,
+                                      False, log)
+            if result.ok:
+                return "; traffic restored"
+            summary = f"{service} is out of rotation after an interrupted playbook: {result.detail}"
+            outcome = f"; restoring traffic failed: {result.detail}"
+        else:
+            summary = f"{service} stays out of rotation after an interrupted playbook (traffic_on_abort: {policy})"
+            outcome = f"; traffic left cut (traffic_on_abort: {policy})"
+        log.error("traffic left cut after an interrupted playbook")
+        self._notify(Notice(service, incident_id, "critical", summary, self._clock()))
+        return outcome
+
+DEFAULT_RESTORE_TIMEOUT_S = 10.0
+
+
+def _restore_timeout(spec: PlaybookSpec | None) -> float:
+    """The playbook's own restore step timeout when it has one."""
+    if spec is not None:
+        for step in spec.steps:
+            if step.action == "traffic" and step.args.get("op") == "restore":
+                return step.timeout_s
+    return DEFAULT_RESTORE_TIMEOUT_S
+
+
+def _is_cut(step: StepSpec) -> bool:
+    return step.action == "traffic" and step.args.get("op") == "cut"
+
+
+def _backend_name(step: StepSpec, actions: ServiceActions) -> str:
+    if step.action == "traffic":
+        return actions.traffic.name if actions.traffic is not None else "none"
+    if step.action == "restart":
+        return actions.restart.name if actions.restart is not None else "none"
+    return {"exec": "exec", "signal": "signal", "wait_healthy": "checks", "sleep": "clock", "notify": "notifier"}[
+        step.action
+    ]
