@@ -16,6 +16,8 @@ from pydantic import (
 )
 
 from agent.configtypes import DEFAULT_PORT, Duration, HostPort, HttpUrl, PositiveDuration, Regex, Section
+from agent.healing_config import HealingConfig, PlaybookConfig, RestartConfig, TrafficConfig, reference_problems
+from agent.notify_config import NotifyConfig
 from rules.durations import format_duration
 from rules.errors import SourceError, SourceIssue
 from rules.yamlfile import Path as YamlPath
@@ -110,6 +112,10 @@ class ServiceConfig(Section):
     process: ProcessMatch | None = None
     checks: list[CheckConfig] = []
     scrape: ScrapeConfig | None = None
+    restart: RestartConfig | None = None
+    traffic: TrafficConfig | None = None
+    depends_on: list[str] = Field([], description="Services that must be healthy before this one is restarted.")
+    autoheal: bool = Field(False, description="Heal with the default playbook: cut traffic, restart, wait, restore.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceConfig:
@@ -182,6 +188,16 @@ class AgentConfig(Section):
     api: ApiConfig = ApiConfig()
     store: StoreConfig = StoreConfig()
     services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ServiceConfig] = {}
+    playbooks: list[PlaybookConfig] = []
+    healing: HealingConfig = HealingConfig()
+    notify: NotifyConfig = NotifyConfig()
+
+    @model_validator(mode="after")
+    def _healing_references(self) -> AgentConfig:
+        problems = reference_problems(self.services, self.playbooks)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def load_config(path: str | Path) -> AgentConfig:

@@ -23,13 +23,16 @@ from agent.collectors.process import ProcessScanner
 from agent.config import AgentConfig, load_config
 from agent.events import EventChannel
 from agent.http import HttpServer
+from agent.healing import Healing
 from agent.jobs import Job, JobSet, build_jobs
+from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
 from agent.ruler import build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
 from agent import __version__
 from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB
 from exporters.exposition import Exposition
 from healers.events import CheckStateChanged
+from healers.journal import MIGRATIONS as HEALERS_MIGRATIONS
 from rules.errors import SourceError
 from rules.model import Alert
 from rules.persistence import MIGRATIONS as RULES_MIGRATIONS
@@ -71,6 +74,8 @@ class Agent:
         self.metrics = SelfMetrics(lambda: self.store)
         self.jobset = JobSet()
         self.server: HttpServer | None = None
+        self.notifying: Notifying | None = None
+        self.healing: Healing | None = None
         self.state: StateDB | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._stopping = asyncio.Event()
@@ -93,6 +98,9 @@ class Agent:
         self.state = StateDB(self.config.state_path)
         self.state.migrate("agent", AGENT_MIGRATIONS)
         self.state.migrate("rules", RULES_MIGRATIONS)
+        for namespace, migrations in NOTIFY_MIGRATIONS.items():
+            self.state.migrate(namespace, migrations)
+        self.state.migrate("healers", HEALERS_MIGRATIONS)
         self.state.conn.execute(
             "INSERT INTO agent_starts (started_at, version, config_path) VALUES (?, ?, ?)",
             (self.clock(), __version__, self.config_path),
@@ -108,7 +116,13 @@ class Agent:
         self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
         self._scheduler.start()
+        self.notifying = Notifying(self.config, self.state.conn, self.events, self.clock,
+                                   exprs=lambda: alert_exprs(self.rule_specs))
+        await self.notifying.start()  # subscribed before any rule job publishes alerts
         self._schedule(self._build_jobset())
+        self.healing = Healing(self.config, self.state.conn, self.events, checks=self.jobset.checks,
+                               clock=self.clock, notify=self.notifying.notice)
+        await self.healing.start()
         self._scheduler.add_job(
             self._housekeep, "interval", seconds=self.config.interval, id="housekeeping",
             max_instances=1, coalesce=True,
@@ -123,6 +137,8 @@ class Agent:
                  services=len(self.config.services), jobs=len(self.jobset.jobs))
 
     async def stop(self) -> None:
+        if self.healing is not None:
+            await self.healing.stop()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         for task in [*self._tasks, *self._running_jobs]:
@@ -131,6 +147,8 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             await self.server.stop()
+        if self.notifying is not None:
+            await self.notifying.stop()
         for client in (self._http, self._insecure_http):
             if client is not None:
                 await client.aclose()
@@ -150,7 +168,8 @@ class Agent:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            await asyncio.wait_for(self.stop(), timeout=1.5)
+            async with asyncio.timeout(1.5):
+                await self.stop()
 
     def _http_server(self) -> HttpServer:
         api = self.config.api
@@ -196,6 +215,11 @@ class Agent:
         )
         self.rule_files, self.rule_specs = rule_files, rule_specs
         self._rule_stamps = file_stamps(rule_files)
+        if self.notifying is not None:
+            self.notifying.reload(self.config)
+        if self.healing is not None:
+            self._tasks = [task for task in self._tasks if not task.done()]
+            self._tasks.append(asyncio.create_task(self.healing.reconfigure(self.config, self.jobset.checks)))
         self._schedule(self._build_jobset())
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock())
@@ -209,7 +233,10 @@ class Agent:
         """The agent is ready once it has rendered metrics; a service while its checks are healthy."""
         if service is None:
             return self._first_render_done
-        return self.jobset.ready(service)
+        ready = self.jobset.ready(service)
+        if ready is None or self.healing is None:
+            return ready
+        return ready and self.healing.readiness(service)
 
     # -- scheduling --------------------------------------------------------
 
@@ -312,6 +339,10 @@ class Agent:
             await self._render_wanted.wait()
             self._render_wanted.clear()
             self.exposition.update("self", self.metrics.families())
+            if self.notifying is not None:
+                self.exposition.update("notify", self.notifying.families())
+            if self.healing is not None:
+                self.exposition.update("healing", self.healing.families())
             rendered = await asyncio.to_thread(self.exposition.render)
             self._first_render_done = True
             self.metrics.render_duration.set(rendered.duration_s)
@@ -323,9 +354,15 @@ class Agent:
             await asyncio.sleep(MIN_RENDER_INTERVAL_S)
 
     def _housekeep(self) -> None:
-        """Feed the agent's own metrics to the store (rules may watch them) and drop old samples."""
+        """Feed the agent's own metrics to the store (rules may watch them), drop old samples and silences."""
         now = self.clock()
-        self.store.ingest("self", list(samples_of(self.metrics.families())), round(now * 1000))
+        families = self.metrics.families()
+        if self.healing is not None:
+            families += self.healing.families()
+        if self.notifying is not None:
+            families += self.notifying.families()
+            self.notifying.silences.collect_garbage(now, self.config.notify.silences.retention)
+        self.store.ingest("self", list(samples_of(families)), round(now * 1000))
         self.store.evict(round(now * 1000))
 
     def _on_alerts(self, alerts: list[Alert]) -> None:

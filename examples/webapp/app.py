@@ -79,9 +79,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--pidfile")
     args = parser.parse_args()
-    if args.pidfile:
-        Path(args.pidfile).write_text(f"{os.getpid()}\n")
     server = ThreadingHTTPServer((args.host, args.port), make_handler(State()))
+    if args.pidfile:  # written once the port is ours, so a pidfile always names a serving process
+        Path(args.pidfile).write_text(f"{os.getpid()}\n")
     server.daemon_threads = True
     server.serve_forever()
 

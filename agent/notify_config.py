@@ -1,0 +1,217 @@
+"""The ``notify`` config section: receivers, the routing tree and inhibition rules, in Alertmanager's shape."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, SecretStr, model_validator
+
+from agent.configtypes import Duration, HttpUrl, PositiveDuration, Section
+from exporters.inhibit import Inhibitor, InhibitRule
+from exporters.matchers import parse_matcher_list, parse_matchers
+from exporters.routing import GROUP_BY_ALL, Route, RouteSpec, build_route
+from exporters.silences import RETENTION_S
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _matchers(text: str) -> str:
+    if not parse_matchers(text):
+        raise ValueError(f"expected at least one matcher such as severity=\"critical\", got {text!r}")
+    return text
+
+
+def _group_label(name: str) -> str:
+    if name != GROUP_BY_ALL and not _LABEL_NAME.match(name):
+        raise ValueError(f"{name!r} is not a label name (or '...' for all labels)")
+    return name
+
+
+MatcherText = Annotated[str, AfterValidator(_matchers)]
+GroupLabel = Annotated[str, AfterValidator(_group_label)]
+
+
+def _http_url_secret(value: SecretStr) -> SecretStr:
+    if not re.match(r"^https?://[^/\s]+", value.get_secret_value()):
+        raise ValueError("expected an http:// or https:// URL")  # the value itself is a secret: not quoted
+    return value
+
+
+SecretUrl = Annotated[SecretStr, AfterValidator(_http_url_secret)]
+
+
+class SlackReceiverConfig(Section):
+    """Slack through an incoming webhook, or (with a bot token) one living message per alert group."""
+
+    webhook_url: SecretUrl | None = Field(None, description="Incoming webhook URL; a secret.")
+    bot_token: SecretStr | None = Field(None, description="Bot token (xoxb-...) for chat.postMessage/chat.update.")
+    channel: str | None = Field(None, description="Channel override; required with bot_token.")
+    username: str | None = None
+    api_url: HttpUrl = Field("https://slack.com/api/", description="Slack Web API base URL (bot_token mode).")
+    send_resolved: bool = False
+    timeout: PositiveDuration = 10.0
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackReceiverConfig:
+        if (self.webhook_url is None) == (self.bot_token is None):
+            raise ValueError("expected exactly one of webhook_url or bot_token")
+        if self.bot_token is not None and not self.channel:
+            raise ValueError("bot_token needs a channel to post to")
+        return self
+
+
+class WebhookReceiverConfig(Section):
+    """POSTs Alertmanager's webhook payload (version 4); the URL counts as a secret, as in Alertmanager."""
+
+    url: SecretUrl
+    bearer_token: SecretStr | None = None
+    bearer_token_file: str | None = Field(None, description="File holding the bearer token, read at every send.")
+    headers: dict[str, SecretStr] = {}
+    hmac_secret: SecretStr | None = Field(None, description="Signs the body: X-Healwatch-Signature: sha256=<hex>.")
+    max_alerts: int = Field(0, ge=0, description="Send at most this many alerts (0: all); the rest are counted.")
+    send_resolved: bool = True
+    timeout: PositiveDuration = 10.0
+
+    @model_validator(mode="after")
+    def _one_token(self) -> WebhookReceiverConfig:
+        if self.bearer_token is not None and self.bearer_token_file is not None:
+            raise ValueError("expected at most one of bearer_token or bearer_token_file")
+        return self
+
+
+class AlertmanagerReceiverConfig(Section):
+    """Pushes every alert the rules send to Alertmanager's API v2, as Prometheus does; needs no route."""
+
+    urls: list[HttpUrl] = Field(min_length=1)
+    timeout: PositiveDuration = 10.0
+
+
+class ReceiverConfig(Section):
+    """A named destination of notifications: at most one of slack, webhook, alertmanager (none discards)."""
+
+    name: Annotated[str, Field(min_length=1)]
+    slack: SlackReceiverConfig | None = None
+    webhook: WebhookReceiverConfig | None = None
+    alertmanager: AlertmanagerReceiverConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ReceiverConfig:
+        kinds = [k for k in ("slack", "webhook", "alertmanager") if getattr(self, k) is not None]
+        if len(kinds) > 1:
+            raise ValueError(f"expected one of slack, webhook or alertmanager per receiver, got {', '.join(kinds)}")
+        return self
+
+    @property
+    def send_resolved(self) -> bool:
+        kind = self.slack or self.webhook
+        return kind.send_resolved if kind is not None else True
+
+
+class OutboxConfig(Section):
+    """Delivery retries: exponential backoff with full jitter, until a notification is max_age old."""
+
+    max_age: PositiveDuration = Field(24 * 3600.0, description="Drop (and count) notifications undelivered this long.")
+    backoff_initial: PositiveDuration = 1.0
+    backoff_max: PositiveDuration = 300.0
+
+
+class RouteConfig(Section):
+    """One node of the routing tree; unset options are inherited from the parent route."""
+
+    receiver: str | None = None
+    matchers: list[MatcherText] = Field([], description='Alertmanager matchers, e.g. severity="critical".')
+    group_by: list[GroupLabel] | None = Field(None, description="Labels to group by; ['...'] groups by all labels.")
+    group_wait: Duration | None = Field(None, description="Wait before a new group's first notification (30s).")
+    group_interval: PositiveDuration | None = Field(None, description="Wait between a group's notifications (5m).")
+    repeat_interval: PositiveDuration | None = Field(None, description="Re-send unchanged firing groups (4h).")
+    resolve_wait: Duration | None = Field(
+        None, description="Send a group's all-resolved notification this long after the last alert resolved."
+    )
+    continue_: bool = Field(False, alias="continue", description="Keep matching sibling routes after this one.")
+    routes: list[RouteConfig] = []
+
+    @model_validator(mode="after")
+    def _group_by_all_alone(self) -> RouteConfig:
+        if self.group_by is not None and GROUP_BY_ALL in self.group_by and len(self.group_by) > 1:
+            raise ValueError("group_by cannot have '...' and other labels at the same time")
+        return self
+
+    def to_spec(self) -> RouteSpec:
+        """The plain route description the dispatcher builds its tree from."""
+        return RouteSpec(
+            receiver=self.receiver,
+            matchers=parse_matcher_list(self.matchers),
+            group_by=None if self.group_by is None else tuple(self.group_by),
+            group_wait_s=self.group_wait,
+            group_interval_s=self.group_interval,
+            repeat_interval_s=self.repeat_interval,
+            resolve_wait_s=self.resolve_wait,
+            continue_=self.continue_,
+            routes=tuple(child.to_spec() for child in self.routes),
+        )
+
+
+class InhibitRuleConfig(Section):
+    """Firing alerts matching ``source_matchers`` mute alerts matching ``target_matchers`` with equal ``equal`` labels."""
+
+    source_matchers: list[MatcherText] = Field(min_length=1)
+    target_matchers: list[MatcherText] = Field(min_length=1)
+    equal: list[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]] = []
+
+    def to_rule(self) -> InhibitRule:
+        return InhibitRule(
+            parse_matcher_list(self.source_matchers), parse_matcher_list(self.target_matchers), tuple(self.equal)
+        )
+
+
+class SilencesConfig(Section):
+    retention: PositiveDuration = Field(RETENTION_S, description="Keep expired silences this long.")
+
+
+class NotifyConfig(Section):
+    """Where alerts are sent: without a route, nothing is."""
+
+    receivers: list[ReceiverConfig] = []
+    route: RouteConfig | None = None
+    inhibit_rules: list[InhibitRuleConfig] = []
+    silences: SilencesConfig = SilencesConfig()
+    outbox: OutboxConfig = OutboxConfig()
+
+    @model_validator(mode="after")
+    def _routes_reach_receivers(self) -> NotifyConfig:
+        names = [r.name for r in self.receivers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate receiver names: {', '.join(duplicates)}")
+        if self.route is None:
+            # Alertmanager receivers get every alert without a route, as Prometheus' alerting config does.
+            if any(r.alertmanager is None for r in self.receivers):
+                raise ValueError("receivers are configured but no route sends anything to them")
+            return self
+        if self.route.receiver is None:
+            raise ValueError("route: the root route needs a receiver")
+        if self.route.matchers:
+            raise ValueError("route: the root route must not have matchers")
+        if self.route.continue_:
+            raise ValueError("route: the root route cannot have continue")
+        known = set(names)
+        for where, route in _walk(self.route, "route"):
+            if route.receiver is not None and route.receiver not in known:
+                listed = ", ".join(names) or "none"
+                raise ValueError(f"{where}: receiver {route.receiver!r} is not defined (receivers: {listed})")
+        return self
+
+    def build_route(self) -> Route | None:
+        """The routing tree, or None when no route is configured."""
+        return None if self.route is None else build_route(self.route.to_spec())
+
+    def build_inhibitor(self) -> Inhibitor:
+        return Inhibitor(rule.to_rule() for rule in self.inhibit_rules)
+
+
+def _walk(route: RouteConfig, where: str) -> list[tuple[str, RouteConfig]]:
+    found = [(where, route)]
+    for index, child in enumerate(route.routes):
+        found.extend(_walk(child, f"{where} -> routes -> {index}"))
+    return found

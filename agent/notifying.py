@@ -1,0 +1,297 @@
+"""The notification runtime the daemon owns: alerts in from the event channel, notifications out via the outbox.
+
+Alerts the rule engine sends arrive as ``list[Alert]`` on the event channel.
+They go to the dispatcher (routing, grouping, silences, inhibition), whose due
+notifications are written to the outbox and delivered from there. Alertmanager
+receivers need no route: like Prometheus, they get every alert batch as it is
+sent, and Alertmanager does the grouping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from agent.config import AgentConfig
+from agent.events import EventChannel
+from agent.notify_config import ReceiverConfig
+from exporters import outbox as outbox_module
+from exporters import silences as silences_module
+from exporters.delivery import Receiver
+from exporters.dispatcher import NFLOG_MIGRATIONS, Dispatcher, NotificationLog
+from exporters.notification import AlertPayload, Notification, payload_from_alert
+from exporters.outbox import Backoff, Outbox, OutboxMetrics
+from exporters.receivers import slack_app
+from exporters.receivers.alertmanager import AlertmanagerReceiver, AlertmanagerSettings
+from exporters.receivers.slack import HEALING_GROUP_PREFIX, SlackReceiver, SlackSettings
+from exporters.receivers.slack_app import SlackAppReceiver, SlackAppSettings
+from exporters.receivers.webhook import WebhookReceiver, WebhookSettings
+from exporters.silences import Silences
+from healers.runner import Notice
+from rules.model import Alert
+from rules.rulefile import GroupSpec
+
+log = structlog.get_logger("healwatch")
+
+# The daemon applies these with StateDB.migrate(namespace, migrations) before start().
+NOTIFY_MIGRATIONS: dict[str, Sequence[str]] = {
+    "outbox": outbox_module.MIGRATIONS,
+    "slack_app": slack_app.MIGRATIONS,
+    "silences": silences_module.MIGRATIONS,
+    "nflog": NFLOG_MIGRATIONS,
+}
+
+# Pushes to one Alertmanager receiver share one outbox group, so they arrive in the order they were sent.
+PUSH_GROUP_KEY = "alertmanager-push"
+# Healers' notices are routed as alerts of this name (with service, incident_id and severity labels).
+HEALING_ALERTNAME = "HealwatchHealing"
+# Upper bound on one idle wait, so a wall-clock jump is noticed within this.
+MAX_IDLE_WAIT_S = 30.0
+
+
+def alert_exprs(specs: Iterable[GroupSpec]) -> dict[str, str]:
+    """Alert name -> expression of the first alerting rule of that name, for generatorURL."""
+    exprs: dict[str, str] = {}
+    for group in specs:
+        for rule in group.rules:
+            if rule.kind == "alert":
+                exprs.setdefault(rule.name, rule.expr)
+    return exprs
+
+
+def build_receiver(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver | None:
+    """The receiver a config entry describes; None for one without a kind, which discards what it gets."""
+    if config.slack is not None:
+        slack = config.slack
+        if slack.bot_token is not None:
+            assert slack.channel is not None  # enforced by the config model
+            return SlackAppReceiver(config.name, SlackAppSettings(
+                bot_token=slack.bot_token.get_secret_value(), channel=slack.channel, username=slack.username,
+                api_url=slack.api_url, timeout_s=slack.timeout), conn)
+        assert slack.webhook_url is not None
+        return SlackReceiver(config.name, SlackSettings(
+            webhook_url=slack.webhook_url.get_secret_value(), channel=slack.channel, username=slack.username,
+            timeout_s=slack.timeout))
+    if config.webhook is not None:
+        hook = config.webhook
+        return WebhookReceiver(config.name, WebhookSettings(
+            url=hook.url.get_secret_value(),
+            bearer_token=hook.bearer_token.get_secret_value() if hook.bearer_token else None,
+            bearer_token_file=hook.bearer_token_file,
+            headers={k: v.get_secret_value() for k, v in hook.headers.items()},
+            hmac_secret=hook.hmac_secret.get_secret_value() if hook.hmac_secret else None,
+            max_alerts=hook.max_alerts, timeout_s=hook.timeout))
+    if config.alertmanager is not None:
+        return AlertmanagerReceiver(config.name, AlertmanagerSettings(
+            urls=tuple(config.alertmanager.urls), timeout_s=config.alertmanager.timeout))
+    return None
+
+
+def default_external_url(config: AgentConfig) -> str:
+    """Prometheus' default: this host's name and the port the agent listens on."""
+    port = config.listen.rpartition(":")[2]
+    return f"http://{socket.getfqdn()}:{port}"
+
+
+class Notifying:
+    """Owns the dispatcher, the outbox and the delivery loop; ``start`` subscribes, ``stop`` ends it all."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        conn: sqlite3.Connection,
+        events: EventChannel,
+        clock: Callable[[], float] = time.time,
+        *,
+        exprs: Callable[[], Mapping[str, str]] = dict,
+        random_fraction: Callable[[], float] = random.random,
+    ) -> None:
+        notify = config.notify
+        self.clock = clock
+        self.conn = conn
+        self.events = events
+        self.exprs = exprs
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.silences = Silences.load(conn)
+        # What each receiver was told, kept across restarts so unchanged groups are not notified again.
+        self.notification_log = NotificationLog(conn)
+        self.config = config
+        self._configure(config)
+        self.outbox = Outbox(
+            conn, self.receivers, clock=clock, random=random_fraction,
+            backoff=Backoff(notify.outbox.backoff_initial, notify.outbox.backoff_max),
+            max_age_s=notify.outbox.max_age, metrics=OutboxMetrics(self.registry), log=log,
+        )
+        self.registry.register(_MutedCollector(self))
+        self._queue: asyncio.Queue[Any] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        self._dispatch_wanted = asyncio.Event()
+        self._delivery_wanted = asyncio.Event()
+
+    def _configure(self, config: AgentConfig) -> None:
+        notify = config.notify
+        self.external_url = config.evaluation.external_url or default_external_url(config)
+        self.receivers = {r.name: built for r in notify.receivers if (built := build_receiver(r, self.conn)) is not None}
+        self.push_receivers = [r.name for r in notify.receivers if r.alertmanager is not None]
+        self._send_resolved = {r.name: r.send_resolved for r in notify.receivers}
+        route = notify.build_route()
+        self.dispatcher = None if route is None else Dispatcher(
+            route, notify.build_inhibitor(), self.silences,
+            send_resolved=lambda name: self._send_resolved.get(name, True), external_url=self.external_url,
+            notification_log=self.notification_log,
+        )
+
+    def reload(self, config: AgentConfig) -> None:
+        """Take a reloaded config: new receivers at once; a changed route or inhibition starts new groups."""
+        old, dispatcher = self.config, self.dispatcher
+        self.config = config
+        self._configure(config)
+        self.outbox.receivers = dict(self.receivers)
+        self.outbox.backoff = Backoff(config.notify.outbox.backoff_initial, config.notify.outbox.backoff_max)
+        self.outbox.max_age_s = config.notify.outbox.max_age
+        same_tree = (old.notify.route, old.notify.inhibit_rules, old.evaluation.external_url) == (
+            config.notify.route, config.notify.inhibit_rules, config.evaluation.external_url)
+        if same_tree:
+            self.dispatcher = dispatcher  # keep its groups and what each receiver was already told
+        elif dispatcher is not None:
+            log.warning("notification routes changed; alert groups start over and may notify again")
+        self._dispatch_wanted.set()
+        self._delivery_wanted.set()
+
+    async def start(self) -> None:
+        """Subscribe to alerts and start dispatching and delivering; undelivered notifications go out first."""
+        self._queue = self.events.subscribe()
+        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
+        pending = self.outbox.pending()
+        if pending:
+            log.info("delivering notifications left in the outbox", pending=pending)
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="notify-consume"),
+            asyncio.create_task(self._dispatch_loop(), name="notify-dispatch"),
+            asyncio.create_task(self._delivery_loop(), name="notify-deliver"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop at once; whatever is in flight stays in the outbox and is sent after the next start."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._queue is not None:
+            self.events.unsubscribe(self._queue)
+            self._queue = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def families(self) -> list[Metric]:
+        return list(self.registry.collect())
+
+    def ingest(self, alerts: Sequence[Alert]) -> None:
+        """Take one batch of alerts the rule engine sends: push it to Alertmanagers, hand it to the dispatcher."""
+        now = self.clock()
+        exprs = self.exprs()
+        payloads = [payload_from_alert(a, self.external_url, exprs.get(a.labels.get("alertname"), "")) for a in alerts]
+        pushes = [self._push(name, payloads, now) for name in self.push_receivers if payloads]
+        if pushes:
+            self.outbox.enqueue(pushes)
+            self._delivery_wanted.set()
+        if self.dispatcher is not None:
+            self.dispatcher.ingest(payloads, now)
+            self._dispatch_wanted.set()
+
+    def notice(self, notice: Notice) -> None:
+        """Send a healer's notice now to the receivers its labels route to, unless a silence mutes it."""
+        if self.dispatcher is None:
+            return
+        now = self.clock()
+        labels = {"alertname": HEALING_ALERTNAME, "service": notice.service, "incident_id": notice.incident_id,
+                  "severity": notice.severity}
+        if self.silences.mutes(labels, now):
+            return
+        alert = AlertPayload.of(labels, starts_at=notice.at, annotations={"summary": notice.summary})
+        receivers = dict.fromkeys(route.options.receiver for route in self.dispatcher.route.match(labels))
+        self.outbox.enqueue(
+            Notification(id=uuid.uuid4().hex, receiver=name, group_key=HEALING_GROUP_PREFIX + notice.incident_id,
+                         group_labels={"service": notice.service, "incident_id": notice.incident_id},
+                         alerts=(alert,), created_at=now, external_url=self.external_url)
+            for name in receivers if name in self.receivers
+        )
+        self._delivery_wanted.set()
+
+    def _push(self, receiver: str, payloads: list[AlertPayload], now: float) -> Notification:
+        return Notification(id=uuid.uuid4().hex, receiver=receiver, group_key=PUSH_GROUP_KEY, group_labels={},
+                            alerts=tuple(payloads), created_at=now, external_url=self.external_url)
+
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        while True:
+            event = await self._queue.get()
+            if not (isinstance(event, list) and all(isinstance(a, Alert) for a in event)):
+                continue  # other events on the channel (check state changes) are not alerts
+            try:
+                self.ingest(event)
+            except Exception as exc:  # a bad batch must not stop notifications for good
+                log.error("alerts not taken for notification", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            if self.dispatcher is not None:
+                due = [n for n in self.dispatcher.due(self.clock()) if n.receiver in self.receivers]
+                if due:
+                    self.outbox.enqueue(due)
+                    self._delivery_wanted.set()
+            await self._wait(self._dispatch_wanted, self.dispatcher.next_due() if self.dispatcher else None)
+
+    async def _delivery_loop(self) -> None:
+        assert self._client is not None
+        while True:
+            try:
+                while await self.outbox.deliver_due(self._client):
+                    pass
+            except sqlite3.Error as exc:  # e.g. a locked database: try again shortly rather than stop delivering
+                log.error("outbox delivery failed", error=str(exc))
+            await self._wait(self._delivery_wanted, self.outbox.next_attempt_at())
+
+    async def _wait(self, wanted: asyncio.Event, until: float | None) -> None:
+        """Until ``wanted`` is set or the clock reaches ``until``, whichever is first."""
+        timeout = MAX_IDLE_WAIT_S if until is None else min(max(until - self.clock(), 0.0), MAX_IDLE_WAIT_S)
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races the event.
+        try:
+            async with asyncio.timeout(timeout):
+                await wanted.wait()
+        except TimeoutError:
+            pass
+        wanted.clear()
+
+
+class _MutedCollector:
+    """Counts the alerts the dispatcher holds back right now, by reason."""
+
+    def __init__(self, notifying: Notifying) -> None:
+        self._notifying = notifying
+
+    def collect(self) -> Iterator[Metric]:
+        silenced, inhibited = set(), set()
+        dispatcher = self._notifying.dispatcher
+        for group in dispatcher.state(self._notifying.clock()) if dispatcher else ():
+            for view in group.alerts:
+                if view.silenced_by:
+                    silenced.add(view.alert.fingerprint)
+                if view.inhibited_by:
+                    inhibited.add(view.alert.fingerprint)
+        yield GaugeMetricFamily("healwatch_alerts_silenced", "Alerts muted by a silence now.", value=len(silenced))
+        yield GaugeMetricFamily("healwatch_alerts_inhibited", "Alerts muted by an inhibition rule now.",
+                                value=len(inhibited))
