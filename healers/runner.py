@@ -97,6 +97,7 @@ class Runner:
         log = self._log.bind(incident_id=incident_id, service=spec.service, playbook=spec.name)
         self.journal.start_incident(incident_id, spec.service, spec.name, trigger, self._clock(), dry_run=dry_run)
         log.info("playbook started", trigger=trigger, dry_run=dry_run)
+        self._tell(dry_run, spec.service, incident_id, "info", f"healing {spec.service} with {spec.name}: {trigger}")
         outcome, detail = "succeeded", ""
         for index, step in enumerate(spec.steps):
             if restart_blocked and not _is_cut(step):
@@ -105,6 +106,9 @@ class Runner:
                 outcome, detail = "blocked", restart_blocked
                 continue
             result = await self._step(incident_id, index, step, actions, dry_run, log)
+            if not result.ok:
+                self._tell(dry_run, spec.service, incident_id, "warning",
+                           f"{spec.service}: step {step.describe()} failed: {result.detail}")
             if result.ok or step.on_failure == "continue":
                 continue
             outcome = "escalated" if step.on_failure == "escalate" else "aborted"
@@ -115,7 +119,14 @@ class Runner:
             left_cut = await self._after_abort(spec, actions, incident_id, log)
         self.journal.finish_incident(incident_id, self._clock(), outcome, detail)
         log.info("playbook finished", outcome=outcome, detail=detail)
+        if outcome == "succeeded":
+            self._tell(dry_run, spec.service, incident_id, "info", f"{spec.service} recovered: {spec.name} succeeded")
         return RunResult(incident_id, outcome, detail, left_cut)
+
+    def _tell(self, dry_run: bool, service: str, incident_id: str, severity: str, summary: str) -> None:
+        """A healing event for people (started, step failed, recovered); a dry run tells no one."""
+        if not dry_run:
+            self._notify(Notice(service, incident_id, severity, summary, self._clock()))
 
     async def _step(
         self, incident_id: str, index: int, step: StepSpec, actions: ServiceActions, dry_run: bool, log: Log

@@ -119,7 +119,8 @@ def test_abort_with_keep_leaves_traffic_cut_and_raises_a_critical_notice(tmp_pat
     result = setup.run(spec(CUT, failing, RESTORE, traffic_on_abort="keep"))
     assert result.traffic_left_cut  # type: ignore[attr-defined]
     assert setup.flag.exists()
-    assert [(n.severity, n.incident_id) for n in setup.notices] == [("critical", "inc1")]
+    assert [(n.severity, n.incident_id) for n in setup.notices] == [
+        ("info", "inc1"), ("warning", "inc1"), ("critical", "inc1")]  # started, step failed, left out of rotation
     assert setup.journal.service_state("api").traffic_cut_by == "inc1"
 
 
