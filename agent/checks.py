@@ -7,12 +7,17 @@ Semantics are those of a Kubernetes *liveness* probe:
 - No probe runs before ``started_at + initial_delay``. While starting, the check reports
   ``healwatch_check_healthy 1`` (presumed alive, so nothing alerts or heals during a slow
   start) and no ``probe_*`` samples at all: ``absent(probe_success{...})`` means "not probed yet".
+- With ``failures_within: {count, window}`` (Monit's "N failures within M cycles") the check also
+  turns unhealthy when ``count`` of the latest ``window`` runs failed, consecutive or not, and
+  turns healthy again only after ``window - count + 1`` successes in a row (at least
+  ``success_threshold``), so a 1-0-1-0 service stays unhealthy instead of flapping.
 - Every crossing of a threshold emits one ``CheckStateChanged`` through ``on_change``.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 import structlog
@@ -50,6 +55,8 @@ class Check:
         self.runs_total = {"success": 0, "failure": 0}
         self._probe = probe
         self._on_change = on_change
+        window = config.failures_within.window if config.failures_within is not None else 0
+        self._recent: deque[bool] = deque(maxlen=window)
 
     @property
     def name(self) -> str:
@@ -79,16 +86,29 @@ class Check:
         return result
 
     def _advance(self, result: ProbeResult, now: float) -> None:
+        self._recent.append(result.success)
         if result.success:
             self.consecutive_successes += 1
             self.consecutive_failures = 0
-            if not self.healthy and self.consecutive_successes >= self.config.success_threshold:
+            if not self.healthy and self.consecutive_successes >= self._successes_to_recover():
                 self._turn(True, now, "")
         else:
             self.consecutive_failures += 1
             self.consecutive_successes = 0
-            if self.healthy and self.consecutive_failures >= self.config.failure_threshold:
+            if self.healthy and (self.consecutive_failures >= self.config.failure_threshold or self._flapping()):
                 self._turn(False, now, result.error)
+
+    def _successes_to_recover(self) -> int:
+        """success_threshold in a row; with failures_within, also enough to push the window below its count."""
+        within = self.config.failures_within
+        if within is None:
+            return self.config.success_threshold
+        return max(self.config.success_threshold, within.window - within.count + 1)
+
+    def _flapping(self) -> bool:
+        """``failures_within``: too many failures among the latest runs, consecutive or not."""
+        within = self.config.failures_within
+        return within is not None and self._recent.count(False) >= within.count
 
     def _turn(self, healthy: bool, now: float, reason: str) -> None:
         self.healthy = healthy

@@ -67,6 +67,19 @@ class ProcessProbe(Section):
     """Healthy while the service's matched process is alive."""
 
 
+class FailuresWithin(Section):
+    """Monit's "N failures within M cycles": catches a check that fails every other run."""
+
+    count: int = Field(ge=1, description="Failures that make the check unhealthy...")
+    window: int = Field(ge=1, le=1000, description="...among this many latest runs.")
+
+    @model_validator(mode="after")
+    def _count_fits(self) -> FailuresWithin:
+        if self.count > self.window:
+            raise ValueError(f"count {self.count} cannot exceed window {self.window}")
+        return self
+
+
 class CheckConfig(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     http: HttpProbe | None = None
@@ -77,6 +90,7 @@ class CheckConfig(Section):
     timeout: PositiveDuration = 1.0
     failure_threshold: int = Field(3, ge=1)
     success_threshold: int = Field(1, ge=1)
+    failures_within: FailuresWithin | None = None
     initial_delay: Duration = 0.0
 
     @model_validator(mode="after")

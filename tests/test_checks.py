@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+import pytest
 from prometheus_client.core import Metric
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from agent.checks import Check
@@ -194,3 +196,25 @@ def test_real_exec_probe_drives_the_check() -> None:
 
     asyncio.run(main())
     assert events == [CheckStateChanged(service="api", check="live", healthy=False, at=10.0, reason="exit status 1")]
+
+
+def test_failures_within_catches_a_flapping_service() -> None:
+    """3 failures in the last 5 runs turn a 1-0-1-0 service unhealthy; it recovers after 3 successes in a row."""
+    events: list[CheckStateChanged] = []
+    script = [DOWN, OK, DOWN, OK, DOWN, OK, OK, OK]
+    check, _ = make_check(script, events, failure_threshold=3, failures_within={"count": 3, "window": 5})
+    run_at(check, 1000, 1010, 1020, 1030)
+    assert check.healthy  # two failures so far, never two in a row
+    run_at(check, 1040)
+    assert not check.healthy
+    run_at(check, 1050, 1060)
+    assert not check.healthy  # two successes in a row could still hide a flapping service
+    run_at(check, 1070)
+    assert check.healthy
+    assert [(e.healthy, e.at) for e in events] == [(False, 1040.0), (True, 1070.0)]
+
+
+def test_failures_within_count_cannot_exceed_its_window() -> None:
+    """A count larger than the window could never trigger; the config says so."""
+    with pytest.raises(ValidationError, match="count 6 cannot exceed window 5"):
+        config(failures_within={"count": 6, "window": 5})
