@@ -64,14 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     test_rules.add_argument("files", nargs="+", metavar="TEST_FILE")
     test_rules.set_defaults(handler=_test_rules)
 
-    for name, method, path, render, help_text in (
-        ("status", "GET", "/api/v1/status", remote.render_status, "services, checks and alerts of a running agent"),
-        ("alerts", "GET", "/api/v1/alerts", remote.render_alerts, "active alerts of a running agent"),
-        ("reload", "POST", "/-/reload", remote.render_reload, "make a running agent re-read its config (token)"),
-    ):
-        command = commands.add_parser(name, help=help_text)
-        remote.add_remote_options(command)
-        command.set_defaults(handler=remote.run, method=method, path=path, render=render)
+    remote.add_commands(commands)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the config file")
     schema.set_defaults(handler=_schema)

@@ -45,6 +45,8 @@ log = structlog.get_logger("healwatch.healing")
 HEALTH_TICK_S = 1.0
 WAIT_POLL_MIN_S = 0.05
 WAIT_POLL_MAX_S = 0.25  # while waiting for a restarted service, re-probe at least this often
+OPERATOR = "operator"  # the journal's traffic_cut_by for a cut an operator made, not an incident
+OPERATOR_TRAFFIC_TIMEOUT_S = 30.0
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -222,6 +224,33 @@ class Healing:
         self.safety.reset(service)
         self.journal.set_suspended(service, None)
         log.warning("auto-healing reset by the operator", service=service)
+
+    async def set_traffic(self, service: str, cut: bool) -> ActionResult:
+        """Operator cut or restore through the service's traffic backend; the journal remembers the operator's cut."""
+        self._known(service)
+        traffic = self.actions[service].traffic
+        if traffic is None:
+            raise HealingError(f"{service} has no traffic backend configured")
+        if self.safety.state(service).running:
+            raise HealingError(f"a playbook is running on {service}; try again when it has finished")
+        before = self.journal.service_state(service).traffic_cut_by
+        if cut:
+            # Recorded before acting, as the runner does: a cut never goes unrecorded.
+            self.journal.set_traffic_cut(service, OPERATOR)
+        ctx = ActionContext(service, OPERATOR, OPERATOR_TRAFFIC_TIMEOUT_S, pid=self._pid(service))
+        try:
+            async with asyncio.timeout(OPERATOR_TRAFFIC_TIMEOUT_S):
+                result = await (traffic.cut(ctx) if cut else traffic.restore(ctx))
+        except TimeoutError:
+            result = ActionResult(False, f"timed out after {OPERATOR_TRAFFIC_TIMEOUT_S:g}s")
+        if not result.ok:
+            self.journal.set_traffic_cut(service, before)
+            raise HealingError(f"{'cutting' if cut else 'restoring'} traffic of {service} failed: {result.detail}")
+        if not cut:
+            self.journal.set_traffic_cut(service, None)
+        log.warning("traffic cut by the operator" if cut else "traffic restored by the operator", service=service,
+                    detail=result.detail)
+        return result
 
     def families(self) -> list[Metric]:
         suspended = GaugeMetricFamily(

@@ -1,4 +1,6 @@
-"""CLI commands that talk to a running agent's API: ``status``, ``alerts``, ``reload``."""
+"""CLI commands that talk to a running agent's API: ``status``, ``alerts``, ``reload``, ``incidents``,
+``heal``, ``traffic``, ``maintenance`` and ``silence``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +8,19 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import httpx
 
 from agent.config import DEFAULT_LISTEN
+from rules.durations import parse_duration
 
 TIMEOUT_S = 10.0
+HEAL_TIMEOUT_S = 900.0  # a manual heal answers when its playbook has finished: restarts and waits included
+Request = tuple[str, str, "dict[str, Any] | None"]  # method, path, JSON body
 
 
 class RemoteError(Exception):
@@ -21,31 +29,95 @@ class RemoteError(Exception):
 
 def add_remote_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=os.environ.get("HEALWATCH_URL", f"http://{DEFAULT_LISTEN}"),
-                        help="the agent's address (default: $HEALWATCH_URL or http://%(default)s)")
+                        help="the agent's address (default: $HEALWATCH_URL or %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
 
 
-def call(args: argparse.Namespace, method: str, path: str) -> Any:
-    """One API request; the token comes from $HEALWATCH_TOKEN. Returns the response's ``data``."""
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register every command that talks to a running agent."""
+    for name, method, path, render, help_text in (
+        ("status", "GET", "/api/v1/status", render_status, "services, checks and alerts of a running agent"),
+        ("alerts", "GET", "/api/v1/alerts", render_alerts, "active alerts of a running agent"),
+        ("reload", "POST", "/-/reload", render_reload, "make a running agent re-read its config (token)"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        add_remote_options(command)
+        command.set_defaults(handler=run, request=_fixed(method, path), render=render)
+
+    incidents = commands.add_parser("incidents", help="the healing journal, or one incident with its steps")
+    incidents.add_argument("id", nargs="?", metavar="ID")
+    incidents.add_argument("--service", help="only this service's incidents")
+    incidents.add_argument("--limit", type=int, default=20, help="at most this many (default: %(default)s)")
+    add_remote_options(incidents)
+    incidents.set_defaults(handler=run, request=_incidents_request, render=render_incidents)
+
+    heal = commands.add_parser("heal", help="run a service's playbook now, or `heal reset SERVICE` (token)",
+                               usage="%(prog)s [-h] [--dry-run] [--url URL] [--json] (SERVICE | reset SERVICE)")
+    heal.add_argument("target", nargs="+", metavar="SERVICE | reset SERVICE")
+    heal.add_argument("--dry-run", action="store_true", help="journal what would be done, touch nothing")
+    add_remote_options(heal)
+    heal.set_defaults(handler=_heal(heal))
+
+    traffic = commands.add_parser("traffic", help="take a service out of rotation or put it back (token)")
+    traffic.add_argument("op", choices=("cut", "restore"))
+    traffic.add_argument("service", metavar="SERVICE")
+    add_remote_options(traffic)
+    traffic.set_defaults(handler=run, request=lambda a: ("POST", f"/api/v1/traffic/{_segment(a.service)}/{a.op}", None),
+                         render=render_traffic)
+
+    maintenance = commands.add_parser("maintenance", help="switch a service's maintenance on or off (token)")
+    maintenance.add_argument("service", metavar="SERVICE")
+    maintenance.add_argument("state", choices=("on", "off"))
+    add_remote_options(maintenance)
+    maintenance.set_defaults(
+        handler=run, render=render_maintenance,
+        request=lambda a: ("POST" if a.state == "on" else "DELETE", f"/api/v1/maintenance/{_segment(a.service)}", None),
+    )
+
+    silence = commands.add_parser("silence", help="add, list or expire silences")
+    actions = silence.add_subparsers(title="actions", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="mute the alerts all MATCHERs accept (token)")
+    add.add_argument("matchers", nargs="+", metavar="MATCHER", help='e.g. alertname="DiskFull" or service=~"web|db"')
+    add.add_argument("--duration", type=_duration, default=7200.0, help="how long (default: 2h)")
+    add.add_argument("--comment", default="", help="why")
+    add.add_argument("--author", default=os.environ.get("USER", ""), help="who (default: $USER)")
+    add_remote_options(add)
+    add.set_defaults(handler=run, request=_silence_request, render=render_silence_added)
+    listing = actions.add_parser("list", help="silences: active, then pending, then expired")
+    add_remote_options(listing)
+    listing.set_defaults(handler=run, request=_fixed("GET", "/api/v1/silences"), render=render_silences)
+    expire = actions.add_parser("expire", help="end a silence now (token)")
+    expire.add_argument("id", metavar="ID")
+    add_remote_options(expire)
+    expire.set_defaults(handler=run, request=lambda a: ("DELETE", f"/api/v1/silences/{_segment(a.id)}", None),
+                        render=lambda data, out: print(f"expired silence {data['silenceID']}", file=out))
+
+
+def call(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None,
+    timeout_s: float = TIMEOUT_S,
+) -> Any:
+    """One API request with an optional JSON body; the token comes from $HEALWATCH_TOKEN. Returns ``data``."""
     token = os.environ.get("HEALWATCH_TOKEN", "")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.request(method, args.url.rstrip("/") + path, headers=headers, timeout=TIMEOUT_S)
+        response = httpx.request(method, args.url.rstrip("/") + path, headers=headers, json=body, timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise RemoteError(f"cannot reach the agent at {args.url}: {exc}") from None
     try:
-        body = response.json()
+        answer = response.json()
     except ValueError:
         raise RemoteError(f"{args.url}{path} answered {response.status_code} without JSON") from None
-    if body.get("status") != "success":
-        raise RemoteError(f"{response.status_code}: {body.get('error', 'unknown error')}")
-    return body["data"]
+    if answer.get("status") != "success":
+        raise RemoteError(f"{response.status_code}: {answer.get('error', 'unknown error')}")
+    return answer["data"]
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Run one remote command; errors go to stderr with exit code 1."""
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run one remote command, printing to ``out`` (default: the current stdout); errors go to stderr, exit 1."""
+    out = out or sys.stdout
     try:
-        data = call(args, args.method, args.path)
+        data = call(args, *args.request(args))
     except RemoteError as exc:
         print(f"healwatch: {exc}", file=sys.stderr)
         return 1
@@ -89,6 +161,142 @@ def render_alerts(data: dict[str, Any], out: TextIO) -> None:
 
 def render_reload(data: dict[str, Any], out: TextIO) -> None:
     print("reloaded", file=out)
+
+
+def render_incidents(data: dict[str, Any], out: TextIO) -> None:
+    if "incidents" not in data:
+        _incident_detail(data, out)
+        return
+    if not data["incidents"]:
+        print("no incidents", file=out)
+        return
+    rows = [("ID", "SERVICE", "PLAYBOOK", "OUTCOME", "STARTED", "TOOK", "TRIGGER")]
+    for incident in data["incidents"]:
+        outcome = incident["outcome"] + (" (dry run)" if incident["dryRun"] else "")
+        rows.append((incident["id"], incident["service"], incident["playbook"], outcome, incident["startedAt"],
+                     _seconds(incident["durationSeconds"]), incident["trigger"]))
+    _table(rows, out)
+
+
+def render_reset(data: dict[str, Any], out: TextIO) -> None:
+    print(f"auto-healing of {data['service']} reset", file=out)
+
+
+def render_traffic(data: dict[str, Any], out: TextIO) -> None:
+    print(f"traffic of {data['service']} {data['traffic']}: {data['detail']}", file=out)
+
+
+def render_maintenance(data: dict[str, Any], out: TextIO) -> None:
+    print(f"maintenance of {data['service']} {'on' if data['maintenance'] else 'off'}", file=out)
+
+
+def render_silence_added(data: dict[str, Any], out: TextIO) -> None:
+    print(data["silenceID"], file=out)
+
+
+def render_silences(data: dict[str, Any], out: TextIO) -> None:
+    if not data["silences"]:
+        print("no silences", file=out)
+        return
+    rows = [("ID", "STATE", "ENDS", "MATCHERS", "CREATED BY", "COMMENT")]
+    for silence in data["silences"]:
+        matchers = ", ".join(
+            m["name"] + {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}[
+                (m["isRegex"], m["isEqual"])] + json.dumps(m["value"])
+            for m in silence["matchers"]
+        )
+        rows.append((silence["id"], silence["status"]["state"], silence["endsAt"], matchers, silence["createdBy"],
+                     silence["comment"]))
+    _table(rows, out)
+
+
+def _incident_detail(incident: dict[str, Any], out: TextIO) -> None:
+    dry = " (dry run)" if incident["dryRun"] else ""
+    print(f"incident {incident['id']}: {incident['service']} / {incident['playbook']} {incident['outcome']}{dry}",
+          file=out)
+    print(f"  trigger: {incident['trigger']}", file=out)
+    print(f"  started {incident['startedAt']}, took {_seconds(incident['durationSeconds'])}", file=out)
+    if incident["detail"]:
+        print(f"  detail: {incident['detail']}", file=out)
+    _steps(incident["steps"], out)
+
+
+def _steps(steps: list[dict[str, Any]], out: TextIO) -> None:
+    for step in steps:
+        line = f"  {step['index'] + 1}. {step['action']:<18} {step['result']:<8} {_seconds(step['durationSeconds'])}"
+        print(line + (f"  {step['error']}" if step["error"] else ""), file=out)
+
+
+def _heal(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """`heal SERVICE` runs the playbook, printing progress; `heal reset SERVICE` lifts a suspension."""
+
+    def handler(args: argparse.Namespace, out: TextIO | None = None) -> int:
+        out = out or sys.stdout
+        if len(args.target) == 2 and args.target[0] == "reset":
+            if args.dry_run:
+                parser.error("--dry-run does not apply to `heal reset`")
+            args.request = _fixed("POST", f"/api/v1/heal/{_segment(args.target[1])}/reset")
+            args.render = render_reset
+            return run(args, out)
+        if len(args.target) != 1:
+            parser.error("expected SERVICE or `reset SERVICE`")
+        service = args.target[0]
+        if not args.json:
+            # Shown before the call: it answers only when the playbook has finished.
+            print(f"healing {service}{' (dry run)' if args.dry_run else ''}...", file=out, flush=True)
+        try:
+            data = call(args, "POST", f"/api/v1/heal/{_segment(service)}", {"dry_run": args.dry_run},
+                        timeout_s=HEAL_TIMEOUT_S)
+        except RemoteError as exc:
+            print(f"healwatch: {exc}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(data, indent=2), file=out)
+        else:
+            _steps(data["steps"], out)
+            print(f"{service}: {data['outcome']} in {_seconds(data['durationSeconds'])} (incident {data['id']})"
+                  + (f": {data['detail']}" if data["detail"] else ""), file=out)
+            if data["trafficLeftCut"]:
+                print(f"{service} is still out of rotation", file=out)
+        return 0 if data["outcome"] == "succeeded" else 1
+
+    return handler
+
+
+def _fixed(method: str, path: str) -> Callable[[argparse.Namespace], Request]:
+    return lambda args: (method, path, None)
+
+
+def _incidents_request(args: argparse.Namespace) -> Request:
+    if args.id is not None:
+        return "GET", f"/api/v1/incidents/{_segment(args.id)}", None
+    query = httpx.QueryParams({"limit": args.limit, **({"service": args.service} if args.service else {})})
+    return "GET", f"/api/v1/incidents?{query}", None
+
+
+def _silence_request(args: argparse.Namespace) -> Request:
+    start = datetime.now(timezone.utc)
+    end = start + timedelta(seconds=args.duration)
+    return "POST", "/api/v1/silences", {
+        "matchers": args.matchers, "startsAt": start.isoformat(), "endsAt": end.isoformat(),
+        "createdBy": args.author, "comment": args.comment,
+    }
+
+
+def _segment(text: str) -> str:
+    """``text`` as one path segment: a ``/`` in an id or a service name cannot change the path."""
+    return quote(text, safe="")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
 
 
 def _alert_line(alert: dict[str, Any]) -> str:
