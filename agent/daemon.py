@@ -17,6 +17,8 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from agent.api import add_api_routes, api_token, protect
+from agent.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
+from agent.statuspage import add_status_page
 from agent.collectors.base import samples_of
 from agent.collectors.probes import new_http_client
 from agent.collectors.process import ProcessScanner
@@ -182,8 +184,19 @@ class Agent:
             self.exposition, self.ready, host, port,
             middlewares=[protect(api, api_token(api))], max_body_bytes=api.max_body_bytes, ssl_context=ssl_context,
         )
-        add_api_routes(server.app, self)
+        add_api_routes(server.app, self, more_paths=STATUS_PAGE_PATHS)
+        add_status_page(server.app, self)
         return server
+
+    def set_maintenance(self, service: str, on: bool) -> None:
+        """Maintenance stops healing the service and silences its alerts, until switched off."""
+        if self.healing is not None:
+            self.healing.set_maintenance(service, on)
+        if self.notifying is not None:
+            self.notifying.set_maintenance(service, on)
+
+    def in_maintenance(self, service: str) -> bool:
+        return self.healing is not None and self.healing.safety.state(service).maintenance
 
     def _reload_on_signal(self) -> None:
         self.reload()

@@ -37,8 +37,9 @@ from exporters.receivers.alertmanager import AlertmanagerReceiver, AlertmanagerS
 from exporters.receivers.slack import HEALING_GROUP_PREFIX, SlackReceiver, SlackSettings
 from exporters.receivers.slack_app import SlackAppReceiver, SlackAppSettings
 from exporters.receivers.webhook import WebhookReceiver, WebhookSettings
-from exporters.silences import Silences
+from exporters.silences import ACTIVE, Silences, new_silence
 from healers.runner import Notice
+from rules.matchers import Matcher, MatchOp
 from rules.model import Alert
 from rules.rulefile import GroupSpec
 
@@ -52,6 +53,8 @@ NOTIFY_MIGRATIONS: dict[str, Sequence[str]] = {
     "nflog": NFLOG_MIGRATIONS,
 }
 
+# Maintenance has no planned end: its silence lasts until maintenance is switched off.
+MAINTENANCE_SILENCE_S = 10 * 365 * 86400.0
 # Pushes to one Alertmanager receiver share one outbox group, so they arrive in the order they were sent.
 PUSH_GROUP_KEY = "alertmanager-push"
 # Healers' notices are routed as alerts of this name (with service, incident_id and severity labels).
@@ -211,6 +214,17 @@ class Notifying:
         if self.dispatcher is not None:
             self.dispatcher.ingest(payloads, now)
             self._dispatch_wanted.set()
+
+    def set_maintenance(self, service: str, on: bool) -> None:
+        """A service in maintenance has its alerts silenced (and marked so) until maintenance ends."""
+        now = self.clock()
+        silence_id = f"maintenance-{service}"
+        if on:
+            self.silences.add(new_silence([Matcher("service", MatchOp.EQ, service)], now, now + MAINTENANCE_SILENCE_S,
+                                          "healwatch", f"{service} is in maintenance", silence_id=silence_id), now)
+        elif silence_id in {s.id for s in self.silences.list(now, ACTIVE)}:
+            self.silences.expire(silence_id, now)
+        self._dispatch_wanted.set()
 
     def notice(self, notice: Notice) -> None:
         """Send a healer's notice now to the receivers its labels route to, unless a silence mutes it."""
