@@ -18,6 +18,8 @@ from .model import STALE_NAN, Labels
 from .window import AppendOutcome, Retention, SampleWindow
 
 _SeriesSet = dict["Series", None]  # an insertion-ordered set: keeps select() in creation order
+# Distinct selectors whose answers are remembered; rules reuse a few hundred, ad-hoc queries add more.
+_SELECT_CACHE_SIZE = 4096
 
 
 class Series(SampleWindow):
@@ -47,6 +49,8 @@ class SeriesStore:
         self._series: dict[Labels, Series] = {}
         self._index: dict[str, dict[str, _SeriesSet]] = {}
         self._reported: dict[str, set[Series]] = {}
+        # select() answers, valid until a series is created or forgotten (labels never change).
+        self._selected: dict[tuple[Matcher, ...], list[Series]] = {}
         self._next_seq = 0
         self._refused_series_total = 0
         self._out_of_order_total = 0
@@ -105,6 +109,16 @@ class SeriesStore:
 
     def select(self, matchers: Sequence[Matcher]) -> list[Series]:
         """Series satisfying every matcher (all series for none), in the order they were created."""
+        key = tuple(matchers)
+        found = self._selected.get(key)
+        if found is None:
+            found = self._select(matchers)
+            if len(self._selected) >= _SELECT_CACHE_SIZE:
+                self._selected.clear()
+            self._selected[key] = found
+        return list(found)
+
+    def _select(self, matchers: Sequence[Matcher]) -> list[Series]:
         equal = [m for m in matchers if m.op is MatchOp.EQ and m.value != ""]
         if equal:
             sets = []
@@ -114,7 +128,10 @@ class SeriesStore:
                     return []
                 sets.append(found)
             sets.sort(key=len)
-            candidates: Iterable[Series] = [s for s in sets[0] if all(s in other for other in sets[1:])]
+            smallest, others = sets[0], sets[1:]
+            candidates: Iterable[Series] = (
+                [s for s in smallest if all(s in other for other in others)] if others else smallest
+            )
             rest = [m for m in matchers if m not in equal]
         else:
             narrowing = next((m for m in matchers if not m.matches("")), None)
@@ -123,7 +140,10 @@ class SeriesStore:
             else:
                 candidates = self._having(narrowing)
                 rest = [m for m in matchers if m is not narrowing]
-        return [s for s in candidates if all(m.matches(s.labels.get(m.name)) for m in rest)]
+        selected = list(candidates)
+        for matcher in rest:
+            selected = _filter(selected, matcher)
+        return selected
 
     def evict(self, now_ms: int) -> None:
         """Drop samples older than ``now_ms`` minus retention, and series left without samples.
@@ -153,6 +173,7 @@ class SeriesStore:
             return None
         series = Series(labels, self._retention, self._next_seq)
         self._next_seq += 1
+        self._selected.clear()
         self._series[labels] = series
         for name, value in labels:
             self._index.setdefault(name, {}).setdefault(value, {})[series] = None
@@ -180,6 +201,7 @@ class SeriesStore:
         return sorted((s for found in sets for s in found), key=attrgetter("_seq"))
 
     def _forget(self, series: Series) -> None:
+        self._selected.clear()
         del self._series[series.labels]
         for name, value in series.labels:
             by_value = self._index[name]
@@ -189,3 +211,17 @@ class SeriesStore:
                 del by_value[value]
                 if not by_value:
                     del self._index[name]
+
+
+def _filter(candidates: list[Series], matcher: Matcher) -> list[Series]:
+    """The candidates ``matcher`` accepts, testing each distinct label value once (regexes are slow)."""
+    verdicts: dict[str, bool] = {}
+    kept = []
+    for series in candidates:
+        value = series.labels.get(matcher.name)
+        verdict = verdicts.get(value)
+        if verdict is None:
+            verdict = verdicts[value] = matcher.matches(value)
+        if verdict:
+            kept.append(series)
+    return kept

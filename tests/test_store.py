@@ -683,3 +683,15 @@ def test_retention_can_grow_while_running() -> None:
     (series,) = store.select([Matcher("__name__", MatchOp.EQ, "x")])
     timestamps, _ = series.window(0, 600_000)
     assert timestamps[0] == 230_000  # the oldest the 60 s retention still held at 290 s, kept since
+
+
+def test_select_sees_series_created_and_forgotten_after_an_earlier_select() -> None:
+    """A remembered select answer is dropped when a series is created or evicted."""
+    store = SeriesStore(retention_s=60)
+    up = [Matcher("__name__", MatchOp.EQ, "up"), Matcher("job", MatchOp.RE, "a|b")]
+    store.append(Labels.of("up", {"job": "a"}), 1_000, 1.0)
+    assert len(store.select(up)) == 1
+    store.append(Labels.of("up", {"job": "b"}), 100_000, 1.0)
+    assert len(store.select(up)) == 2
+    store.evict(120_000)
+    assert [s.labels for s in store.select(up)] == [Labels.of("up", {"job": "b"})]

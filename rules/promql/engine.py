@@ -233,9 +233,9 @@ class _Evaluation:
                 times, values = series.window(start, end)
                 if not len(times):
                     continue
-                stale = values.view(np.uint64) == STALE_NAN_BITS
-                if stale.any():
-                    keep = ~stale
+                # Only a window holding a NaN can hold a stale marker: the bit test runs only then.
+                if np.isnan(values).any():
+                    keep = values.view(np.uint64) != STALE_NAN_BITS
                     times, values = times[keep], values[keep]
                     if not len(times):
                         continue
