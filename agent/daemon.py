@@ -8,30 +8,35 @@ import signal
 import ssl
 import time
 from collections.abc import Callable
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import structlog
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobEvent, JobSubmissionEvent
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from agent import __version__
 from agent.api import add_api_routes, api_token, protect
-from agent.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
-from agent.statuspage import add_status_page
 from agent.collectors.base import samples_of
 from agent.collectors.probes import new_http_client
 from agent.collectors.process import ProcessScanner
 from agent.config import AgentConfig, load_config
 from agent.events import EventChannel
-from agent.http import HttpServer
 from agent.healing import Healing
+from agent.http import HttpServer
 from agent.jobs import Job, JobSet, build_jobs
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
 from agent.ruler import build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
-from agent import __version__
 from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB
+from agent.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
+from agent.statuspage import add_status_page
 from exporters.exposition import Exposition
 from healers.events import CheckStateChanged
 from healers.journal import MIGRATIONS as HEALERS_MIGRATIONS
@@ -135,8 +140,9 @@ class Agent:
         )
         self._tasks.append(asyncio.create_task(self._render_loop()))
         self._render_wanted.set()
-        log.info("agent started", listen=f"{self._listen_address()[0]}:{self.server.port}", config=self.config_path or "<built-in>",
-                 services=len(self.config.services), jobs=len(self.jobset.jobs))
+        log.info("agent started", listen=f"{self._listen_address()[0]}:{self.server.port}",
+                 config=self.config_path or "<built-in>", services=len(self.config.services),
+                 jobs=len(self.jobset.jobs))
 
     async def stop(self) -> None:
         if self.healing is not None:
@@ -220,20 +226,19 @@ class Agent:
             for issue in self.config_errors:
                 log.error("config reload failed; keeping the running config", error=issue)
             return self.config_errors
-        for setting in ("listen", "state_path", "store"):
+        restart_only = ("listen", "state_path", "store", "api")
+        for setting in restart_only:
             if getattr(new, setting) != getattr(self.config, setting):
                 log.warning("setting changes take effect on restart", setting=setting)
-        self.config = new.model_copy(
-            update={"listen": self.config.listen, "state_path": self.config.state_path, "store": self.config.store}
-        )
+        self.config = new.model_copy(update={setting: getattr(self.config, setting) for setting in restart_only})
         self.rule_files, self.rule_specs = rule_files, rule_specs
         self._rule_stamps = file_stamps(rule_files)
         if self.notifying is not None:
             self.notifying.reload(self.config)
+        self._schedule(self._build_jobset())
         if self.healing is not None:
             self._tasks = [task for task in self._tasks if not task.done()]
             self._tasks.append(asyncio.create_task(self.healing.reconfigure(self.config, self.jobset.checks)))
-        self._schedule(self._build_jobset())
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(self.clock())
         self.config_errors, self.rule_errors = [], []

@@ -18,7 +18,11 @@ from agent.checks import Check
 from agent.collectors.base import Collector, samples_of
 from agent.collectors.host import HostCollector
 from agent.collectors.probes import make_probe
-from agent.collectors.process import ProcessScanner, ProcessTracker, ServiceProcessCollector
+from agent.collectors.process import (
+    ProcessScanner,
+    ProcessTracker,
+    ServiceProcessCollector,
+)
 from agent.collectors.scrape import ScrapeTarget
 from agent.config import AgentConfig
 from healers.events import CheckStateChanged
