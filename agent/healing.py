@@ -135,7 +135,12 @@ class Healing:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Reload persisted state, close runs a killed agent left open, then listen for triggers."""
+        """Close runs a killed agent left open, reload persisted state (those runs count), then listen for triggers."""
+        for service, state in self.journal.service_states().items():
+            if service in self.config.services and state.traffic_cut_by is not None:
+                self.gate.set_cut(service, True)  # the readiness gate lives in memory; the journal remembers
+        # Before the budgets are loaded: an interrupted run only counts once it is closed as such.
+        await self.runner.recover_interrupted({spec.name: spec for spec in self.specs}, self.actions.get)
         now = self.clock()
         states = self.journal.service_states()
         for service in self.config.services:
@@ -146,9 +151,6 @@ class Healing:
                 suspended_reason=state.suspended_reason if state else None,
                 maintenance=state.maintenance if state else False,
             )
-            if state is not None and state.traffic_cut_by is not None:
-                self.gate.set_cut(service, True)  # the readiness gate lives in memory; the journal remembers
-        await self.runner.recover_interrupted({spec.name: spec for spec in self.specs}, self.actions.get)
         self._queue = self.events.subscribe()
         self._spawn(self._consume(self._queue))
         self._spawn(self._health_ticks())
