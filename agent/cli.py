@@ -13,6 +13,7 @@ import structlog
 
 from agent import remote
 from agent.config import AgentConfig, load_config, parse_config
+from agent.configref import markdown_reference
 from agent.ruler import rule_files_of
 from agent.logsetup import LEVELS, configure_logging
 from agent import __version__
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     remote.add_commands(commands)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the config file")
+    schema.add_argument("--markdown", action="store_true", help="print the config reference in Markdown instead")
     schema.set_defaults(handler=_schema)
     return parser
 
@@ -189,6 +191,9 @@ def _service_lines(config: AgentConfig) -> list[str]:
 
 def _schema(args: argparse.Namespace) -> int:
     schema = AgentConfig.model_json_schema()
+    if args.markdown:
+        print(markdown_reference(schema), end="")
+        return 0
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "healwatch agent config"
     print(json.dumps(schema, indent=2))
