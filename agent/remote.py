@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
@@ -20,6 +22,7 @@ from rules.durations import parse_duration
 
 TIMEOUT_S = 10.0
 HEAL_TIMEOUT_S = 900.0  # a manual heal answers when its playbook has finished: restarts and waits included
+PROGRESS_POLL_S = 0.5  # how often a running heal's journal is read to show its steps
 Request = tuple[str, str, "dict[str, Any] | None"]  # method, path, JSON body
 
 
@@ -244,16 +247,17 @@ def _heal(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
         if not args.json:
             # Shown before the call: it answers only when the playbook has finished.
             print(f"healing {service}{' (dry run)' if args.dry_run else ''}...", file=out, flush=True)
+        progress = None if args.json else _HealProgress(args, service, out)
         try:
-            data = call(args, "POST", f"/api/v1/heal/{_segment(service)}", {"dry_run": args.dry_run},
-                        timeout_s=HEAL_TIMEOUT_S)
+            data = _heal_request(args, service, progress)
         except RemoteError as exc:
             print(f"healwatch: {exc}", file=sys.stderr)
             return 1
         if args.json:
             print(json.dumps(data, indent=2), file=out)
         else:
-            _steps(data["steps"], out)
+            assert progress is not None
+            progress.finish(data["steps"])
             print(f"{service}: {data['outcome']} in {_seconds(data['durationSeconds'])} (incident {data['id']})"
                   + (f": {data['detail']}" if data["detail"] else ""), file=out)
             if data["trafficLeftCut"]:
@@ -261,6 +265,98 @@ def _heal(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
         return 0 if data["outcome"] == "succeeded" else 1
 
     return handler
+
+
+def _heal_request(args: argparse.Namespace, service: str, progress: _HealProgress | None) -> Any:
+    """POST the heal from a thread; meanwhile let ``progress`` poll the journal every ``PROGRESS_POLL_S``.
+
+    The thread is a daemon so that Ctrl-C ends the command at once instead of waiting for the playbook.
+    """
+    answers: queue.Queue[tuple[Any, RemoteError | None]] = queue.Queue(maxsize=1)
+
+    def request() -> None:
+        try:
+            answers.put((call(args, "POST", f"/api/v1/heal/{_segment(service)}", {"dry_run": args.dry_run},
+                              HEAL_TIMEOUT_S), None))
+        except RemoteError as exc:
+            answers.put((None, exc))
+
+    threading.Thread(target=request, name="heal-request", daemon=True).start()
+    while True:
+        try:
+            data, failure = answers.get(timeout=PROGRESS_POLL_S)
+        except queue.Empty:
+            if progress is not None:
+                progress.poll()
+            continue
+        if failure is not None:
+            raise failure
+        return data
+
+
+class _HealProgress:
+    """Prints a running heal's steps from the journal as they finish, each once.
+
+    On a terminal a started step shows as ``running...`` and is overwritten in place when it finishes, so a
+    piped output holds exactly one line per step, the same lines whether the heal took a second or ten minutes.
+    """
+
+    def __init__(self, args: argparse.Namespace, service: str, out: TextIO) -> None:
+        self.args = args
+        self.service = service
+        self.out = out
+        self.live = out.isatty()
+        self.incident_id: str | None = None
+        try:
+            self.before = self._latest_id()  # the incident already newest before this heal: not ours
+            self.enabled = True
+        except RemoteError:
+            self.enabled = False  # without knowing which incident is new, a poll could show an old one
+        self.printed = 0  # steps printed as finished
+        self.running: int | None = None  # index of the step shown as running (terminal only)
+
+    def poll(self) -> None:
+        """Fetch this heal's incident and print what changed; an unreachable journal only skips a beat."""
+        if not self.enabled:
+            return
+        try:
+            if self.incident_id is None:
+                latest = self._latest_id()
+                if latest is None or latest == self.before:
+                    return
+                self.incident_id = latest
+            steps = call(self.args, "GET", f"/api/v1/incidents/{_segment(self.incident_id)}")["steps"]
+        except (RemoteError, KeyError, TypeError):
+            return
+        self._show([step for step in steps if step["endedAt"] is not None])
+        current = next((step for step in steps if step["endedAt"] is None), None)
+        if self.live and current is not None and current["index"] != self.running:
+            self._clear_running()
+            self.running = current["index"]
+            print(f"  {current['index'] + 1}. {current['action']:<18} running...", end="", file=self.out, flush=True)
+
+    def finish(self, steps: list[dict[str, Any]]) -> None:
+        """Print the steps the polls did not show yet, from the heal's final answer."""
+        self._show(steps)
+
+    def _show(self, finished: list[dict[str, Any]]) -> None:
+        new = finished[self.printed:]
+        if not new:
+            return
+        self._clear_running()
+        _steps(new, self.out)
+        self.out.flush()
+        self.printed += len(new)
+
+    def _clear_running(self) -> None:
+        if self.running is not None:
+            print("\r\033[K", end="", file=self.out)
+            self.running = None
+
+    def _latest_id(self) -> str | None:
+        query = httpx.QueryParams({"service": self.service, "limit": 1})
+        incidents = call(self.args, "GET", f"/api/v1/incidents?{query}")["incidents"]
+        return incidents[0]["id"] if incidents else None
 
 
 def _fixed(method: str, path: str) -> Callable[[argparse.Namespace], Request]:
