@@ -14,10 +14,15 @@ test: $(VENV)/.installed system-deps
 system-deps:
 	@bash .ci/system-deps
 
+# Every benchmark, each beside its peer where it has one; results land in bench/results/.
 bench: $(VENV)/.installed system-deps
-	$(BIN)/python bench/scrape_latency.py
-	$(BIN)/python bench/collect_cycle.py
-	$(BIN)/python bench/store_memory.py
+	$(BIN)/python -m bench.scrape_latency
+	$(BIN)/python -m bench.collect_cycle
+	$(BIN)/python -m bench.store_memory
+	$(BIN)/python -m bench.rule_eval
+	$(BIN)/python -m bench.notify_latency
+	$(BIN)/python -m bench.mttr
+	$(BIN)/python bench/agent_memory.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
