@@ -188,6 +188,10 @@ def test_the_openapi_paths_describe_the_registered_routes() -> None:
 # -- the page in a real browser ---------------------------------------------------
 
 
+# What the page's CPU chart plots: its line needs two host collections in the store.
+CPU_BUSY = '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[1m]))'
+
+
 @asynccontextmanager
 async def running_agent(tmp_path: Path) -> AsyncIterator[Agent]:
     """An agent watching the host, one failing and one healthy service, and an always-firing rule."""
@@ -206,7 +210,8 @@ async def running_agent(tmp_path: Path) -> AsyncIterator[Agent]:
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client, asyncio.timeout(10):
             while not (await client.get("/api/v1/alerts")).json()["data"]["alerts"] or \
-                    agent.ready("db") is not False or agent.ready("web") is not True:
+                    agent.ready("db") is not False or agent.ready("web") is not True or \
+                    not (await client.get("/api/v1/query", params={"query": CPU_BUSY})).json()["data"]["result"]:
                 await asyncio.sleep(0.05)
         yield agent
     finally:
