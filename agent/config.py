@@ -16,7 +16,14 @@ from pydantic import (
 )
 
 from agent.configtypes import DEFAULT_PORT, Duration, HostPort, HttpUrl, PositiveDuration, Regex, Section
-from agent.healing_config import HealingConfig, PlaybookConfig, RestartConfig, TrafficConfig, reference_problems
+from agent.healing_config import (
+    CoordinationConfig,
+    HealingConfig,
+    PlaybookConfig,
+    RestartConfig,
+    TrafficConfig,
+    reference_problems,
+)
 from agent.notify_config import NotifyConfig
 from rules.durations import format_duration
 from rules.errors import SourceError, SourceIssue
@@ -204,6 +211,7 @@ class AgentConfig(Section):
     services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ServiceConfig] = {}
     playbooks: list[PlaybookConfig] = []
     healing: HealingConfig = HealingConfig()
+    coordination: CoordinationConfig = CoordinationConfig()
     notify: NotifyConfig = NotifyConfig()
 
     @model_validator(mode="after")

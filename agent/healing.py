@@ -6,12 +6,21 @@ alert whose labels match (``list[Alert]`` on the same channel), a watched proces
 a run happens in its own task with ``incident_id`` bound in structlog's context variables, so
 every log line of the run carries it. After a run, a service that is still sick is
 reconsidered, so a crash loop meets backoff and then the budget, however its triggers arrive.
+
+With ``coordination.backend: redis`` a triggered run of a playbook with ``fleet:`` that would cut
+traffic or restart first takes a slot of its fleet group (``healers.fleet``), renews it while
+running and gives it back after. A denied heal is journaled once (outcome ``denied``) and retried
+every third of the lease while the service stays sick. With the store unreachable, ``fail_open``
+heals anyway and ``fail_closed`` runs only the traffic cuts, retrying later. Manual runs skip the
+fleet budget, as they skip the local one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +43,7 @@ from healers.backends.base import (
     TrafficBackend,
 )
 from healers.events import CheckStateChanged
+from healers.fleet import Client, FleetBudget, FleetUnavailable, connect
 from healers.journal import Journal, new_incident_id
 from healers.playbook import PlaybookSpec, StepSpec, TriggerKind
 from healers.runner import Notice, Runner, RunResult, ServiceActions
@@ -87,6 +97,17 @@ class Healing:
             "healwatch_heal_duration_seconds", "How long playbook runs took, dry runs and blocked runs excepted.",
             buckets=DURATION_BUCKETS, registry=None,
         )
+        self._fleet_denied = Counter(
+            "healwatch_fleet_denied", "Heals the fleet budget denied a slot.", ["group"], registry=None
+        )
+        self._fleet_errors = Counter(
+            "healwatch_fleet_store_errors", "Exchanges with the coordination store that failed.", registry=None
+        )
+        self._fleet_client: Client | None = None
+        self.member = ""  # this agent's name in its fleet groups, with coordination on
+        self.fleet: dict[str, FleetBudget] = {}  # by playbook name
+        self._fleet_waiting: set[str] = set()  # services whose denial is journaled; until a slot is granted
+        self._fleet_busy: set[str] = set()  # services between asking for a slot and giving it back
         self._queue: asyncio.Queue[object] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._runs: set[asyncio.Task[RunResult | None]] = set()
@@ -103,6 +124,7 @@ class Healing:
         self.config = config
         self.checks = {service: list(found) for service, found in checks.items()}
         self.specs = playbook_specs(config)
+        self.fleet = self._fleet_budgets(config)
         self.safety.resume_after_healthy_s = config.healing.resume_after_healthy
         self.trackers = dict(trackers) if trackers is not None else {
             name: ProcessTracker(service.process) for name, service in config.services.items() if service.process
@@ -126,9 +148,32 @@ class Healing:
 
         return ServiceActions(name, restart, traffic, wait_healthy, lambda: self._pid(name))
 
+    def _fleet_budgets(self, config: AgentConfig) -> dict[str, FleetBudget]:
+        coordination = config.coordination
+        if coordination.backend == "none":
+            return {}
+        self.member = coordination.member or f"{socket.gethostname()}-{os.getpid()}"
+        if self._fleet_client is None:
+            self._fleet_client = connect(coordination.url)
+        return {
+            playbook.name: FleetBudget(
+                self._fleet_client, playbook.fleet.group, max_concurrent=playbook.fleet.max_concurrent,
+                fleet_size=playbook.fleet.fleet_size, max_runs=playbook.fleet.max_runs,
+                within_s=playbook.fleet.within, lease_ttl_s=coordination.lease_ttl,
+                member_ttl_s=coordination.member_ttl,
+            )
+            for playbook in config.playbooks if playbook.fleet is not None
+        }
+
+    async def _close_fleet(self) -> None:
+        client, self._fleet_client = self._fleet_client, None
+        if client is not None:
+            await client.aclose()
+
     async def reconfigure(self, config: AgentConfig, checks: Mapping[str, Sequence[Check]]) -> None:
         """Take a reloaded config and the reloaded checks; safety state and the journal carry over."""
         await self._stop_watchers()
+        await self._close_fleet()
         self._configure(config, None, checks)
         self._start_watchers()
 
@@ -154,6 +199,7 @@ class Healing:
         self._queue = self.events.subscribe()
         self._spawn(self._consume(self._queue))
         self._spawn(self._health_ticks())
+        self._spawn(self._fleet_heartbeats())
         self._start_watchers()
         log.info("healing started", playbooks=len(self.specs), watched=sorted(self._watchers))
 
@@ -170,6 +216,7 @@ class Healing:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._close_fleet()
 
     def _spawn(self, coroutine: object) -> None:
         task = asyncio.create_task(coroutine)  # type: ignore[arg-type]
@@ -266,7 +313,16 @@ class Healing:
             suspended.add_metric([service], 1.0 if self.safety.state(service).suspended else 0.0)
             state = states.get(service)
             cut.add_metric([service], 1.0 if state is not None and state.traffic_cut_by is not None else 0.0)
-        return [*self._runs_total.collect(), *self._duration.collect(), suspended, cut]
+        in_use = GaugeMetricFamily(
+            "healwatch_fleet_slots_in_use", "Slots of the fleet group in use, as last seen in the store.",
+            labels=["group"],
+        )
+        for group, budget in {budget.group: budget for budget in self.fleet.values()}.items():
+            in_use.add_metric([group], float(budget.in_use()))
+        return [
+            *self._runs_total.collect(), *self._duration.collect(), suspended, cut, in_use,
+            *self._fleet_denied.collect(), *self._fleet_errors.collect(),
+        ]
 
     def _known(self, service: str) -> None:
         if service not in self.config.services:
@@ -322,7 +378,7 @@ class Healing:
         elif decision.verdict == "wait":
             self._defer(spec, kind, description, decision)
         else:
-            task = asyncio.create_task(self._run(spec, description, decision))
+            task = asyncio.create_task(self._fleet_run(spec, kind, description, decision))
             self._runs.add(task)
             task.add_done_callback(self._runs.discard)
 
@@ -344,8 +400,104 @@ class Healing:
     async def _retry(self, spec: PlaybookSpec, kind: TriggerKind, description: str) -> None:
         if kind != "alert" and not await self._sick(spec.service):
             log.info("heal dropped: the service recovered meanwhile", service=spec.service, playbook=spec.name)
+            self._fleet_waiting.discard(spec.service)  # a later denial starts a new streak, journaled again
             return
         await self._trigger(spec, kind, description)
+
+    # -- the fleet budget ----------------------------------------------------------
+
+    async def _fleet_run(
+        self, spec: PlaybookSpec, kind: TriggerKind, description: str, decision: Decision
+    ) -> RunResult | None:
+        """Run ``spec``, inside a slot of its fleet group when it has one and would disrupt the service."""
+        budget = self.fleet.get(spec.name)
+        if (budget is None or decision.restart_blocked or spec.dry_run or self.config.healing.dry_run
+                or not any(_disrupts(step) for step in spec.steps)):
+            return await self._run(spec, description, decision)
+        service = spec.service
+        if service in self._fleet_busy:
+            log.info("heal not started: already asking for a fleet slot", service=service, playbook=spec.name)
+            return None
+        holder = f"{self.member}/{service}"
+        self._fleet_busy.add(service)
+        try:
+            try:
+                granted = await budget.acquire(holder)
+            except FleetUnavailable as exc:
+                return await self._without_store(spec, kind, description, decision, exc)
+            if not granted:
+                self._deny(spec, kind, description, budget)
+                return None
+            self._fleet_waiting.discard(service)
+            log.info("fleet slot taken", service=service, group=budget.group, in_use=budget.in_use())
+            renewer = asyncio.create_task(self._renew_slot(budget, holder))
+            try:
+                return await self._run(spec, description, decision)
+            finally:
+                renewer.cancel()
+                await asyncio.gather(renewer, return_exceptions=True)
+                await self._release_slot(budget, holder)
+        finally:
+            self._fleet_busy.discard(service)
+
+    def _deny(self, spec: PlaybookSpec, kind: TriggerKind, description: str, budget: FleetBudget) -> None:
+        """Count and log the denial, journal the first of a streak, and ask again a third of a lease later."""
+        reason = f"waiting for a fleet slot: {budget.last_denial}"
+        self._fleet_denied.labels(budget.group).inc()
+        if spec.service not in self._fleet_waiting:
+            self._fleet_waiting.add(spec.service)
+            self.journal.record_incident(
+                new_incident_id(), spec.service, spec.name, description, self.clock(), "denied", reason
+            )
+        log.warning("heal waits for a fleet slot", service=spec.service, playbook=spec.name, reason=reason)
+        self._defer(spec, kind, description, Decision("wait", reason, not_before=self.clock() + budget.lease_ttl_s / 3))
+
+    async def _without_store(
+        self, spec: PlaybookSpec, kind: TriggerKind, description: str, decision: Decision, error: FleetUnavailable
+    ) -> RunResult | None:
+        """The store did not answer: heal anyway (fail_open) or only cut traffic and try again later."""
+        self._fleet_errors.inc()
+        coordination = self.config.coordination
+        if coordination.policy == "fail_open":
+            log.warning("fleet store unreachable: healing locally (fail_open)", service=spec.service, error=str(error))
+            return await self._run(spec, description, decision)
+        blocked = f"not restarting {spec.service}: the fleet store is unreachable (fail_closed): {error}"
+        log.warning("fleet store unreachable: cutting traffic only (fail_closed)", service=spec.service,
+                    error=str(error))
+        result = await self._run(spec, description, dataclasses.replace(decision, restart_blocked=blocked))
+        if result is not None and result.outcome == "blocked":
+            # Nothing else retries a run blocked on the store (a dependency's recovery does for dependencies).
+            retry_at = self.clock() + coordination.lease_ttl
+            self._defer(spec, kind, description, Decision("wait", blocked, not_before=retry_at))
+        return result
+
+    async def _renew_slot(self, budget: FleetBudget, holder: str) -> None:
+        while True:
+            await asyncio.sleep(budget.lease_ttl_s / 3)
+            try:
+                if not await budget.renew(holder):
+                    log.error("fleet slot lost: its lease expired before it was renewed", group=budget.group)
+            except FleetUnavailable as exc:
+                self._fleet_errors.inc()
+                log.warning("fleet slot not renewed", group=budget.group, error=str(exc))
+
+    async def _release_slot(self, budget: FleetBudget, holder: str) -> None:
+        try:
+            await budget.release(holder)
+        except FleetUnavailable as exc:
+            self._fleet_errors.inc()
+            log.warning("fleet slot not released: it expires with its lease", group=budget.group, error=str(exc))
+
+    async def _fleet_heartbeats(self) -> None:
+        """Register this agent as a live member of each of its groups, every third of the member TTL."""
+        while True:
+            for budget in {budget.group: budget for budget in self.fleet.values()}.values():
+                try:
+                    await budget.register(self.member)
+                except FleetUnavailable as exc:
+                    self._fleet_errors.inc()
+                    log.warning("fleet membership not renewed", group=budget.group, error=str(exc))
+            await asyncio.sleep(self.config.coordination.member_ttl / 3)
 
     # -- runs ----------------------------------------------------------------------
 
@@ -483,6 +635,11 @@ class Healing:
                 )
                 return ActionResult(False, f"still unhealthy after {ctx.timeout_s:g}s: {reasons}")
             await asyncio.sleep(poll_s)
+
+
+def _disrupts(step: StepSpec) -> bool:
+    """Whether the step takes the service out of traffic or down: what the fleet budget limits."""
+    return step.action in ("restart", "signal") or (step.action == "traffic" and step.args.get("op") == "cut")
 
 
 def _passed(check: Check) -> bool:

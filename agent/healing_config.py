@@ -26,6 +26,7 @@ from healers.backends import (
 )
 from healers.backends.restart import parse_signal
 from healers.backends.traffic import check_haproxy_name, parse_address
+from healers.fleet import parse_limit
 from healers.playbook import Backoff, Budget, PlaybookSpec, StepSpec, Trigger
 
 if TYPE_CHECKING:
@@ -259,6 +260,42 @@ class BackoffConfig(Section):
     max: PositiveDuration = 300.0
 
 
+class FleetConfig(Section):
+    """The playbook's share of a fleet-wide budget, taken before it cuts traffic or restarts."""
+
+    group: Name
+    max_concurrent: int | str = Field(1, description="Holders at a time: a count, or a percentage such as 10%.")
+    fleet_size: int | None = Field(None, ge=1, description="The group's size for a percentage; else its live members.")
+    max_runs: int | None = Field(None, ge=1, description="Heals across the fleet within `within`; else unlimited.")
+    within: PositiveDuration = 600.0
+
+    @field_validator("max_concurrent")
+    @classmethod
+    def _limit(cls, value: int | str) -> int | str:
+        parse_limit(value)
+        return value
+
+
+class CoordinationConfig(Section):
+    """Where agents share the fleet budget; ``none`` heals locally only."""
+
+    backend: Literal["none", "redis"] = "none"
+    url: str = "redis://127.0.0.1:6379/0"
+    policy: Literal["fail_open", "fail_closed"] = Field(
+        "fail_closed", description="Store unreachable: heal locally anyway, or only cut traffic."
+    )
+    lease_ttl: PositiveDuration = Field(10.0, description="A slot's lease; renewed every third of it during a heal.")
+    member_ttl: PositiveDuration = Field(15.0, description="How long a registration as a live member lasts.")
+    member: Name | None = Field(None, description="This agent's name in the fleet; host name and pid if omitted.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+
 class PlaybookConfig(Section):
     name: Name
     service: Name | None = Field(None, description="The service healed; by default the one the triggers name.")
@@ -269,6 +306,7 @@ class PlaybookConfig(Section):
     cooldown: PositiveDuration = 60.0
     dry_run: bool = False
     traffic_on_abort: Literal["restore", "keep"] = "restore"
+    fleet: FleetConfig | None = None
 
     @model_validator(mode="after")
     def _one_service(self) -> PlaybookConfig:

@@ -11,7 +11,7 @@ PACKAGES = ("rules", "healers", "exporters", "agent")
 # Third-party imports each package may use; the standard library is always allowed.
 ALLOWED = {
     "rules": {"yaml", "numpy"},
-    "healers": {"rules", "httpx"},
+    "healers": {"rules", "httpx", "redis"},
     "exporters": {"rules", "prometheus_client", "httpx", "aiohttp"},
     "agent": {"rules", "healers", "exporters", "agent", "yaml", "numpy", "psutil", "prometheus_client",
               "apscheduler", "httpx", "structlog", "pydantic", "aiohttp"},

@@ -1,0 +1,202 @@
+"""A fleet-wide healing budget kept in Redis: leased slots per group, live members, a run-rate window.
+
+Each heal that disrupts a service first takes a slot of its group. A slot is a lease: an entry
+in a sorted set scored by its expiry, renewed by its holder while the playbook runs, so an agent
+that dies mid-playbook frees its slot within ``lease_ttl_s``. Acquiring is one Lua script, so
+the check and the take are atomic across the fleet; it uses the server's clock (``TIME``) so
+agents' clock skew does not matter. A percentage limit is taken of the group's live members (or
+of a fixed ``fleet_size``), rounded down but never below 1 so a small fleet can still heal.
+Any store failure raises ``FleetUnavailable`` within about the socket timeout; never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+DEFAULT_TIMEOUT_S = 1.0
+KEY_PREFIX = "healwatch:fleet"
+Client = aioredis.Redis
+_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
+
+# KEYS: slots, members, runs. ARGV: holder, lease_ms, limit, percent, fleet_size, max_runs, within_ms, run_id.
+# Returns {verdict, slots in use}: 1 granted (or already held: renewed), 0 group full, -1 run rate used up.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease, within = tonumber(ARGV[2]), tonumber(ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - within)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+  return {1, redis.call('ZCARD', KEYS[1])}
+end
+local limit = tonumber(ARGV[3])
+local percent = tonumber(ARGV[4])
+if percent >= 0 then
+  local size = tonumber(ARGV[5])
+  if size <= 0 then size = redis.call('ZCARD', KEYS[2]) end
+  limit = math.max(1, math.floor(size * percent / 100))
+end
+local used = redis.call('ZCARD', KEYS[1])
+if used >= limit then return {0, used} end
+local max_runs = tonumber(ARGV[6])
+if max_runs > 0 and redis.call('ZCARD', KEYS[3]) >= max_runs then return {-1, used} end
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[8])
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+redis.call('PEXPIRE', KEYS[3], within + 1000)
+return {1, used + 1}
+"""
+
+# KEYS: slots. ARGV: holder, lease_ms. Returns {1 renewed | 0 lost, slots in use}.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {0, redis.call('ZCARD', KEYS[1])} end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return {1, redis.call('ZCARD', KEYS[1])}
+"""
+
+# KEYS: slots. ARGV: holder. Returns the slots still in use.
+_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS: members. ARGV: member, ttl_ms. Returns the live members.
+_REGISTER = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+class FleetUnavailable(Exception):
+    """The coordination store did not answer (in time); the message says what failed."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``count`` holders, or ``percent`` of the group's size when that is set."""
+
+    count: int = 1
+    percent: float | None = None
+
+
+def parse_limit(value: int | str) -> Limit:
+    """``2`` -> at most 2 holders; ``"10%"`` -> 10 % of the group; anything else is a ValueError."""
+    if isinstance(value, str):
+        match = _PERCENT.match(value.strip())
+        if match is None or not 0 < float(match.group(1)) <= 100:
+            raise ValueError(f"expected a positive count or a percentage in (0%, 100%], got {value!r}")
+        return Limit(percent=float(match.group(1)))
+    if value is True or value is False or value < 1:
+        raise ValueError(f"expected a positive count or a percentage such as 10%, got {value!r}")
+    return Limit(count=value)
+
+
+def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Client:
+    """A client that fails fast: short connect/read timeouts and no retries (the caller retries later)."""
+    return aioredis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False, single_connection_client=False,
+    )
+
+
+class FleetBudget:
+    """The slots of one group: ``acquire``/``renew``/``release`` a holder's lease, ``register`` a live member."""
+
+    def __init__(
+        self,
+        client: Client,
+        group: str,
+        *,
+        max_concurrent: int | str = 1,
+        fleet_size: int | None = None,
+        max_runs: int | None = None,
+        within_s: float = 600.0,
+        lease_ttl_s: float = 10.0,
+        member_ttl_s: float = 15.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.group = group
+        self.limit = parse_limit(max_concurrent)
+        self.fleet_size = fleet_size
+        self.max_runs = max_runs
+        self.within_s = within_s
+        self.lease_ttl_s = lease_ttl_s
+        self.member_ttl_s = member_ttl_s
+        self.timeout_s = timeout_s
+        # Why the last acquire was denied, for the journal and the log.
+        self.last_denial = ""
+        self._client = client
+        self._in_use = 0
+        self._keys = tuple(f"{KEY_PREFIX}:{{{group}}}:{kind}" for kind in ("slots", "members", "runs"))
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._register = client.register_script(_REGISTER)
+
+    def in_use(self) -> int:
+        """Slots of the group in use, as the store said at the last exchange with it."""
+        return self._in_use
+
+    async def acquire(self, holder_id: str) -> bool:
+        """Take a slot for ``holder_id`` (renewing it if already held); False when the budget denies it."""
+        limit = self.limit
+        verdict, used = await self._call(
+            self._acquire, list(self._keys),
+            [holder_id, _ms(self.lease_ttl_s), limit.count, -1 if limit.percent is None else limit.percent,
+             self.fleet_size or 0, self.max_runs or 0, _ms(self.within_s), f"{holder_id}:{uuid.uuid4().hex}"],
+        )
+        self._in_use = int(used)
+        if verdict == 1:
+            self.last_denial = ""
+            return True
+        if verdict == 0:
+            self.last_denial = f"all {used} slots of fleet group {self.group} are in use"
+        else:
+            self.last_denial = (
+                f"fleet group {self.group} already healed {self.max_runs} times within {self.within_s:g}s"
+            )
+        return False
+
+    async def renew(self, holder_id: str) -> bool:
+        """Extend the lease; False when it had already expired (the slot is lost and may be someone else's)."""
+        renewed, used = await self._call(self._renew, [self._keys[0]], [holder_id, _ms(self.lease_ttl_s)])
+        self._in_use = int(used)
+        return renewed == 1
+
+    async def release(self, holder_id: str) -> None:
+        """Give the slot back; releasing a slot not held does nothing."""
+        self._in_use = int(await self._call(self._release, [self._keys[0]], [holder_id]))
+
+    async def register(self, member_id: str) -> int:
+        """Announce ``member_id`` as live for ``member_ttl_s``; returns the group's live members."""
+        return int(await self._call(self._register, [self._keys[1]], [member_id, _ms(self.member_ttl_s)]))
+
+    async def _call(self, script: object, keys: list[str], args: list[object]) -> object:
+        try:
+            # The socket timeouts bound each exchange; this bounds connect + NOSCRIPT reload as a whole.
+            async with asyncio.timeout(self.timeout_s * 3):
+                return await script(keys=keys, args=args)  # type: ignore[operator]
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise FleetUnavailable(f"fleet store: {type(exc).__name__}: {exc}") from None
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
