@@ -15,7 +15,7 @@ import pytest
 
 from agent.config import parse_config
 from agent.daemon import Agent
-from tests.agentproc import ROOT
+from tests.agentproc import ROOT, AgentProcess
 from tests.realparts import free_port, wait_for
 
 TOKEN = "heal-token"
@@ -73,6 +73,22 @@ class Service:
             os.kill(self.pid(), signal.SIGKILL)
         except (FileNotFoundError, ProcessLookupError):
             pass
+
+
+def running_agent_process(workdir: Path, settings: str, playbooks: str, token: str) -> Iterator[AgentProcess]:
+    """The real agent (``settings``, then a restartable ``web`` Service, then ``playbooks``), ready, with a token."""
+    service = Service(workdir)
+    config = workdir / "agent.yaml"
+    config.write_text(settings + "services:\n" + service.config() + playbooks)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HEALWATCH_TOKEN", token)
+        process = AgentProcess(config, workdir)
+    try:
+        wait_for(lambda: httpx.get(f"{process.url}/-/ready/web", timeout=1).status_code == 200)
+        yield process
+    finally:
+        process.stop()
+        service.kill()
 
 
 @pytest.fixture

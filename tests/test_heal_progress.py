@@ -13,8 +13,7 @@ import pytest
 
 from agent.cli import main
 from tests.agentproc import AgentProcess
-from tests.realparts import wait_for
-from tests.test_api_healing import Service
+from tests.test_api_healing import running_agent_process
 
 TOKEN = "heal-progress-token"
 PLAYBOOK = (
@@ -44,21 +43,10 @@ class TimedLines(io.StringIO):
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    workdir = tmp_path_factory.mktemp("heal-progress")
-    service = Service(workdir)
-    config = workdir / "agent.yaml"
-    config.write_text(
-        "state_path: ':memory:'\nhost: {enabled: false}\ndefault_rules: false\nservices:\n" + service.config() + PLAYBOOK
+    yield from running_agent_process(
+        tmp_path_factory.mktemp("heal-progress"),
+        "state_path: ':memory:'\nhost: {enabled: false}\ndefault_rules: false\n", PLAYBOOK, TOKEN,
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HEALWATCH_TOKEN", TOKEN)
-        process = AgentProcess(config, workdir)
-    try:
-        wait_for(lambda: httpx.get(f"{process.url}/-/ready/web", timeout=1).status_code == 200)
-        yield process
-    finally:
-        process.stop()
-        service.kill()
 
 
 def _epoch(rfc3339: str) -> float:

@@ -51,6 +51,14 @@ async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+def notify_db(tmp_path: Path) -> StateDB:
+    """A state database in ``tmp_path`` holding the notification tables."""
+    db = StateDB(str(tmp_path / "state.db"))
+    for namespace, migrations in NOTIFY_MIGRATIONS.items():
+        db.migrate(namespace, migrations)
+    return db
+
+
 def samples(notifying: Notifying) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     found: list[Sample] = [s for family in notifying.families() for s in family.samples]
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in found}
@@ -62,9 +70,7 @@ def test_published_alerts_reach_webhook_and_alertmanager(tmp_path: Path) -> None
     async def main() -> None:
         hook, am = await RecordingServer().start(), await RecordingServer().start()
         config = parse_config(CONFIG.format(hook=hook.url, am=am.url), "agent.yaml")
-        db = StateDB(str(tmp_path / "state.db"))
-        for namespace, migrations in NOTIFY_MIGRATIONS.items():
-            db.migrate(namespace, migrations)
+        db = notify_db(tmp_path)
         events = EventChannel()
         specs = [GroupSpec("g", "f.yaml", (RuleSpec("alert", "Down", 'up{job="api"} == 0'),))]
         notifying = Notifying(config, db.conn, events, exprs=lambda: alert_exprs(specs))
@@ -99,9 +105,7 @@ def test_silenced_alerts_are_not_sent_but_counted(tmp_path: Path) -> None:
     async def main() -> None:
         hook, am = await RecordingServer().start(), await RecordingServer().start()
         config = parse_config(CONFIG.format(hook=hook.url, am=am.url), "agent.yaml")
-        db = StateDB(str(tmp_path / "state.db"))
-        for namespace, migrations in NOTIFY_MIGRATIONS.items():
-            db.migrate(namespace, migrations)
+        db = notify_db(tmp_path)
         events = EventChannel()
         notifying = Notifying(config, db.conn, events)
         now = time.time()
@@ -128,9 +132,7 @@ def test_healer_notice_is_routed_and_sent(tmp_path: Path) -> None:
     async def main() -> None:
         hook, am = await RecordingServer().start(), await RecordingServer().start()
         config = parse_config(CONFIG.format(hook=hook.url, am=am.url), "agent.yaml")
-        db = StateDB(str(tmp_path / "state.db"))
-        for namespace, migrations in NOTIFY_MIGRATIONS.items():
-            db.migrate(namespace, migrations)
+        db = notify_db(tmp_path)
         notifying = Notifying(config, db.conn, EventChannel())
         await notifying.start()
         try:
@@ -156,9 +158,7 @@ def test_reload_swaps_receivers_and_keeps_groups_when_routes_are_unchanged(tmp_p
     async def main() -> None:
         first, second, am = (await RecordingServer().start(), await RecordingServer().start(),
                              await RecordingServer().start())
-        db = StateDB(str(tmp_path / "state.db"))
-        for namespace, migrations in NOTIFY_MIGRATIONS.items():
-            db.migrate(namespace, migrations)
+        db = notify_db(tmp_path)
         events = EventChannel()
         now = time.time()
         clock = [now]

@@ -13,8 +13,7 @@ import pytest
 
 from agent.cli import main
 from tests.agentproc import AgentProcess
-from tests.realparts import wait_for
-from tests.test_api_healing import Service
+from tests.test_api_healing import running_agent_process
 
 TOKEN = "cli-heal-token"
 
@@ -22,21 +21,9 @@ TOKEN = "cli-heal-token"
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     workdir = tmp_path_factory.mktemp("cli-healing")
-    service = Service(workdir)
-    config = workdir / "agent.yaml"
-    config.write_text(
-        f"state_path: {workdir / 'state.db'}\nhost: {{enabled: false}}\ndefault_rules: false\n"
-        "services:\n" + service.config()
+    yield from running_agent_process(
+        workdir, f"state_path: {workdir / 'state.db'}\nhost: {{enabled: false}}\ndefault_rules: false\n", "", TOKEN
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HEALWATCH_TOKEN", TOKEN)
-        process = AgentProcess(config, workdir)
-    try:
-        wait_for(lambda: httpx.get(f"{process.url}/-/ready/web", timeout=1).status_code == 200)
-        yield process
-    finally:
-        process.stop()
-        service.kill()
 
 
 def cli(
