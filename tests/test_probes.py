@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
@@ -20,18 +20,12 @@ from aiohttp import web
 
 from agent.collectors.probes import ProbeResult, make_probe, new_http_client
 from agent.config import CheckConfig
+from tests.misbehaving import BIG_BODY_BYTES, Served, misbehaving_routes
+from tests.misbehaving import serve as serve_app
 
 pytestmark = pytest.mark.timeout(10)
 
-BIG_BODY_BYTES = 50 << 20
 CHUNK = b"a" * 65536
-
-
-class Served:
-    """What the test server observed, for assertions on the client's behaviour."""
-
-    def __init__(self) -> None:
-        self.big_bytes_sent = 0
 
 
 def _app(served: Served) -> web.Application:
@@ -40,27 +34,6 @@ def _app(served: Served) -> web.Application:
 
     async def status(request: web.Request) -> web.Response:
         return web.Response(status=int(request.match_info["code"]), text="nope")
-
-    async def hang(request: web.Request) -> web.Response:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    async def trickle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        while True:
-            await response.write(b"x")
-            await asyncio.sleep(0.05)
-
-    async def big(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.content_length = BIG_BODY_BYTES
-        await response.prepare(request)
-        await response.write(b"marker ")
-        while served.big_bytes_sent < BIG_BODY_BYTES - 7:
-            await response.write(CHUNK)
-            served.big_bytes_sent += len(CHUNK)
-        return response
 
     async def auth(request: web.Request) -> web.Response:
         authorized = request.headers.get("Authorization") == "Bearer s3cret-token"
@@ -71,27 +44,15 @@ def _app(served: Served) -> web.Application:
         [
             web.get("/ok", ok),
             web.get("/status/{code}", status),
-            web.get("/hang", hang),
-            web.get("/trickle", trickle),
-            web.get("/big", big),
             web.get("/auth", auth),
+            *misbehaving_routes(served, trickle=b"x", big_head=b"marker ", big_chunk=CHUNK),
         ]
     )
     return app
 
 
-@contextlib.asynccontextmanager
-async def serve(served: Served, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
-    """Run the test app on an ephemeral loopback port; yield its base URL."""
-    runner = web.AppRunner(_app(served), shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+def serve(served: Served, ssl_context: ssl.SSLContext | None = None) -> AbstractAsyncContextManager[str]:
+    return serve_app(_app(served), ssl_context)
 
 
 def closed_port() -> int:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import socket
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 from aiohttp import web
@@ -16,6 +15,8 @@ from agent.collectors.probes import new_http_client
 from agent.collectors.scrape import ScrapeResult, ScrapeTarget, parse_exposition
 from agent.config import ScrapeConfig
 from rules.model import Labels
+from tests.misbehaving import BIG_BODY_BYTES, Served, misbehaving_routes
+from tests.misbehaving import serve as serve_app
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -35,17 +36,6 @@ jobs_total{queue="mail"} 5.0
 temperature 21.5
 # EOF
 """
-
-BIG_BODY_BYTES = 50 << 20
-
-
-class Served:
-    """What the test server saw: request headers and how much of the big body it sent."""
-
-    def __init__(self) -> None:
-        self.accept = ""
-        self.big_bytes_sent = 0
-
 
 def _app(served: Served) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
@@ -70,27 +60,6 @@ def _app(served: Served) -> web.Application:
     async def failing(request: web.Request) -> web.Response:
         return web.Response(status=500, text=TEXT_EXPOSITION)
 
-    async def hang(request: web.Request) -> web.Response:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    async def trickle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        while True:
-            await response.write(b"up 1\n")
-            await asyncio.sleep(0.05)
-
-    async def big(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.content_length = BIG_BODY_BYTES
-        await response.prepare(request)
-        line = b"filler_metric 1\n" * 4096
-        while served.big_bytes_sent < BIG_BODY_BYTES:
-            await response.write(line)
-            served.big_bytes_sent += len(line)
-        return response
-
     app = web.Application()
     app.add_routes(
         [
@@ -99,9 +68,7 @@ def _app(served: Served) -> web.Application:
             web.get("/gzip", gzipped),
             web.get("/fixed/{kind}", fixed),
             web.get("/500", failing),
-            web.get("/hang", hang),
-            web.get("/trickle", trickle),
-            web.get("/big", big),
+            *misbehaving_routes(served, trickle=b"up 1\n", big_head=b"", big_chunk=b"filler_metric 1\n" * 4096),
         ]
     )
     return app
@@ -115,17 +82,8 @@ FIXED_BODIES = {
 }
 
 
-@contextlib.asynccontextmanager
-async def serve(served: Served) -> AsyncIterator[str]:
-    """Run the test app on an ephemeral loopback port; yield its base URL."""
-    runner = web.AppRunner(_app(served), shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+def serve(served: Served) -> AbstractAsyncContextManager[str]:
+    return serve_app(_app(served))
 
 
 def scrape_once(path: str, served: Served | None = None, **config: object) -> tuple[ScrapeResult, ScrapeTarget]:
