@@ -239,7 +239,7 @@ class _Validator:
             node = parse_expr(expr)
         except PromQLSyntaxError as exc:
             line, column = self.position_in_file(path, exc.line, exc.column)
-            caret_line = expr.splitlines()[exc.line - 1] if expr.splitlines() else expr
+            caret_line = expr.split("\n")[exc.line - 1]  # the error line counts "\n" as PromQL does
             message = (
                 f"{where}: could not parse expression: {exc}\n"
                 f"    {caret_line}\n    {' ' * (exc.column - 1)}^"

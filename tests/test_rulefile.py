@@ -180,3 +180,9 @@ def test_mangled_rule_files_give_only_rule_errors(start: int, length: int, inser
         parse_rules(VALID[:start] + insert + VALID[start + length:], "f.yaml")
     except SourceError:
         pass
+
+
+def test_an_error_on_a_trailing_empty_line_is_reported() -> None:
+    """An expression that ends early in a block scalar is an error at its last, empty line, not a crash."""
+    (issue,) = errors_of("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: |\n      sum by (\n      )\n")
+    assert "could not parse expression: 3:1: parse error: unexpected end of input" in issue
