@@ -110,18 +110,14 @@ def _check_config(args: argparse.Namespace) -> int:
             config = load_config(file)
         except SourceError as exc:
             failed = True
-            print("  FAILED:")
-            for issue in exc.issues:
-                print(f"    {issue}")
+            _print_failure("FAILED", exc)
             continue
         try:
             rule_files = rule_files_of(config, Path(file).parent)
             groups = load_rule_files(rule_files)
         except SourceError as exc:
             failed = True
-            print("  FAILED (rule files):")
-            for issue in exc.issues:
-                print(_indent(str(issue)))
+            _print_failure("FAILED (rule files)", exc)
             continue
         print(f"  SUCCESS: {_summary(config)}")
         for line in _service_lines(config):
@@ -139,9 +135,7 @@ def _check_rules(args: argparse.Namespace) -> int:
             groups = load_rule_file(file)
         except SourceError as exc:
             failed = True
-            print("  FAILED:")
-            for issue in exc.issues:
-                print(_indent(str(issue)))
+            _print_failure("FAILED", exc)
             print()
             continue
         rules = [rule for group in groups for rule in group.rules]
@@ -159,8 +153,11 @@ def _test_rules(args: argparse.Namespace) -> int:
     return run_test_files(args.files, sys.stdout)
 
 
-def _indent(text: str) -> str:
-    return "\n".join(f"    {line}" for line in text.splitlines())
+def _print_failure(heading: str, exc: SourceError) -> None:
+    """promtool's layout: the heading, then every issue indented (multi-line ones line by line)."""
+    print(f"  {heading}:")
+    for issue in exc.issues:
+        print("\n".join(f"    {line}" for line in str(issue).splitlines()))
 
 
 def _summary(config: AgentConfig) -> str:
