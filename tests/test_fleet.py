@@ -4,62 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.exceptions import RedisError
 
 from healers.fleet import Client, FleetBudget, FleetUnavailable, connect, parse_limit
-from tests.realparts import free_port, require_binary
+from tests.realparts import free_port
+from tests.storeparts import RedisServer
 from tests.test_healing_e2e import Harness, Service, service_config, until
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class RedisServer:
-    """A throwaway redis-server on a free loopback port, without persistence."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(
-            [require_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-
-    async def ready(self) -> None:
-        client = connect(self.url)
-        try:
-            await until(lambda: _pings(client), timeout_s=5.0)
-        finally:
-            await client.aclose()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) server must run to exit
-            self.process.terminate()
-            self.process.wait(timeout=5)
-
-
-async def _pings(client: Client) -> bool:
-    try:
-        return bool(await client.ping())
-    except (RedisError, OSError):
-        return False
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def budget(client: Client, **settings: Any) -> FleetBudget:
