@@ -14,6 +14,7 @@ import structlog
 from agent import remote
 from agent.config import AgentConfig, load_config, parse_config
 from agent.configref import markdown_reference
+from agent.healing_config import fleet_warnings
 from agent.ruler import rule_files_of
 from agent.logsetup import LEVELS, configure_logging
 from agent import __version__
@@ -124,6 +125,8 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f"    {line}")
         rules = sum(len(group.rules) for group in groups)
         print(f"    rules: {rules} in {len(groups)} groups from {len(rule_files)} files")
+        for warning in fleet_warnings(config):
+            print(f"  WARNING: {file}: {warning}")
     return 1 if failed else 0
 
 

@@ -7,12 +7,12 @@ a run happens in its own task with ``incident_id`` bound in structlog's context 
 every log line of the run carries it. After a run, a service that is still sick is
 reconsidered, so a crash loop meets backoff and then the budget, however its triggers arrive.
 
-With ``coordination.backend: redis`` a triggered run of a playbook with ``fleet:`` that would cut
-traffic or restart first takes a slot of its fleet group (``healers.fleet``), renews it while
-running and gives it back after. A denied heal is journaled once (outcome ``denied``) and retried
-every third of the lease while the service stays sick. With the store unreachable, ``fail_open``
-heals anyway and ``fail_closed`` runs only the traffic cuts, retrying later. Manual runs skip the
-fleet budget, as they skip the local one.
+With ``coordination.backend: redis`` or ``etcd`` a triggered run of a playbook with ``fleet:``
+that would cut traffic or restart first takes a slot of its fleet group (``healers.fleet``),
+renews it while running and gives it back after. A denied heal is journaled once (outcome
+``denied``) and retried every third of the lease while the service stays sick. With the store
+unreachable, ``fail_open`` heals anyway and ``fail_closed`` runs only the traffic cuts, retrying
+later. Manual runs skip the fleet budget, as they skip the local one.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from agent.checks import Check
 from agent.collectors.process import ProcessTracker
 from agent.config import AgentConfig, ServiceConfig
 from agent.events import EventChannel
-from agent.healing_config import playbook_specs
+from agent.healing_config import fleet_warnings, playbook_specs
 from agent.pidwatch import ProcessWatcher
 from healers.backends import ReadinessGate, make_restart_backend, make_traffic_backend
 from healers.backends.base import (
@@ -43,7 +43,7 @@ from healers.backends.base import (
     TrafficBackend,
 )
 from healers.events import CheckStateChanged
-from healers.fleet import Client, FleetBudget, FleetUnavailable, connect
+from healers.fleet import FleetBudget, FleetStore, FleetUnavailable, open_store
 from healers.journal import Journal, new_incident_id
 from healers.playbook import PlaybookSpec, StepSpec, TriggerKind
 from healers.runner import Notice, Runner, RunResult, ServiceActions
@@ -103,7 +103,7 @@ class Healing:
         self._fleet_errors = Counter(
             "healwatch_fleet_store_errors", "Exchanges with the coordination store that failed.", registry=None
         )
-        self._fleet_client: Client | None = None
+        self._fleet_store: FleetStore | None = None
         self.member = ""  # this agent's name in its fleet groups, with coordination on
         self.fleet: dict[str, FleetBudget] = {}  # by playbook name
         self._fleet_waiting: set[str] = set()  # services whose denial is journaled; until a slot is granted
@@ -150,14 +150,16 @@ class Healing:
 
     def _fleet_budgets(self, config: AgentConfig) -> dict[str, FleetBudget]:
         coordination = config.coordination
-        if coordination.backend == "none":
+        for warning in fleet_warnings(config):
+            log.warning("fleet budget ignored", problem=warning)
+        if coordination.backend == "none" or coordination.url is None:
             return {}
         self.member = coordination.member or f"{socket.gethostname()}-{os.getpid()}"
-        if self._fleet_client is None:
-            self._fleet_client = connect(coordination.url)
+        if self._fleet_store is None:
+            self._fleet_store = open_store(coordination.backend, coordination.url)
         return {
-            playbook.name: FleetBudget(
-                self._fleet_client, playbook.fleet.group, max_concurrent=playbook.fleet.max_concurrent,
+            playbook.name: self._fleet_store.budget(
+                playbook.fleet.group, max_concurrent=playbook.fleet.max_concurrent,
                 fleet_size=playbook.fleet.fleet_size, max_runs=playbook.fleet.max_runs,
                 within_s=playbook.fleet.within, lease_ttl_s=coordination.lease_ttl,
                 member_ttl_s=coordination.member_ttl,
@@ -166,9 +168,9 @@ class Healing:
         }
 
     async def _close_fleet(self) -> None:
-        client, self._fleet_client = self._fleet_client, None
-        if client is not None:
-            await client.aclose()
+        store, self._fleet_store = self._fleet_store, None
+        if store is not None:
+            await store.aclose()
 
     async def reconfigure(self, config: AgentConfig, checks: Mapping[str, Sequence[Check]]) -> None:
         """Take a reloaded config and the reloaded checks; safety state and the journal carry over."""

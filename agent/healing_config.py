@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.configtypes import PositiveDuration, Section
 from healers.backends import (
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 Argv = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, description="argv; never a shell.")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+DEFAULT_STORE_URLS = {"redis": "redis://127.0.0.1:6379/0", "etcd": "http://127.0.0.1:2379"}
+_STORE_SCHEMES = {"redis": ("redis://", "rediss://", "unix://"), "etcd": ("http://", "https://")}
 
 
 def _exactly_one(model: Section, keys: Sequence[str]) -> None:
@@ -279,21 +282,59 @@ class FleetConfig(Section):
 class CoordinationConfig(Section):
     """Where agents share the fleet budget; ``none`` heals locally only."""
 
-    backend: Literal["none", "redis"] = "none"
-    url: str = "redis://127.0.0.1:6379/0"
+    backend: Literal["none", "redis", "etcd"] = Field(
+        "none", description="Which store keeps the budget: none heals locally only; etcd is v3, via its JSON gateway.",
+    )
+    url: str | None = Field(
+        None, validate_default=True,
+        description=f"Where the store is: a redis://, rediss:// or unix:// URL for redis "
+                    f"({DEFAULT_STORE_URLS['redis']} if omitted), an http:// or https:// endpoint for etcd "
+                    f"({DEFAULT_STORE_URLS['etcd']} if omitted).",
+    )
     policy: Literal["fail_open", "fail_closed"] = Field(
         "fail_closed", description="Store unreachable: heal locally anyway, or only cut traffic."
     )
-    lease_ttl: PositiveDuration = Field(10.0, description="A slot's lease; renewed every third of it during a heal.")
+    lease_ttl: PositiveDuration = Field(
+        10.0,
+        description="A slot's lease, renewed every third of it during a heal; etcd rounds leases up to whole seconds.",
+    )
     member_ttl: PositiveDuration = Field(15.0, description="How long a registration as a live member lasts.")
     member: Name | None = Field(None, description="This agent's name in the fleet; host name and pid if omitted.")
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+    def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The backend's default when omitted; else a URL of a scheme the backend speaks."""
+        backend = info.data.get("backend")  # absent when the backend itself is invalid: that error suffices
+        if value is None:
+            return DEFAULT_STORE_URLS.get(backend)
+        schemes = _STORE_SCHEMES.get(backend)
+        if schemes is not None and not value.startswith(schemes):
+            expected = f"{', '.join(schemes[:-1])} or {schemes[-1]}"
+            raise ValueError(f"expected a URL starting with {expected} for backend {backend}, got {value!r}")
+        if backend == "etcd" and not _host_and_port(value):
+            raise ValueError(f"expected an etcd endpoint such as {DEFAULT_STORE_URLS['etcd']}, got {value!r}")
         return value
+
+
+def _host_and_port(url: str) -> bool:
+    """Whether ``url`` names a host, and a port in range if any."""
+    try:
+        parts = urlsplit(url)
+        return bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port out of range or not a number, a broken IPv6 address
+        return False
+
+
+def fleet_warnings(config: AgentConfig) -> list[str]:
+    """Settings that validate but do nothing: ``fleet:`` on playbooks while coordination is off."""
+    if config.coordination.backend != "none":
+        return []
+    return [
+        f"playbooks -> {index} -> fleet: ignored, coordination.backend is none (the playbook heals without "
+        "a fleet budget)"
+        for index, playbook in enumerate(config.playbooks) if playbook.fleet is not None
+    ]
 
 
 class PlaybookConfig(Section):

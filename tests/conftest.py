@@ -1,5 +1,5 @@
 """Fixtures shared by several test modules: the throwaway coordination stores."""
 
-from tests.storeparts import redis_server
+from tests.storeparts import etcd_server, redis_server
 
-__all__ = ["redis_server"]
+__all__ = ["etcd_server", "redis_server"]

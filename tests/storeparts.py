@@ -5,7 +5,9 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -47,9 +49,56 @@ async def _pings(client: aioredis.Redis) -> bool:
         return False
 
 
+class EtcdServer:
+    """A throwaway single-member etcd on free loopback client and peer ports, its data under ``workdir``.
+
+    Heartbeat 10 ms and election timeout 100 ms bring etcd's minimum lease TTL (1.5 election
+    timeouts, rounded up to whole seconds) down to 1 s, so lease tests wait seconds, not minutes.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.port, peer_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        self.process = subprocess.Popen(
+            [require_binary("etcd"), "--name", "default", "--data-dir", str(workdir / "etcd"),
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             "--initial-cluster", f"default={peer_url}", "--heartbeat-interval", "10", "--election-timeout", "100"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    async def ready(self) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=1.0, trust_env=False) as client:
+            await until(lambda: _answers(client), timeout_s=10.0)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) server must run to exit
+            self.process.terminate()
+            self.process.wait(timeout=5)
+
+
+async def _answers(client: httpx.AsyncClient) -> bool:
+    """Whether the gateway serves a read: etcd is up and has a leader."""
+    try:
+        return (await client.post("/v3/kv/range", json={"key": "AA=="})).is_success
+    except httpx.HTTPError:
+        return False
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
+    server = EtcdServer(tmp_path)
     try:
         yield server
     finally:

@@ -37,6 +37,22 @@ def test_check_config_lists_every_error_and_exits_1(tmp_path: Path, capsys: pyte
     assert f"Checking {good}\n  SUCCESS" in out
 
 
+def test_check_config_warns_of_a_fleet_budget_without_coordination(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A playbook with ``fleet:`` while coordination is off validates, with a warning naming the setting."""
+    config = tmp_path / "fleet.yaml"
+    config.write_text(
+        "services: {api: {checks: [{name: up, tcp: {address: '127.0.0.1:1'}}], restart: {exec: ['true']}}}\n"
+        "playbooks: [{name: heal, when: [{check_failed: {service: api}}], steps: [{restart: {}}], fleet: {group: api}}]\n"
+    )
+    assert main(["check", "config", str(config)]) == 0
+    assert f"WARNING: {config}: playbooks -> 0 -> fleet: ignored, coordination.backend is none" in capsys.readouterr().out
+    config.write_text(config.read_text() + "coordination: {backend: redis}\n")
+    assert main(["check", "config", str(config)]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+
+
 def test_schema_is_valid_json_describing_the_config(capsys: pytest.CaptureFixture[str]) -> None:
     """`healwatch schema` prints a JSON Schema that forbids unknown keys and documents durations."""
     assert main(["schema"]) == 0

@@ -1,37 +1,73 @@
-"""The fleet budget against a real redis-server on loopback, and the healing runtime honouring it."""
+"""The fleet budget against real redis-server and etcd on loopback, and the healing runtime honouring it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from healers.fleet import Client, FleetBudget, FleetUnavailable, connect, parse_limit
+from agent.config import AgentConfig, parse_config
+from agent.healing_config import fleet_warnings
+from healers.fleet import (
+    BACKENDS,
+    DEFAULT_TIMEOUT_S,
+    Backend,
+    FleetStore,
+    FleetUnavailable,
+    open_store,
+    parse_limit,
+)
+from rules.errors import SourceError
 from tests.realparts import free_port
-from tests.storeparts import RedisServer
+from tests.storeparts import EtcdServer, RedisServer
 from tests.test_healing_e2e import Harness, Service, service_config, until
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def budget(client: Client, **settings: Any) -> FleetBudget:
-    return FleetBudget(client, "api", **settings)
+@dataclass(frozen=True)
+class Store:
+    """A real coordination store under test, and how soon its leases can lapse."""
+
+    backend: Backend
+    server: RedisServer | EtcdServer
+    short_ttl_s: float  # a short lease the store honours: Redis counts ms, etcd whole seconds (1 s at least)
+    reaped_within_s: float  # how long after its TTL an expired lease may still hold (etcd reaps every 0.5 s)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def open(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> FleetStore:
+        return open_store(self.backend, self.url, timeout_s=timeout_s)
 
 
-def test_max_concurrent_holds_at_every_moment_and_every_holder_gets_a_slot(redis_server: RedisServer) -> None:
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """Each backend-level test runs against a real redis-server and a real etcd."""
+    if request.param == "redis":
+        yield Store("redis", request.getfixturevalue("redis_server"), short_ttl_s=0.5, reaped_within_s=0.15)
+    else:
+        yield Store("etcd", request.getfixturevalue("etcd_server"), short_ttl_s=1.0, reaped_within_s=0.75)
+
+
+def test_max_concurrent_holds_at_every_moment_and_every_holder_gets_a_slot(store: Store) -> None:
     """Ten holders with max_concurrent 2: the recorded timeline never shows more than 2 holding, and all 10 held."""
 
     async def scenario() -> list[tuple[float, int, str]]:
-        await redis_server.ready()
-        clients = [connect(redis_server.url) for _ in range(10)]
+        await store.server.ready()
+        clients = [store.open() for _ in range(10)]
         timeline: list[tuple[float, int, str]] = []  # (when, +1 taken / -1 given back, holder)
 
         async def agent(number: int) -> None:
-            fleet, holder = budget(clients[number], max_concurrent=2, lease_ttl_s=2.0), f"agent-{number}"
+            fleet, holder = clients[number].budget("api", max_concurrent=2, lease_ttl_s=2.0), f"agent-{number}"
             while not await fleet.acquire(holder):
                 await asyncio.sleep(0.01)
             # Recorded after the store granted and before it hears the release: inside the real lease.
@@ -58,24 +94,25 @@ def test_max_concurrent_holds_at_every_moment_and_every_holder_gets_a_slot(redis
     assert sorted(holder for _, change, holder in timeline if change == 1) == sorted(f"agent-{n}" for n in range(10))
 
 
-def test_a_holder_that_stops_renewing_loses_its_slot_within_the_lease(redis_server: RedisServer) -> None:
+def test_a_holder_that_stops_renewing_loses_its_slot_within_the_lease(store: Store) -> None:
     """A renewing holder keeps its slot past the TTL; once it stops, another takes the slot within the TTL."""
+    ttl_s = store.short_ttl_s
 
     async def scenario() -> None:
-        await redis_server.ready()
-        client = connect(redis_server.url)
+        await store.server.ready()
+        client = store.open()
         try:
-            fleet = budget(client, max_concurrent=1, lease_ttl_s=0.3)
+            fleet = client.budget("api", max_concurrent=1, lease_ttl_s=ttl_s)
             assert await fleet.acquire("alive")
-            for _ in range(6):  # 0.6 s: twice the lease, kept by renewals
-                await asyncio.sleep(0.1)
+            for _ in range(6):  # twice the lease, kept by renewals
+                await asyncio.sleep(ttl_s / 3)
                 assert await fleet.renew("alive")
                 assert not await fleet.acquire("other")
             assert "all 1 slots" in fleet.last_denial
             stopped = time.monotonic()
             while not await fleet.acquire("other"):
                 await asyncio.sleep(0.02)
-            assert time.monotonic() - stopped <= 0.3 + 0.15
+            assert time.monotonic() - stopped <= ttl_s + store.reaped_within_s
             assert not await fleet.renew("alive")  # its lease is gone, and now another's
         finally:
             await client.aclose()
@@ -83,24 +120,28 @@ def test_a_holder_that_stops_renewing_loses_its_slot_within_the_lease(redis_serv
     asyncio.run(scenario())
 
 
-def test_percentage_follows_the_live_members_or_a_fixed_fleet_size(redis_server: RedisServer) -> None:
+def test_percentage_follows_the_live_members_or_a_fixed_fleet_size(store: Store) -> None:
     """50% of 4 registered members is 2 slots; with fleet_size 10 it is 5; a lapsed member stops counting."""
 
     async def scenario() -> None:
-        await redis_server.ready()
-        client = connect(redis_server.url)
+        await store.server.ready()
+        client = store.open()
         try:
-            fleet = budget(client, max_concurrent="50%", member_ttl_s=5.0)
+            fleet = client.budget("api", max_concurrent="50%", member_ttl_s=5.0)
             for member in ("a", "b", "c", "d"):
                 await fleet.register(member)
             assert [await fleet.acquire(h) for h in ("a", "b", "c")] == [True, True, False]
             assert fleet.in_use() == 2
-            fixed = FleetBudget(client, "web", max_concurrent="50%", fleet_size=10)
+            fixed = client.budget("web", max_concurrent="50%", fleet_size=10)
             assert [await fixed.acquire(str(n)) for n in range(6)] == [True] * 5 + [False]
-            short = FleetBudget(client, "db", max_concurrent="50%", member_ttl_s=0.2)
+            short = client.budget("db", max_concurrent="50%", member_ttl_s=store.short_ttl_s)
             assert [await short.register(m) for m in ("a", "b", "c", "d")] == [1, 2, 3, 4]
-            await asyncio.sleep(0.3)  # the store's clock decides expiry: real time must pass
-            assert await short.register("a") == 1
+
+            async def only_a_is_live() -> bool:
+                return await short.register("a") == 1
+
+            # The store's clock decides expiry: real time must pass, while "a" keeps registering.
+            await until(only_a_is_live, timeout_s=store.short_ttl_s + store.reaped_within_s + 1.0)
             assert [await short.acquire(h) for h in ("a", "b")] == [True, False]  # never below 1 slot
         finally:
             await client.aclose()
@@ -108,27 +149,28 @@ def test_percentage_follows_the_live_members_or_a_fixed_fleet_size(redis_server:
     asyncio.run(scenario())
 
 
-def test_max_runs_within_the_window_is_enforced_across_holders(redis_server: RedisServer) -> None:
+def test_max_runs_within_the_window_is_enforced_across_holders(store: Store) -> None:
     """Three acquisitions within the window use up max_runs 3; the fourth is denied until the window moves on."""
+    within_s = store.short_ttl_s
 
     async def scenario() -> None:
-        await redis_server.ready()
-        client = connect(redis_server.url)
+        await store.server.ready()
+        client = store.open()
         try:
-            fleet = budget(client, max_concurrent=5, max_runs=3, within_s=0.5)
+            fleet = client.budget("api", max_concurrent=5, max_runs=3, within_s=within_s)
             for holder in ("a", "b", "c"):
                 assert await fleet.acquire(holder)
                 await fleet.release(holder)
             assert not await fleet.acquire("d")
-            assert fleet.last_denial == "fleet group api already healed 3 times within 0.5s"
-            await until(lambda: fleet.acquire("d"), timeout_s=2.0)
+            assert fleet.last_denial == f"fleet group api already healed 3 times within {within_s:g}s"
+            await until(lambda: fleet.acquire("d"), timeout_s=within_s + store.reaped_within_s + 1.0)
         finally:
             await client.aclose()
 
     asyncio.run(scenario())
 
 
-def test_store_stopped_or_frozen_raises_fleet_unavailable_quickly(redis_server: RedisServer) -> None:
+def test_store_stopped_or_frozen_raises_fleet_unavailable_quickly(store: Store) -> None:
     """A frozen server (SIGSTOP) and a stopped one both give FleetUnavailable within the timeout, never a hang."""
 
     async def quickly_unavailable(call: Any, bound_s: float) -> None:
@@ -138,14 +180,14 @@ def test_store_stopped_or_frozen_raises_fleet_unavailable_quickly(redis_server: 
         assert time.monotonic() - began < bound_s
 
     async def scenario() -> None:
-        await redis_server.ready()
-        client = connect(redis_server.url, timeout_s=0.3)
+        await store.server.ready()
+        client = store.open(timeout_s=0.3)
         try:
-            fleet = budget(client, timeout_s=0.3)
+            fleet = client.budget("api")
             assert await fleet.acquire("a")
-            redis_server.process.send_signal(signal.SIGSTOP)
+            store.server.process.send_signal(signal.SIGSTOP)
             await quickly_unavailable(fleet.renew("a"), 1.0)
-            redis_server.stop()
+            store.server.stop()
             await quickly_unavailable(fleet.acquire("b"), 1.0)
             await quickly_unavailable(fleet.release("a"), 1.0)
             await quickly_unavailable(fleet.register("a"), 1.0)
@@ -163,10 +205,18 @@ def test_bad_limits_are_refused_with_a_clear_message() -> None:
             parse_limit(bad)  # type: ignore[arg-type]
 
 
-def fleet_config(tmp_path: Path, service: Service, url: str, policy: str) -> dict[str, Any]:
+def test_an_unknown_backend_is_refused_naming_the_known_ones() -> None:
+    """open_store with a backend it does not know is a ValueError listing redis and etcd."""
+    with pytest.raises(ValueError, match="expected a coordination backend of redis, etcd, got 'zookeeper'"):
+        open_store("zookeeper", "zk://127.0.0.1:2181")  # type: ignore[arg-type]
+
+
+def fleet_config(
+    tmp_path: Path, service: Service, url: str, policy: str, backend: Backend = "redis"
+) -> dict[str, Any]:
     """api healed by a playbook in fleet group api: cut traffic, restart, wait until healthy, restore."""
     return {
-        "coordination": {"backend": "redis", "url": url, "policy": policy, "lease_ttl": "3s"},
+        "coordination": {"backend": backend, "url": url, "policy": policy, "lease_ttl": "3s"},
         "services": {"api": service_config(service, traffic={"file": {"path": str(tmp_path / "api.down")}})},
         "playbooks": [{
             "name": "heal-api", "when": [{"check_failed": {"service": "api"}}],
@@ -203,17 +253,15 @@ def test_fail_closed_with_the_store_down_only_cuts_traffic(tmp_path: Path) -> No
     asyncio.run(scenario())
 
 
-def test_a_heal_denied_a_slot_is_journaled_and_runs_once_the_slot_is_free(
-    tmp_path: Path, redis_server: RedisServer
-) -> None:
+def test_a_heal_denied_a_slot_is_journaled_and_runs_once_the_slot_is_free(tmp_path: Path, store: Store) -> None:
     """Another agent holds the group's only slot: the heal is journaled as denied, then runs after the release."""
     api = Service(tmp_path, "api")
-    harness = Harness(tmp_path, fleet_config(tmp_path, api, redis_server.url, "fail_closed"))
+    harness = Harness(tmp_path, fleet_config(tmp_path, api, store.url, "fail_closed", store.backend))
 
     async def scenario() -> None:
-        await redis_server.ready()
-        other = connect(redis_server.url)
-        fleet = budget(other, max_concurrent=1, lease_ttl_s=3.0)
+        await store.server.ready()
+        other = store.open()
+        fleet = other.budget("api", max_concurrent=1, lease_ttl_s=3.0)
         assert await fleet.acquire("other-agent/api")
         await harness.healing.start()
         try:
@@ -255,3 +303,33 @@ def test_fail_open_with_the_store_down_heals_locally(tmp_path: Path) -> None:
             api.kill()
 
     asyncio.run(scenario())
+
+
+def config_with_fleet(coordination: dict[str, Any]) -> AgentConfig:
+    """A playbook with a fleet budget, under the given coordination section."""
+    return parse_config(json.dumps({
+        "coordination": coordination,
+        "services": {"api": {"restart": {"exec": ["true"]}}},
+        "playbooks": [{"name": "heal-api", "service": "api", "steps": [{"restart": {}}],
+                       "fleet": {"group": "api", "max_concurrent": 1}}],
+    }), "healwatch.yaml")
+
+
+def test_the_store_url_defaults_to_the_backend_and_must_speak_its_protocol() -> None:
+    """Without url each backend gets its local default; a URL of the other backend's scheme is refused."""
+    assert config_with_fleet({"backend": "redis"}).coordination.url == "redis://127.0.0.1:6379/0"
+    assert config_with_fleet({"backend": "etcd"}).coordination.url == "http://127.0.0.1:2379"
+    assert config_with_fleet({"backend": "etcd", "url": "https://etcd:2379"}).coordination.url == "https://etcd:2379"
+    for backend, url, expected in (("etcd", "redis://127.0.0.1:6379/0", "http:// or https://"),
+                                   ("redis", "http://127.0.0.1:2379", "redis://, rediss:// or unix://")):
+        with pytest.raises(SourceError) as info:
+            config_with_fleet({"backend": backend, "url": url})
+        assert f"coordination -> url: expected a URL starting with {expected} for backend {backend}" in str(info.value)
+
+
+def test_a_fleet_budget_without_coordination_is_warned_about() -> None:
+    """fleet: on a playbook while coordination.backend is none validates, with a warning that it is ignored."""
+    assert fleet_warnings(config_with_fleet({"backend": "none"})) == [
+        "playbooks -> 0 -> fleet: ignored, coordination.backend is none (the playbook heals without a fleet budget)"
+    ]
+    assert fleet_warnings(config_with_fleet({"backend": "etcd"})) == []

@@ -12,19 +12,17 @@ Any store failure raises ``FleetUnavailable`` within about the socket timeout; n
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-DEFAULT_TIMEOUT_S = 1.0
+from healers.fleet.base import DEFAULT_TIMEOUT_S, FleetUnavailable, parse_limit
+
 KEY_PREFIX = "healwatch:fleet"
 Client = aioredis.Redis
-_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
 
 # KEYS: slots, members, runs. ARGV: holder, lease_ms, limit, percent, fleet_size, max_runs, within_ms, run_id.
 # Returns {verdict, slots in use}: 1 granted (or already held: renewed), 0 group full, -1 run rate used up.
@@ -85,30 +83,6 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
-class FleetUnavailable(Exception):
-    """The coordination store did not answer (in time); the message says what failed."""
-
-
-@dataclass(frozen=True)
-class Limit:
-    """At most ``count`` holders, or ``percent`` of the group's size when that is set."""
-
-    count: int = 1
-    percent: float | None = None
-
-
-def parse_limit(value: int | str) -> Limit:
-    """``2`` -> at most 2 holders; ``"10%"`` -> 10 % of the group; anything else is a ValueError."""
-    if isinstance(value, str):
-        match = _PERCENT.match(value.strip())
-        if match is None or not 0 < float(match.group(1)) <= 100:
-            raise ValueError(f"expected a positive count or a percentage in (0%, 100%], got {value!r}")
-        return Limit(percent=float(match.group(1)))
-    if value is True or value is False or value < 1:
-        raise ValueError(f"expected a positive count or a percentage such as 10%, got {value!r}")
-    return Limit(count=value)
-
-
 def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Client:
     """A client that fails fast: short connect/read timeouts and no retries (the caller retries later)."""
     return aioredis.Redis.from_url(
@@ -117,7 +91,7 @@ def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Client:
     )
 
 
-class FleetBudget:
+class RedisBudget:
     """The slots of one group: ``acquire``/``renew``/``release`` a holder's lease, ``register`` a live member."""
 
     def __init__(
@@ -196,6 +170,35 @@ class FleetBudget:
                 return await script(keys=keys, args=args)  # type: ignore[operator]
         except (RedisError, OSError, TimeoutError) as exc:
             raise FleetUnavailable(f"fleet store: {type(exc).__name__}: {exc}") from None
+
+
+class RedisStore:
+    """One Redis client shared by the budgets of every group (the ``FleetStore`` for ``backend: redis``)."""
+
+    def __init__(self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self.client = connect(url, timeout_s)
+
+    def budget(
+        self,
+        group: str,
+        *,
+        max_concurrent: int | str = 1,
+        fleet_size: int | None = None,
+        max_runs: int | None = None,
+        within_s: float = 600.0,
+        lease_ttl_s: float = 10.0,
+        member_ttl_s: float = 15.0,
+    ) -> RedisBudget:
+        """The budget of ``group``, exchanging with the store within this store's timeout."""
+        return RedisBudget(
+            self.client, group, max_concurrent=max_concurrent, fleet_size=fleet_size, max_runs=max_runs,
+            within_s=within_s, lease_ttl_s=lease_ttl_s, member_ttl_s=member_ttl_s, timeout_s=self.timeout_s,
+        )
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await self.client.aclose()
 
 
 def _ms(seconds: float) -> int:
