@@ -37,6 +37,7 @@ from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB
 from agent.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
 from agent.statuspage import add_status_page
+from agent.trigger import PhasedInterval
 from exporters.exposition import Exposition
 from healers.events import CheckStateChanged
 from healers.journal import MIGRATIONS as HEALERS_MIGRATIONS
@@ -313,13 +314,12 @@ class Agent:
             if name not in jobset.jobs:
                 self.store.end_source(name, now_ms)
                 self.exposition.remove(name)
-        start = datetime.now(timezone.utc)
         for name, job in jobset.jobs.items():
             if self.jobset.jobs.get(name) is job:
                 continue
             self._scheduler.add_job(
-                self._run_job, "interval", seconds=job.interval_s, args=[job], id=name,
-                max_instances=1, coalesce=True, misfire_grace_time=None, next_run_time=start,
+                self._run_job, PhasedInterval(name, job.interval_s), args=[job], id=name,
+                max_instances=1, coalesce=True, misfire_grace_time=None,
             )
         self.jobset = jobset
 
