@@ -14,15 +14,12 @@ test: $(VENV)/.installed system-deps
 system-deps:
 	@bash .ci/system-deps
 
-# Every benchmark, each beside its peer where it has one; results land in bench/results/.
+# Every benchmark with a peer, repeated, into bench/results/REPORT.md (+ charts, raw JSON in
+# bench/results/raw/); BENCH_ARGS="--repeats 1 --quick" for a smoke test. The benchmarks without
+# a peer (collect_cycle, store_memory, agent_memory, notify_latency) run on their own: bench/README.md.
 bench: $(VENV)/.installed system-deps
-	$(BIN)/python -m bench.scrape_latency
-	$(BIN)/python -m bench.collect_cycle
-	$(BIN)/python -m bench.store_memory
-	$(BIN)/python -m bench.rule_eval
-	$(BIN)/python -m bench.notify_latency
-	$(BIN)/python -m bench.mttr
-	$(BIN)/python bench/agent_memory.py
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python -m bench.report $(BENCH_ARGS)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,6 +1,6 @@
 """Mean time to recovery of a SIGKILLed HTTP service: healwatch next to Monit 5.33, in one run.
 
-Run from the repository root: ``python3 -m bench.mttr [--kills 20]``. The service is
+Run from the repository root: ``python3 -m bench.mttr [--kills 20] [--quick] [--output PATH]``. The service is
 ``examples/webapp/app.py``, started by the same command for every supervisor: a small launcher
 that notes the time it ran (so "restart issued" is measured the same way for all) and starts
 the app detached. Each round waits until the app answers, lets a random 0.5-1.5 s pass (so the
@@ -45,6 +45,8 @@ APP = REPO_ROOT / "examples" / "webapp" / "app.py"
 PR_SET_CHILD_SUBREAPER = 36
 POLL_S = 0.002
 RECOVERY_TIMEOUT_S = 15.0
+FULL_KILLS = 20
+QUICK_KILLS = 4
 
 LAUNCHER = """
 import subprocess, sys, time
@@ -231,7 +233,10 @@ def bench_healwatch(workdir: Path, kills: int, trigger: str) -> dict[str, list[f
 
     def idle() -> bool:
         with sqlite3.connect(state) as conn:
-            return conn.execute("SELECT COUNT(*) FROM incidents WHERE outcome = 'running'").fetchone()[0] == 0
+            try:
+                return conn.execute("SELECT COUNT(*) FROM incidents WHERE outcome = 'running'").fetchone()[0] == 0
+            except sqlite3.OperationalError:
+                return False  # the agent has not created its tables yet: still starting on a busy host
 
     try:
         time.sleep(1.0)  # the agent's start-up: imports, state, watcher armed
@@ -284,15 +289,36 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarise(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "p90": percentile(values, 0.9), "p99": percentile(values, 0.99),
-            "max": max(values)}
+    return {"mean": statistics.fmean(values), "median": statistics.median(values), "p90": percentile(values, 0.9),
+            "p99": percentile(values, 0.99), "max": max(values)}
+
+
+def report_rows(results: dict[str, Any], peer_name: str) -> list[dict[str, Any]]:
+    """The rows of bench/report.py: kill -> answering again, healwatch setups next to Monit, in ms."""
+    common = {"unit": "ms", "peer_name": peer_name, "lower_is_better": True}
+    monit = results["monit"]["recovery_s"]
+    rows = []
+    for row, setup, statistic, what in (
+        ("recovery_mean", "healwatch", "mean", "SIGKILL -> answering again, mean (process-exit trigger)"),
+        ("recovery_p99", "healwatch", "p99", "SIGKILL -> answering again, p99 (process-exit trigger)"),
+        ("recovery_check_mean", "healwatch-check", "mean", "SIGKILL -> answering again, mean (1 s HTTP check)"),
+    ):
+        rows.append({"row": row, "what": what, **common,
+                     "healwatch": round(results[setup]["recovery_s"][statistic] * 1000, 1),
+                     "peer": round(monit[statistic] * 1000, 1)})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--kills", type=int, help=f"kills per setup (default {FULL_KILLS}, {QUICK_KILLS} with --quick)")
+    parser.add_argument("--quick", action="store_true", help="fewer kills, for a smoke test")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH)
     args = parser.parse_args()
+    if args.kills is None:
+        args.kills = QUICK_KILLS if args.quick else FULL_KILLS
+    if args.kills < 1:
+        parser.error("--kills must be at least 1")
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     signal.signal(signal.SIGCHLD, reap_children)
@@ -308,8 +334,10 @@ def main() -> None:
             raw = run()
             results[name] = {"samples": raw, **{key: summarise(values) for key, values in raw.items()}}
     monit_version = subprocess.run(["monit", "-V"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
-    report = {"kills": args.kills, "cpus": os.cpu_count(), "python": platform.python_version(),
-              "monit": monit_version, "results": results}
+    peer_name = f"Monit {monit_version.split()[-1]}, 1 s cycle"
+    report = {"kills": args.kills, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+              "python": platform.python_version(), "monit": monit_version, "results": results,
+              "report": report_rows(results, peer_name)}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'setup':<16} {'metric':<28} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8}")

@@ -1,6 +1,6 @@
 """Rule evaluation: 500 alerting rules over 10,000 series, healwatch next to Prometheus 2.42.
 
-Run from the repository root: ``python3 -m bench.rule_eval``. Both sides get the
+Run from the repository root: ``python3 -m bench.rule_eval [--quick] [--output PATH]``. Both sides get the
 same 10,000 series (one sample per second) and the same rule file, 10 groups of
 50 alerting rules with 5-minute windows.
 
@@ -43,7 +43,7 @@ import httpx
 import numpy as np
 import psutil
 
-from bench.scrape_latency import listening_port, stop
+from bench.scrape_latency import listening_port, stop, version_number
 from rules.group import RuleGroup
 from rules.model import Labels
 from rules.promql import Engine
@@ -578,16 +578,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     agree = agreement(series, text, snapshot, theirs["data_s"])
     ours_ms = ours["sum_group_last_duration_ms"]["median"]
     theirs_ms = theirs["sum_group_last_duration_ms"]["median"]
+    version = prometheus_version()
     return {
         "command": " ".join(["python3", "-m", "bench.rule_eval", *sys.argv[1:]]),
         "started_at": started_at,
+        "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg(),
         "host": {
             "cpus": os.cpu_count(),
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
             "numpy": np.__version__,
-            "prometheus": prometheus_version(),
+            "prometheus": version,
         },
         "workload": {
             "series": len(series),
@@ -613,7 +616,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "touched_scaling": touched,
         "per_shape": per_shape(setups_last, snapshot["rule_us"]),
         "agreement": agree,
+        "report": report_rows(ours, theirs, "Prometheus " + version_number(version)),
     }
+
+
+def report_rows(ours: dict[str, Any], theirs: dict[str, Any], peer_name: str) -> list[dict[str, Any]]:
+    """The rows of bench/report.py: one evaluation's duration and CPU, medians, healwatch next to Prometheus."""
+    what = f"one evaluation of {GROUPS * RULES_PER_GROUP} rules over 10,000 series"
+    common = {"unit": "ms", "peer_name": peer_name, "lower_is_better": True}
+    return [
+        {"row": "eval_ms", "what": f"{what}, sum of group durations", **common,
+         "healwatch": ours["sum_group_last_duration_ms"]["median"],
+         "peer": theirs["sum_group_last_duration_ms"]["median"]},
+        {"row": "eval_cpu_ms", "what": f"{what}, CPU", **common,
+         "healwatch": ours["cpu_ms"]["median"], "peer": theirs["process_cpu_ms_per_round"]},
+    ]
 
 
 def per_shape(ours_us: dict[str, float], theirs_us: dict[str, float]) -> dict[str, dict[str, Any]]:
@@ -664,13 +681,25 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"agreement with Prometheus: {report['agreement']}")
 
 
+# --runs, --rounds and --long-retention-s of a full run and of --quick (a smoke test: the
+# second store then retains only the window, so its cost ratio says nothing).
+FULL = {"runs": 15, "rounds": 8, "long_retention_s": 1800}
+QUICK = {"runs": 2, "rounds": 1, "long_retention_s": WINDOW_S}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15, help="timed healwatch evaluations per store")
-    parser.add_argument("--rounds", type=int, default=8, help="Prometheus evaluation rounds to read")
-    parser.add_argument("--long-retention-s", type=int, default=1800, help="retention of the second store")
+    parser.add_argument("--runs", type=int, help=f"timed healwatch evaluations per store (default {FULL['runs']})")
+    parser.add_argument("--rounds", type=int, help=f"Prometheus evaluation rounds to read (default {FULL['rounds']})")
+    parser.add_argument(
+        "--long-retention-s", type=int, help=f"retention of the second store (default {FULL['long_retention_s']})"
+    )
+    parser.add_argument("--quick", action="store_true", help=f"a smoke test: {QUICK}")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON")
     args = parser.parse_args()
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if min(args.runs, args.rounds) < 1 or args.long_retention_s < WINDOW_S:
         parser.error(f"--runs and --rounds must be at least 1, --long-retention-s at least {WINDOW_S}")
     if not Path(PROMETHEUS).exists():

@@ -1,6 +1,6 @@
 """/metrics scrape latency and server CPU: healwatch's cached exposition next to node_exporter.
 
-Run from the repository root: ``python3 -m bench.scrape_latency``. Starts
+Run from the repository root: ``python3 -m bench.scrape_latency [--quick] [--output PATH]``. Starts
 prometheus-node-exporter and a healwatch HttpServer subprocess on 127.0.0.1
 ephemeral ports, scrapes each with one keep-alive client, sequentially, in
 alternating blocks, at (a) node_exporter's own sample count on this host and
@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -262,15 +263,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         finally:
             stop(node_exporter)
+    version = node_exporter_version()
     return {
         "command": " ".join(["python3", "-m", "bench.scrape_latency", *sys.argv[1:]]),
         "started_at": started_at,
+        "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg(),
         "host": {
             "cpus": os.cpu_count(),
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
-            "node_exporter": node_exporter_version(),
+            "node_exporter": version,
         },
         "requests_per_target": args.requests,
         "warmup_per_target": args.warmup,
@@ -278,7 +282,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "headers": SCRAPE_HEADERS,
         "healwatch_render_ms": {str(n): render_ms(n) for n in (own, args.series)},
         "scenarios": scenarios,
+        "report": report_rows(scenarios, "node_exporter " + version_number(version)),
     }
+
+
+def version_number(banner: str) -> str:
+    """``1.5.0`` of ``node_exporter, version 1.5.0 (branch: ...)``; the banner itself if it has none."""
+    found = re.search(r"version (\S+)", banner)
+    return found.group(1) if found else banner
+
+
+# (Measurement field, row suffix, unit, what) of the rows each scenario gives the benchmark report.
+REPORT_FIELDS = (
+    ("p50_ms", "p50", "ms", "scrape latency p50"),
+    ("p99_ms", "p99", "ms", "scrape latency p99"),
+    ("cpu_s_per_1000", "cpu_per_1000", "s", "server CPU per 1,000 scrapes"),
+)
+
+
+def report_rows(scenarios: list[dict[str, Any]], peer_name: str) -> list[dict[str, Any]]:
+    """The rows of bench/report.py: per scenario, p50, p99 and CPU, healwatch next to node_exporter."""
+    rows = []
+    for entry, key in zip(scenarios, ("own", "10k")):
+        samples = entry["healwatch"]["samples"]
+        for field, suffix, unit, what in REPORT_FIELDS:
+            rows.append({
+                "row": f"{key}_{suffix}",
+                "what": f"{what}, {samples:,} series",
+                "unit": unit,
+                "healwatch": entry["healwatch"][field],
+                "peer": entry["node_exporter"][field],
+                "peer_name": peer_name,
+                "lower_is_better": True,
+            })
+    return rows
 
 
 def node_exporter_version() -> str:
@@ -319,16 +356,27 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"healwatch render time (ms, once per collection cycle): {report['healwatch_render_ms']}")
 
 
+# (requests, warmup, blocks) of a full run and of --quick.
+FULL = {"requests": 2000, "warmup": 100, "blocks": 10}
+QUICK = {"requests": 100, "warmup": 10, "blocks": 5}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--requests", type=int, default=2000, help="timed scrapes per target and scenario"
+        "--requests", type=int, help=f"timed scrapes per target and scenario (default {FULL['requests']})"
     )
-    parser.add_argument("--warmup", type=int, default=100, help="untimed scrapes per target first")
-    parser.add_argument("--blocks", type=int, default=10, help="alternations between targets")
+    parser.add_argument(
+        "--warmup", type=int, help=f"untimed scrapes per target first (default {FULL['warmup']})"
+    )
+    parser.add_argument("--blocks", type=int, help=f"alternations between targets (default {FULL['blocks']})")
     parser.add_argument("--series", type=int, default=10_000, help="series in scenario (b)")
+    parser.add_argument("--quick", action="store_true", help=f"a smoke test: {QUICK}")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON")
     args = parser.parse_args()
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if min(args.requests, args.blocks) < 1 or args.warmup < 0:
         parser.error("--requests and --blocks must be at least 1, --warmup at least 0")
     if not Path(NODE_EXPORTER).exists():
