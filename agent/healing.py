@@ -48,7 +48,7 @@ from healers.journal import Journal, new_incident_id
 from healers.playbook import PlaybookSpec, StepSpec, TriggerKind
 from healers.runner import Notice, Runner, RunResult, ServiceActions
 from healers.safety import Decision, Safety
-from rules.model import Alert, AlertState
+from rules.model import Alert, AlertState, Labels
 
 log = structlog.get_logger("healwatch.healing")
 
@@ -112,6 +112,8 @@ class Healing:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runs: set[asyncio.Task[RunResult | None]] = set()
         self._deferred: dict[str, asyncio.TimerHandle] = {}
+        # Alerts firing now that trigger a playbook, by playbook name: a deferred alert heal runs only if one still does.
+        self._firing: dict[str, set[Labels]] = {}
         self._blocked: set[str] = set()
         self._watchers: dict[str, tuple[ProcessWatcher, asyncio.Task[None]]] = {}
         self._configure(config, trackers, checks or {})
@@ -354,11 +356,15 @@ class Healing:
 
     def _on_alerts(self, alerts: list[Alert]) -> None:
         for alert in alerts:
-            if alert.state != AlertState.FIRING or alert.resolved_at is not None:
-                continue
+            firing = alert.state == AlertState.FIRING and alert.resolved_at is None
             for spec in self.specs:
-                if any(t.matches_alert(alert.labels) for t in spec.triggers):
-                    self._spawn(self._trigger(spec, "alert", f"alert {alert.labels}"))
+                if not any(t.matches_alert(alert.labels) for t in spec.triggers):
+                    continue
+                if not firing:
+                    self._firing.get(spec.name, set()).discard(alert.labels)
+                    continue
+                self._firing.setdefault(spec.name, set()).add(alert.labels)
+                self._spawn(self._trigger(spec, "alert", f"alert {alert.labels}"))
 
     def _on_exit(self, service: str, pid: int) -> None:
         for spec in self.specs:
@@ -400,7 +406,8 @@ class Healing:
         self._deferred[spec.service] = asyncio.get_running_loop().call_later(delay, retry)
 
     async def _retry(self, spec: PlaybookSpec, kind: TriggerKind, description: str) -> None:
-        if kind != "alert" and not await self._sick(spec.service):
+        still = bool(self._firing.get(spec.name)) if kind == "alert" else await self._sick(spec.service)
+        if not still:
             log.info("heal dropped: the service recovered meanwhile", service=spec.service, playbook=spec.name)
             self._fleet_waiting.discard(spec.service)  # a later denial starts a new streak, journaled again
             return

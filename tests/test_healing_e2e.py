@@ -22,6 +22,7 @@ from agent.healing import Healing, HealingError
 from agent.state import StateDB
 from healers.journal import MIGRATIONS
 from healers.runner import Notice
+from rules.model import Alert, AlertState, Labels
 from tests.realparts import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -268,5 +269,38 @@ def test_maintenance_is_persisted_and_manual_dry_run_only_journals(tmp_path: Pat
         finally:
             await second.close()
             await first.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_alert_heal_deferred_by_cooldown_is_dropped_once_the_alert_resolved(tmp_path: Path) -> None:
+    """Firing again during the cooldown defers a heal; the alert resolving before the retry cancels it."""
+    service = Service(tmp_path, "web")
+    playbook = {"name": "heal-web", "when": [{"alert": {"alertname": "WebDown", "service": "web"}}],
+                "steps": [{"restart": {}}, {"wait_healthy": {"timeout": "10s"}}], "cooldown": "1s",
+                "backoff": {"initial": "100ms", "factor": 1}}
+    harness = Harness(tmp_path, {"services": {"web": service_config(service)}, "playbooks": [playbook]})
+    labels = Labels({"alertname": "WebDown", "service": "web"})
+
+    def alert(resolved: bool) -> Alert:
+        now = time.time()
+        state = AlertState.INACTIVE if resolved else AlertState.FIRING
+        return Alert(labels, {}, 1.0, state, now, fired_at=now, resolved_at=now if resolved else None)
+
+    async def scenario() -> None:
+        await harness.healing.start()
+        try:
+            harness.events.publish([alert(resolved=False)])
+            await until(lambda: any(i.outcome == "succeeded" for i in harness.healing.journal.incidents(service="web")))
+            harness.events.publish([alert(resolved=False)])  # resent while firing, inside the cooldown: deferred
+            await until(lambda: "web" in harness.healing._deferred)
+            harness.events.publish([alert(resolved=True)])
+            await until(lambda: "web" not in harness.healing._deferred, timeout_s=5)
+            await asyncio.sleep(0.3)  # the dropped retry would have started its run by now
+            assert service.start_count() == 1
+            assert len(harness.healing.journal.incidents(service="web")) == 1
+        finally:
+            await harness.close()
+            service.kill()
 
     asyncio.run(scenario())
