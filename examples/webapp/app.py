@@ -2,32 +2,83 @@
 
     python3 examples/webapp/app.py --port 8080 [--pidfile /tmp/web.pid]
 
-POST /control/sick?mode=errors|hang|ok makes /health (and /) fail or hang until set back to ok.
-Standard library only, so it runs anywhere healwatch's tests do.
+POST /control/sick?mode=errors|hang|ok makes /health (and /) fail or hang until set back to ok;
+mode=slow answers them after --slow-seconds, mode=leak keeps answering but grows its memory by
+--leak-mb-per-second up to --leak-cap-mb, and mode=crash dies at once with SIGKILL. A new process
+starts in mode ok. Standard library only, so it runs anywhere healwatch's tests do.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-MODES = ("ok", "errors", "hang")
+MODES = ("ok", "errors", "hang", "slow", "leak", "crash")
+# Upper bounds in seconds, as a Prometheus client library's defaults.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HANDLERS = ("/", "/health")
+LEAK_CHUNK_BYTES = 1 << 20
 
 
 class State:
-    def __init__(self) -> None:
+    def __init__(self, slow_s: float, leak_bytes_per_s: float, leak_cap_bytes: int) -> None:
         self.mode = "ok"
         self.lock = threading.Lock()
         self.requests: dict[str, int] = {}
+        # (code, handler) -> (observations per bucket, not cumulative, the last one beyond every bound; [sum of seconds])
+        self.durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self.slow_s = slow_s
+        self.leak_bytes_per_s = leak_bytes_per_s
+        self.leak_cap_bytes = leak_cap_bytes
+        self.leaked: list[bytes] = []
 
-    def count(self, code: int) -> None:
+    def count(self, code: int, handler: str, seconds: float) -> None:
         with self.lock:
             self.requests[str(code)] = self.requests.get(str(code), 0) + 1
+            buckets, total = self.durations.setdefault((str(code), handler), ([0] * (len(BUCKETS) + 1), [0.0]))
+            buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+            total[0] += seconds
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        if mode == "ok":
+            self.leaked.clear()
+
+    def leak_forever(self) -> None:
+        """While in mode leak, keep touched memory (so it counts as RSS) growing at the set rate, up to the cap."""
+        while True:
+            time.sleep(LEAK_CHUNK_BYTES / self.leak_bytes_per_s)
+            if self.mode == "leak" and len(self.leaked) * LEAK_CHUNK_BYTES < self.leak_cap_bytes:
+                self.leaked.append(b"\x01" * LEAK_CHUNK_BYTES)
+
+
+def metrics_text(state: State) -> bytes:
+    with state.lock:
+        counts = dict(state.requests)
+        durations = {key: (list(buckets), total[0]) for key, (buckets, total) in state.durations.items()}
+    lines = ["# HELP http_requests_total Requests served.", "# TYPE http_requests_total counter"]
+    lines += [f'http_requests_total{{code="{code}"}} {n}' for code, n in sorted(counts.items())]
+    lines += ["# HELP http_request_duration_seconds Time to answer a request.",
+              "# TYPE http_request_duration_seconds histogram"]
+    for (code, handler), (buckets, total) in sorted(durations.items()):
+        labels = f'code="{code}",handler="{handler}"'
+        cumulative = 0
+        for bound, n in zip(BUCKETS, buckets):
+            cumulative += n
+            lines.append(f'http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {cumulative}')
+        count = sum(buckets)
+        lines.append(f'http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {count}')
+        lines.append(f"http_request_duration_seconds_sum{{{labels}}} {total}")
+        lines.append(f"http_request_duration_seconds_count{{{labels}}} {count}")
+    lines += ["# HELP webapp_up Always 1.", "# TYPE webapp_up gauge", "webapp_up 1"]
+    return ("\n".join(lines) + "\n").encode()
 
 
 def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
@@ -38,12 +89,15 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = urlparse(self.path).path
             if path == "/metrics":
-                self._reply(200, self._metrics(), "text/plain; version=0.0.4; charset=utf-8")
+                self._reply(200, metrics_text(state), "text/plain; version=0.0.4; charset=utf-8")
                 return
+            start = time.monotonic()
             if state.mode == "hang":
                 time.sleep(3600)
+            if state.mode == "slow":
+                time.sleep(state.slow_s)
             code = 500 if state.mode == "errors" else 200
-            state.count(code)
+            state.count(code, path if path in HANDLERS else "other", time.monotonic() - start)
             self._reply(code, b"ok\n" if code == 200 else b"sick\n", "text/plain")
 
         def do_POST(self) -> None:
@@ -52,16 +106,10 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
             if url.path != "/control/sick" or mode not in MODES:
                 self._reply(404, b"unknown control\n", "text/plain")
                 return
-            state.mode = mode
+            if mode == "crash":
+                os.kill(os.getpid(), signal.SIGKILL)
+            state.set_mode(mode)
             self._reply(200, f"mode={mode}\n".encode(), "text/plain")
-
-        def _metrics(self) -> bytes:
-            with state.lock:
-                counts = dict(state.requests)
-            lines = ["# HELP http_requests_total Requests served.", "# TYPE http_requests_total counter"]
-            lines += [f'http_requests_total{{code="{code}"}} {n}' for code, n in sorted(counts.items())]
-            lines += ["# HELP webapp_up Always 1.", "# TYPE webapp_up gauge", "webapp_up 1"]
-            return ("\n".join(lines) + "\n").encode()
 
         def _reply(self, code: int, body: bytes, content_type: str) -> None:
             self.send_response(code)
@@ -78,8 +126,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--pidfile")
+    parser.add_argument("--slow-seconds", type=float, default=0.4, help="how long mode=slow takes per request")
+    parser.add_argument("--leak-mb-per-second", type=float, default=8.0, help="how fast mode=leak grows memory")
+    parser.add_argument("--leak-cap-mb", type=int, default=256, help="mode=leak stops growing here")
     args = parser.parse_args()
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(State()))
+    if args.slow_seconds < 0 or args.leak_mb_per_second <= 0 or args.leak_cap_mb < 0:
+        parser.error("--slow-seconds and --leak-cap-mb must be >= 0, --leak-mb-per-second > 0")
+    state = State(args.slow_seconds, args.leak_mb_per_second * (1 << 20), args.leak_cap_mb << 20)
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(state))
+    threading.Thread(target=state.leak_forever, name="leak", daemon=True).start()
     if args.pidfile:  # written once the port is ours, so a pidfile always names a serving process
         Path(args.pidfile).write_text(f"{os.getpid()}\n")
     server.daemon_threads = True

@@ -1,0 +1,1 @@
+"""The "see it heal" end-to-end incident scenario (see run.py)."""
