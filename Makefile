@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test system-deps bench
+.PHONY: run test system-deps bench see-it-heal
 
 run: $(VENV)/.installed
 	$(BIN)/healwatch run
@@ -13,6 +13,10 @@ test: $(VENV)/.installed system-deps
 
 system-deps:
 	@bash .ci/system-deps
+
+# The incident of examples/incident/: web1 broken five ways, healed while you watch (about 2.5 minutes).
+see-it-heal: $(VENV)/.installed system-deps
+	$(BIN)/python -m examples.incident
 
 # Every benchmark with a peer, repeated, into bench/results/REPORT.md (+ charts, raw JSON in
 # bench/results/raw/); BENCH_ARGS="--repeats 1 --quick" for a smoke test. The benchmarks without
