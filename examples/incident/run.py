@@ -1,14 +1,15 @@
 """See it heal: start the whole scenario on loopback and walk through five ways web1 gets sick.
 
-    python3 -m examples.incident [--dir DIR] [--cases errors,hang,crash,leak] [--no-agent-crash]
+    python3 -m examples.incident [--dir DIR] [--cases errors,hang,crash,leak,slow] [--no-agent-crash]
 
 Needs haproxy, supervisor, prometheus and prometheus-alertmanager (Debian packages). Takes about three
-minutes; Ctrl-C stops everything at any point. Logs and rendered configs stay in the printed directory.
+minutes; Ctrl-C (or SIGTERM) stops everything at any point. Logs and rendered configs stay in the printed directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in args.cases.split(",") if name not in by_name]
     if unknown:
         parser.error(f"unknown case {', '.join(unknown)}; expected some of {', '.join(by_name)}")
+    # The children run in sessions of their own: a SIGTERM must unwind like Ctrl-C, or they outlive us.
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     try:
         with Stack(args.dir) as stack:
@@ -55,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"done in {time.monotonic() - started:.0f}s; everything is stopped")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
