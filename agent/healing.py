@@ -43,7 +43,7 @@ from healers.backends.base import (
     TrafficBackend,
 )
 from healers.events import CheckStateChanged
-from healers.fleet import FleetBudget, FleetStore, FleetUnavailable, open_store
+from healers.fleet import BudgetSettings, FleetBudget, FleetStore, FleetUnavailable, open_store
 from healers.journal import Journal, new_incident_id
 from healers.playbook import PlaybookSpec, StepSpec, TriggerKind
 from healers.runner import Notice, Runner, RunResult, ServiceActions
@@ -160,12 +160,12 @@ class Healing:
         if self._fleet_store is None:
             self._fleet_store = open_store(coordination.backend, coordination.url)
         return {
-            playbook.name: self._fleet_store.budget(
+            playbook.name: self._fleet_store.budget(BudgetSettings(
                 playbook.fleet.group, max_concurrent=playbook.fleet.max_concurrent,
                 fleet_size=playbook.fleet.fleet_size, max_runs=playbook.fleet.max_runs,
                 within_s=playbook.fleet.within, lease_ttl_s=coordination.lease_ttl,
                 member_ttl_s=coordination.member_ttl,
-            )
+            ))
             for playbook in config.playbooks if playbook.fleet is not None
         }
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from healers.fleet import open_store
+from healers.fleet import BudgetSettings, open_store
 from tests.fleetparts import Fleet, Heal, heal_of, in_use, max_in_use, parse_time
 from tests.realparts import wait_for
 from tests.storeparts import EtcdServer, RedisServer
@@ -52,7 +52,7 @@ STORES = ("redis", "etcd")
 async def slot_latency(backend: str, url: str, rounds: int, warmup: int) -> dict[str, Any]:
     """Acquire then release one slot ``rounds`` times; milliseconds per call."""
     store = open_store(backend, url)  # type: ignore[arg-type]
-    budget = store.budget("bench", max_concurrent=1, lease_ttl_s=10.0)
+    budget = store.budget(BudgetSettings("bench", max_concurrent=1, lease_ttl_s=10.0))
     acquire_ms, release_ms = [], []
     try:
         for round_number in range(warmup + rounds):

@@ -19,6 +19,7 @@ from healers.fleet import (
     BACKENDS,
     DEFAULT_TIMEOUT_S,
     Backend,
+    BudgetSettings,
     FleetStore,
     FleetUnavailable,
     open_store,
@@ -67,7 +68,7 @@ def test_max_concurrent_holds_at_every_moment_and_every_holder_gets_a_slot(store
         timeline: list[tuple[float, int, str]] = []  # (when, +1 taken / -1 given back, holder)
 
         async def agent(number: int) -> None:
-            fleet, holder = clients[number].budget("api", max_concurrent=2, lease_ttl_s=2.0), f"agent-{number}"
+            fleet, holder = clients[number].budget(BudgetSettings("api", max_concurrent=2, lease_ttl_s=2.0)), f"agent-{number}"
             while not await fleet.acquire(holder):
                 await asyncio.sleep(0.01)
             # Recorded after the store granted and before it hears the release: inside the real lease.
@@ -102,7 +103,7 @@ def test_a_holder_that_stops_renewing_loses_its_slot_within_the_lease(store: Sto
         await store.server.ready()
         client = store.open()
         try:
-            fleet = client.budget("api", max_concurrent=1, lease_ttl_s=ttl_s)
+            fleet = client.budget(BudgetSettings("api", max_concurrent=1, lease_ttl_s=ttl_s))
             assert await fleet.acquire("alive")
             for _ in range(6):  # twice the lease, kept by renewals
                 await asyncio.sleep(ttl_s / 3)
@@ -127,14 +128,14 @@ def test_percentage_follows_the_live_members_or_a_fixed_fleet_size(store: Store)
         await store.server.ready()
         client = store.open()
         try:
-            fleet = client.budget("api", max_concurrent="50%", member_ttl_s=5.0)
+            fleet = client.budget(BudgetSettings("api", max_concurrent="50%", member_ttl_s=5.0))
             for member in ("a", "b", "c", "d"):
                 await fleet.register(member)
             assert [await fleet.acquire(h) for h in ("a", "b", "c")] == [True, True, False]
             assert fleet.in_use() == 2
-            fixed = client.budget("web", max_concurrent="50%", fleet_size=10)
+            fixed = client.budget(BudgetSettings("web", max_concurrent="50%", fleet_size=10))
             assert [await fixed.acquire(str(n)) for n in range(6)] == [True] * 5 + [False]
-            short = client.budget("db", max_concurrent="50%", member_ttl_s=store.short_ttl_s)
+            short = client.budget(BudgetSettings("db", max_concurrent="50%", member_ttl_s=store.short_ttl_s))
             assert [await short.register(m) for m in ("a", "b", "c", "d")] == [1, 2, 3, 4]
 
             async def only_a_is_live() -> bool:
@@ -157,7 +158,7 @@ def test_max_runs_within_the_window_is_enforced_across_holders(store: Store) -> 
         await store.server.ready()
         client = store.open()
         try:
-            fleet = client.budget("api", max_concurrent=5, max_runs=3, within_s=within_s)
+            fleet = client.budget(BudgetSettings("api", max_concurrent=5, max_runs=3, within_s=within_s))
             for holder in ("a", "b", "c"):
                 assert await fleet.acquire(holder)
                 await fleet.release(holder)
@@ -183,7 +184,7 @@ def test_store_stopped_or_frozen_raises_fleet_unavailable_quickly(store: Store) 
         await store.server.ready()
         client = store.open(timeout_s=0.3)
         try:
-            fleet = client.budget("api")
+            fleet = client.budget(BudgetSettings("api"))
             assert await fleet.acquire("a")
             store.server.process.send_signal(signal.SIGSTOP)
             await quickly_unavailable(fleet.renew("a"), 1.0)
@@ -261,7 +262,7 @@ def test_a_heal_denied_a_slot_is_journaled_and_runs_once_the_slot_is_free(tmp_pa
     async def scenario() -> None:
         await store.server.ready()
         other = store.open()
-        fleet = other.budget("api", max_concurrent=1, lease_ttl_s=3.0)
+        fleet = other.budget(BudgetSettings("api", max_concurrent=1, lease_ttl_s=3.0))
         assert await fleet.acquire("other-agent/api")
         await harness.healing.start()
         try:

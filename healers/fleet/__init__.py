@@ -1,9 +1,9 @@
 """The fleet-wide healing budget: slots per group shared by every agent through a coordination store.
 
 ``open_store(backend, url)`` connects to Redis (``redis_store``) or etcd (``etcd_store``); its
-``budget(group, ...)`` gives the ``FleetBudget`` of a group. Both backends keep the same promises:
-the check and the take of a slot are atomic across the fleet, slots are leases the store expires
-by its own clock, and a store that does not answer raises ``FleetUnavailable`` quickly.
+``budget(BudgetSettings(group, ...))`` gives the ``FleetBudget`` of a group. Both backends keep the
+same promises: the check and the take of a slot are atomic across the fleet, slots are leases the
+store expires by its own clock, and a store that does not answer raises ``FleetUnavailable`` quickly.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Literal
 
 from healers.fleet.base import (
     DEFAULT_TIMEOUT_S,
+    BudgetSettings,
     FleetBudget,
     FleetStore,
     FleetUnavailable,
@@ -21,6 +22,7 @@ from healers.fleet.base import (
 
 __all__ = [
     "BACKENDS",
+    "BudgetSettings",
     "DEFAULT_TIMEOUT_S",
     "Backend",
     "FleetBudget",

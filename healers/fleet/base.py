@@ -41,6 +41,41 @@ def parse_limit(value: int | str) -> Limit:
     return Limit(count=value)
 
 
+@dataclass(frozen=True)
+class BudgetSettings:
+    """What a fleet group allows: ``max_concurrent`` holders (a count or ``"10%"`` of ``fleet_size``, else of
+    the live members) and at most ``max_runs`` heals within ``within_s``; slots are leases of ``lease_ttl_s``,
+    memberships last ``member_ttl_s``."""
+
+    group: str
+    max_concurrent: int | str = 1
+    fleet_size: int | None = None
+    max_runs: int | None = None
+    within_s: float = 600.0
+    lease_ttl_s: float = 10.0
+    member_ttl_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        parse_limit(self.max_concurrent)  # a bad limit is refused here, with parse_limit's message
+
+
+class BudgetState:
+    """What every backend's budget keeps beside its store: the settings, why the last acquire was denied,
+    and the slots in use as the store said at the last exchange with it."""
+
+    def __init__(self, settings: BudgetSettings) -> None:
+        self.settings = settings
+        self.group = settings.group
+        self.limit = parse_limit(settings.max_concurrent)
+        self.lease_ttl_s = settings.lease_ttl_s
+        self.last_denial = ""
+        self._in_use = 0
+
+    def in_use(self) -> int:
+        """Slots of the group in use, as the store said at the last exchange with it."""
+        return self._in_use
+
+
 class FleetBudget(Protocol):
     """The slots of one group: ``acquire``/``renew``/``release`` a holder's lease, ``register`` a live member.
 
@@ -76,18 +111,8 @@ class FleetBudget(Protocol):
 class FleetStore(Protocol):
     """A connection to one coordination store, handing out the budgets of its groups."""
 
-    def budget(
-        self,
-        group: str,
-        *,
-        max_concurrent: int | str = 1,
-        fleet_size: int | None = None,
-        max_runs: int | None = None,
-        within_s: float = 600.0,
-        lease_ttl_s: float = 10.0,
-        member_ttl_s: float = 15.0,
-    ) -> FleetBudget:
-        """The budget of ``group``; ``max_concurrent`` is a count or a percentage such as ``"10%"``."""
+    def budget(self, settings: BudgetSettings) -> FleetBudget:
+        """The budget of ``settings.group``, exchanging with the store within the store's timeout."""
         ...
 
     async def aclose(self) -> None:

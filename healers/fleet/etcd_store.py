@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from healers.fleet.base import DEFAULT_TIMEOUT_S, FleetUnavailable, parse_limit
+from healers.fleet.base import DEFAULT_TIMEOUT_S, BudgetSettings, BudgetState, FleetUnavailable
 
 KEY_PREFIX = "healwatch/fleet"
 TAKE_ATTEMPTS = 10  # each lost race means another agent took a slot: the group is making progress
@@ -55,22 +55,9 @@ class EtcdStore:
         # No proxies from the environment: the store is reached directly, within the timeout.
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout_s, trust_env=False)
 
-    def budget(
-        self,
-        group: str,
-        *,
-        max_concurrent: int | str = 1,
-        fleet_size: int | None = None,
-        max_runs: int | None = None,
-        within_s: float = 600.0,
-        lease_ttl_s: float = 10.0,
-        member_ttl_s: float = 15.0,
-    ) -> EtcdBudget:
-        """The budget of ``group``, exchanging with the store within this store's timeout."""
-        return EtcdBudget(
-            self, group, max_concurrent=max_concurrent, fleet_size=fleet_size, max_runs=max_runs,
-            within_s=within_s, lease_ttl_s=lease_ttl_s, member_ttl_s=member_ttl_s,
-        )
+    def budget(self, settings: BudgetSettings) -> EtcdBudget:
+        """The budget of ``settings.group``, exchanging with the store within this store's timeout."""
+        return EtcdBudget(self, settings)
 
     async def aclose(self) -> None:
         """Close the client's connections."""
@@ -125,40 +112,16 @@ class _Leases:
     run: str | None
 
 
-class EtcdBudget:
+class EtcdBudget(BudgetState):
     """The slots of one group: ``acquire``/``renew``/``release`` a holder's lease, ``register`` a live member."""
 
-    def __init__(
-        self,
-        store: EtcdStore,
-        group: str,
-        *,
-        max_concurrent: int | str = 1,
-        fleet_size: int | None = None,
-        max_runs: int | None = None,
-        within_s: float = 600.0,
-        lease_ttl_s: float = 10.0,
-        member_ttl_s: float = 15.0,
-    ) -> None:
-        self.group = group
-        self.limit = parse_limit(max_concurrent)
-        self.fleet_size = fleet_size
-        self.max_runs = max_runs
-        self.within_s = within_s
-        self.lease_ttl_s = lease_ttl_s
-        self.member_ttl_s = member_ttl_s
-        # Why the last acquire was denied, for the journal and the log.
-        self.last_denial = ""
+    def __init__(self, store: EtcdStore, settings: BudgetSettings) -> None:
+        super().__init__(settings)
         self._store = store
-        self._in_use = 0
-        self._prefix = f"{KEY_PREFIX}/{group}/"
+        self._prefix = f"{KEY_PREFIX}/{settings.group}/"
         # Leases this budget granted, so renewals and releases need no lookup (one is made if missing).
         self._slot_leases: dict[str, str] = {}
         self._member_leases: dict[str, str] = {}
-
-    def in_use(self) -> int:
-        """Slots of the group in use, as the store said at the last exchange with it."""
-        return self._in_use
 
     async def acquire(self, holder_id: str) -> bool:
         """Take a slot for ``holder_id`` (renewing it if already held); False when the budget denies it."""
@@ -217,7 +180,7 @@ class EtcdBudget:
         lease = self._member_leases.get(member_id)
         if lease is not None and await self._keepalive(lease):
             return await self._count("members/")
-        lease = self._member_leases[member_id] = await self._grant(self.member_ttl_s)
+        lease = self._member_leases[member_id] = await self._grant(self.settings.member_ttl_s)
         answer = await self._txn(
             success=[_put_op(self._key("members/", member_id), member_id, lease), _count_op(self._prefix + "members/")]
         )
@@ -228,10 +191,11 @@ class EtcdBudget:
     def _denial(self, view: _View) -> str:
         """Why ``view`` leaves no slot to take, or ``""``."""
         used = len(view.slots)
-        if used >= self.limit.of(self.fleet_size or view.members):
+        settings = self.settings
+        if used >= self.limit.of(settings.fleet_size or view.members):
             return f"all {used} slots of fleet group {self.group} are in use"
-        if self.max_runs is not None and view.runs >= self.max_runs:
-            return f"fleet group {self.group} already healed {self.max_runs} times within {self.within_s:g}s"
+        if settings.max_runs is not None and view.runs >= settings.max_runs:
+            return f"fleet group {self.group} already healed {settings.max_runs} times within {settings.within_s:g}s"
         return ""
 
     async def _read(self) -> _View:
@@ -297,9 +261,9 @@ class EtcdBudget:
         return str(answer["ID"])
 
     async def _grant_leases(self) -> _Leases:
-        if self.max_runs is None:
+        if self.settings.max_runs is None:
             return _Leases(await self._grant(self.lease_ttl_s), None)
-        slot, run = await asyncio.gather(self._grant(self.lease_ttl_s), self._grant(self.within_s))
+        slot, run = await asyncio.gather(self._grant(self.lease_ttl_s), self._grant(self.settings.within_s))
         return _Leases(slot, run)
 
     async def _keepalive(self, lease: str) -> bool:

@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from healers.fleet.base import DEFAULT_TIMEOUT_S, FleetUnavailable, parse_limit
+from healers.fleet.base import DEFAULT_TIMEOUT_S, BudgetSettings, BudgetState, FleetUnavailable
 
 KEY_PREFIX = "healwatch:fleet"
 Client = aioredis.Redis
@@ -91,51 +91,26 @@ def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Client:
     )
 
 
-class RedisBudget:
+class RedisBudget(BudgetState):
     """The slots of one group: ``acquire``/``renew``/``release`` a holder's lease, ``register`` a live member."""
 
-    def __init__(
-        self,
-        client: Client,
-        group: str,
-        *,
-        max_concurrent: int | str = 1,
-        fleet_size: int | None = None,
-        max_runs: int | None = None,
-        within_s: float = 600.0,
-        lease_ttl_s: float = 10.0,
-        member_ttl_s: float = 15.0,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        self.group = group
-        self.limit = parse_limit(max_concurrent)
-        self.fleet_size = fleet_size
-        self.max_runs = max_runs
-        self.within_s = within_s
-        self.lease_ttl_s = lease_ttl_s
-        self.member_ttl_s = member_ttl_s
+    def __init__(self, client: Client, settings: BudgetSettings, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        super().__init__(settings)
         self.timeout_s = timeout_s
-        # Why the last acquire was denied, for the journal and the log.
-        self.last_denial = ""
-        self._client = client
-        self._in_use = 0
-        self._keys = tuple(f"{KEY_PREFIX}:{{{group}}}:{kind}" for kind in ("slots", "members", "runs"))
+        self._keys = tuple(f"{KEY_PREFIX}:{{{settings.group}}}:{kind}" for kind in ("slots", "members", "runs"))
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._register = client.register_script(_REGISTER)
 
-    def in_use(self) -> int:
-        """Slots of the group in use, as the store said at the last exchange with it."""
-        return self._in_use
-
     async def acquire(self, holder_id: str) -> bool:
         """Take a slot for ``holder_id`` (renewing it if already held); False when the budget denies it."""
-        limit = self.limit
+        limit, settings = self.limit, self.settings
         verdict, used = await self._call(
             self._acquire, list(self._keys),
             [holder_id, _ms(self.lease_ttl_s), limit.count, -1 if limit.percent is None else limit.percent,
-             self.fleet_size or 0, self.max_runs or 0, _ms(self.within_s), f"{holder_id}:{uuid.uuid4().hex}"],
+             settings.fleet_size or 0, settings.max_runs or 0, _ms(settings.within_s),
+             f"{holder_id}:{uuid.uuid4().hex}"],
         )
         self._in_use = int(used)
         if verdict == 1:
@@ -145,7 +120,7 @@ class RedisBudget:
             self.last_denial = f"all {used} slots of fleet group {self.group} are in use"
         else:
             self.last_denial = (
-                f"fleet group {self.group} already healed {self.max_runs} times within {self.within_s:g}s"
+                f"fleet group {self.group} already healed {settings.max_runs} times within {settings.within_s:g}s"
             )
         return False
 
@@ -161,7 +136,7 @@ class RedisBudget:
 
     async def register(self, member_id: str) -> int:
         """Announce ``member_id`` as live for ``member_ttl_s``; returns the group's live members."""
-        return int(await self._call(self._register, [self._keys[1]], [member_id, _ms(self.member_ttl_s)]))
+        return int(await self._call(self._register, [self._keys[1]], [member_id, _ms(self.settings.member_ttl_s)]))
 
     async def _call(self, script: object, keys: list[str], args: list[object]) -> object:
         try:
@@ -179,22 +154,9 @@ class RedisStore:
         self.timeout_s = timeout_s
         self.client = connect(url, timeout_s)
 
-    def budget(
-        self,
-        group: str,
-        *,
-        max_concurrent: int | str = 1,
-        fleet_size: int | None = None,
-        max_runs: int | None = None,
-        within_s: float = 600.0,
-        lease_ttl_s: float = 10.0,
-        member_ttl_s: float = 15.0,
-    ) -> RedisBudget:
-        """The budget of ``group``, exchanging with the store within this store's timeout."""
-        return RedisBudget(
-            self.client, group, max_concurrent=max_concurrent, fleet_size=fleet_size, max_runs=max_runs,
-            within_s=within_s, lease_ttl_s=lease_ttl_s, member_ttl_s=member_ttl_s, timeout_s=self.timeout_s,
-        )
+    def budget(self, settings: BudgetSettings) -> RedisBudget:
+        """The budget of ``settings.group``, exchanging with the store within this store's timeout."""
+        return RedisBudget(self.client, settings, self.timeout_s)
 
     async def aclose(self) -> None:
         """Close the client's connections."""
