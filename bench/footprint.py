@@ -27,7 +27,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import httpx
 import psutil
 
 from rules.rulefile import parse_rules
+from tests.realparts import free_port, stop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -72,24 +72,6 @@ class Timing:
 
 FULL = Timing(warmup_s=20, window_s=60, scrape_every_s=15)
 QUICK = Timing(warmup_s=8, window_s=15, scrape_every_s=5)
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (for programs that cannot take port 0)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    """Terminate and reap ``process``, killing it if it does not exit in time."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout_s)
 
 
 def wait_until(what: str, condition: Any, process: subprocess.Popen[bytes]) -> None:
