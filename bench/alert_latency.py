@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from bench.output import write_json
 from bench.scrape_latency import listening_port, version_number
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -420,10 +421,8 @@ def main() -> None:
         result = run(args, alertmanager_bin)
     except RuntimeError as error:
         raise SystemExit(f"alert_latency: {error}") from None
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
-    print(f"wrote {args.output}")
+    write_json(args.output, result)
 
 
 if __name__ == "__main__":

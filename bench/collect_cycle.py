@@ -7,7 +7,6 @@ root: ``python3 -m bench.collect_cycle``. Prints a table and writes bench/result
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import subprocess
@@ -23,6 +22,7 @@ import psutil
 from agent.collectors.host import HostCollector
 from agent.collectors.process import ProcessScanner, ProcessTracker, ServiceProcessCollector
 from agent.config import HostConfig, ProcessMatch
+from bench.output import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "collect_cycle.json"
 TARGET_MS = 20.0
@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         assert isinstance(numbers, dict)
         print(f"{part:<12}{numbers['median_ms']:>12.2f}{numbers['p90_ms']:>10.2f}{numbers['max_ms']:>10.2f}")
     print(f"target <= {TARGET_MS:.0f} ms per cycle: {'met' if result['within_target'] else 'MISSED'}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_json(args.output, result)
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import shutil
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.output import write_json
 from healers.fleet import BudgetSettings, open_store
 from tests.fleetparts import Fleet, Heal, heal_of, in_use, max_in_use, parse_time
 from tests.realparts import wait_for
@@ -260,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "slot_latency": latency, "free_budget_wait": wait, "ten_agents": timeline,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.output, results)
     print_table(results)
     return 0
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import re
@@ -42,6 +41,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.output import write_json
 from rules.rulefile import parse_rules
 from tests.realparts import free_port, stop
 
@@ -647,10 +647,8 @@ def main() -> None:
         raise SystemExit("footprint: interrupted; every child process was stopped") from None
     except RuntimeError as exc:
         raise SystemExit(f"footprint: {exc}") from None
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
-    print(f"wrote {args.output}")
+    write_json(args.output, result)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.output import write_json
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "mttr.json"
 APP = REPO_ROOT / "examples" / "webapp" / "app.py"
@@ -338,8 +340,7 @@ def main() -> None:
     report = {"kills": args.kills, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
               "python": platform.python_version(), "monit": monit_version, "results": results,
               "report": report_rows(results, peer_name)}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report)
     print(f"{'setup':<16} {'metric':<28} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8}")
     for name, result in results.items():
         for metric, values in result.items():

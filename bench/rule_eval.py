@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -43,6 +42,7 @@ import httpx
 import numpy as np
 import psutil
 
+from bench.output import write_json
 from bench.scrape_latency import listening_port, stop, version_number
 from rules.group import RuleGroup
 from rules.model import Labels
@@ -705,10 +705,8 @@ def main() -> None:
     if not Path(PROMETHEUS).exists():
         parser.error(f"{PROMETHEUS} not found (Debian package prometheus)")
     report = run(args)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
-    print(f"wrote {args.output}")
+    write_json(args.output, report)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import psutil
 
 from agent.collectors.scrape import parse_exposition
 from bench.footprint import Started, free_port, metric_sum, start_agent, wait_until
+from bench.output import write_json
 from rules.store import SeriesStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -477,10 +478,8 @@ def main() -> None:
         raise SystemExit("sample_bytes: interrupted; every child process was stopped") from None
     except RuntimeError as exc:
         raise SystemExit(f"sample_bytes: {exc}") from None
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
-    print(f"wrote {args.output}")
+    write_json(args.output, result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ collector). Prints a table and writes bench/results/scrape_latency.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -28,6 +27,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.output import write_json
 from bench.serve_synthetic import synthetic_families
 from exporters.exposition import Exposition
 
@@ -382,10 +382,8 @@ def main() -> None:
     if not Path(NODE_EXPORTER).exists():
         parser.error(f"{NODE_EXPORTER} not found (Debian package prometheus-node-exporter)")
     report = run(args)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
-    print(f"wrote {args.output}")
+    write_json(args.output, report)
 
 
 if __name__ == "__main__":

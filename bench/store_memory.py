@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from bench.output import write_json
 from rules.matchers import Matcher, MatchOp
 from rules.model import Labels
 from rules.store import SeriesStore
@@ -271,9 +272,7 @@ def main() -> None:
         "cpus": psutil.cpu_count(),
         "scenarios": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_json(args.output, report)
 
 
 if __name__ == "__main__":
