@@ -4,7 +4,8 @@
 
 POST /control/sick?mode=errors|hang|ok makes /health (and /) fail or hang until set back to ok;
 mode=slow answers them after --slow-seconds, mode=leak keeps answering but grows its memory by
---leak-mb-per-second up to --leak-cap-mb, and mode=crash dies at once with SIGKILL. A new process
+--leak-mb-per-second up to --leak-cap-mb, and mode=crash dies at once with SIGKILL. A hung process
+ignores SIGTERM too, as stuck ones often do, so whatever restarts it has to SIGKILL it. A new process
 starts in mode ok. Standard library only, so it runs anywhere healwatch's tests do.
 """
 
@@ -138,6 +139,12 @@ def main() -> None:
     if args.pidfile:  # written once the port is ours, so a pidfile always names a serving process
         Path(args.pidfile).write_text(f"{os.getpid()}\n")
     server.daemon_threads = True
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if state.mode != "hang":
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     server.serve_forever()
 
 
