@@ -237,10 +237,8 @@ def test_fail_closed_with_the_store_down_only_cuts_traffic(tmp_path: Path) -> No
         try:
             for check in harness.checks["api"]:  # api is not running: its check fails
                 await check.run(time.time())
-            await until(lambda: harness.healing.journal.incidents(service="api"))
-            incident = harness.healing.journal.incidents(service="api")[0]
-            await until(lambda: (harness.healing.journal.incident(incident.id) or incident).outcome == "blocked")
-            steps = harness.healing.journal.steps(incident.id)
+            incident, steps = await harness.first_run("api")
+            assert incident.outcome == "blocked"
             assert [(s.action, s.result) for s in steps] == [
                 ("traffic cut", "ok"), ("restart", "skipped"), ("wait_healthy", "skipped"), ("traffic restore", "skipped")
             ]

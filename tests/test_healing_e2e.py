@@ -20,7 +20,7 @@ from agent.config import AgentConfig
 from agent.events import EventChannel
 from agent.healing import Healing, HealingError
 from agent.state import StateDB
-from healers.journal import MIGRATIONS
+from healers.journal import MIGRATIONS, IncidentRecord, StepRecord
 from healers.runner import Notice
 from rules.model import Alert, AlertState, Labels
 from tests.realparts import free_port
@@ -136,6 +136,14 @@ class Harness:
                     return float(sample.value)
         return None
 
+    async def first_run(self, service: str) -> tuple[IncidentRecord, list[StepRecord]]:
+        """The service's first journaled run, once it has ended, and its steps."""
+        journal = self.healing.journal
+        await until(lambda: journal.incidents(service=service))
+        first = journal.incidents(service=service)[0]
+        await until(lambda: (journal.incident(first.id) or first).outcome != "running")
+        return journal.incident(first.id) or first, journal.steps(first.id)
+
     async def close(self) -> None:
         await self.healing.stop()
         await self.client.aclose()
@@ -159,14 +167,11 @@ def test_sigkilled_service_is_detected_at_once_restarted_and_healthy_again(tmp_p
             killed_at = time.time()
             service.kill()
             await until(lambda: harness.healing.journal.incidents(service="web"), timeout_s=5)
-            incident = harness.healing.journal.incidents(service="web")[0]
+            incident, steps = await harness.first_run("web")
             assert incident.started_at - killed_at < 0.05
-            await until(lambda: (harness.healing.journal.incident(incident.id) or incident).outcome != "running")
-            assert harness.healing.journal.incident(incident.id).outcome == "succeeded"  # type: ignore[union-attr]
+            assert incident.outcome == "succeeded"
             assert await service.answers() and service.pid() != old_pid
-            assert [(s.action, s.result) for s in harness.healing.journal.steps(incident.id)] == [
-                ("restart", "ok"), ("wait_healthy", "ok")
-            ]
+            assert [(s.action, s.result) for s in steps] == [("restart", "ok"), ("wait_healthy", "ok")]
             assert harness.metric("healwatch_playbook_runs_total", playbook="heal-web", outcome="succeeded") == 1
         finally:
             await harness.close()
@@ -230,10 +235,8 @@ def test_service_whose_dependency_is_down_is_not_restarted(tmp_path: Path) -> No
         try:
             for check in [*harness.checks["db"], *harness.checks["api"]]:  # neither service runs: both fail
                 await check.run(time.time())
-            await until(lambda: harness.healing.journal.incidents(service="api"))
-            incident = harness.healing.journal.incidents(service="api")[0]
-            await until(lambda: (harness.healing.journal.incident(incident.id) or incident).outcome == "blocked")
-            steps = harness.healing.journal.steps(incident.id)
+            incident, steps = await harness.first_run("api")
+            assert incident.outcome == "blocked"
             assert [(s.action, s.result) for s in steps] == [
                 ("traffic cut", "ok"), ("restart", "skipped"), ("wait_healthy", "skipped"), ("traffic restore", "skipped")
             ]
