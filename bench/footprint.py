@@ -25,7 +25,6 @@ import asyncio
 import os
 import platform
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,13 +34,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 import psutil
 
-from bench.output import write_json
+from bench.output import run_and_write
 from rules.rulefile import parse_rules
 from tests.realparts import free_port, stop
 
@@ -628,10 +626,6 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"cpus {result['cpus']}, load average {result['load_avg_before'][0]:.2f} -> {result['load_avg'][0]:.2f}")
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the children
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, required=True, help="where to write the JSON")
@@ -640,15 +634,8 @@ def main() -> None:
     for program in (NODE_EXPORTER, MONIT, SLEEP):
         if not Path(program).exists():
             parser.error(f"{program} not found (Debian packages prometheus-node-exporter, monit, coreutils)")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        result = run(QUICK if args.quick else FULL, args.quick)
-    except KeyboardInterrupt:
-        raise SystemExit("footprint: interrupted; every child process was stopped") from None
-    except RuntimeError as exc:
-        raise SystemExit(f"footprint: {exc}") from None
-    print_table(result)
-    write_json(args.output, result)
+    timing = QUICK if args.quick else FULL
+    run_and_write("footprint", lambda: run(timing, args.quick), args.output, print_table)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ import psutil
 
 from agent.collectors.scrape import parse_exposition
 from bench.footprint import Started, free_port, metric_sum, start_agent, wait_until
-from bench.output import write_json
+from bench.output import run_and_write
 from rules.store import SeriesStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -453,10 +452,6 @@ def print_table(result: dict[str, Any]) -> None:
           f"load average {result['load_avg_before'][0]:.2f} -> {result['load_avg'][0]:.2f}")
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the children
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, help="where to write the JSON")
@@ -471,15 +466,8 @@ def main() -> None:
         parser.error("--output is required")
     if not Path(PROMETHEUS).exists():
         parser.error(f"{PROMETHEUS} not found (Debian package prometheus)")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        result = run(QUICK if args.quick else FULL, args.quick)
-    except KeyboardInterrupt:
-        raise SystemExit("sample_bytes: interrupted; every child process was stopped") from None
-    except RuntimeError as exc:
-        raise SystemExit(f"sample_bytes: {exc}") from None
-    print_table(result)
-    write_json(args.output, result)
+    timing = QUICK if args.quick else FULL
+    run_and_write("sample_bytes", lambda: run(timing, args.quick), args.output, print_table)
 
 
 if __name__ == "__main__":
