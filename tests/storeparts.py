@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from tests.realparts import free_port, require_binary
+from tests.realparts import free_port, require_binary, stop
 from tests.test_healing_e2e import until
 
 
@@ -36,10 +36,7 @@ class RedisServer:
             await client.aclose()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) server must run to exit
-            self.process.terminate()
-            self.process.wait(timeout=5)
+        _resume_and_stop(self.process)
 
 
 async def _pings(client: aioredis.Redis) -> bool:
@@ -73,10 +70,7 @@ class EtcdServer:
             await until(lambda: _answers(client), timeout_s=10.0)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) server must run to exit
-            self.process.terminate()
-            self.process.wait(timeout=5)
+        _resume_and_stop(self.process)
 
 
 async def _answers(client: httpx.AsyncClient) -> bool:
@@ -85,6 +79,12 @@ async def _answers(client: httpx.AsyncClient) -> bool:
         return (await client.post("/v3/kv/range", json={"key": "AA=="})).is_success
     except httpx.HTTPError:
         return False
+
+
+def _resume_and_stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) server must run to exit
+    stop(process)
 
 
 @pytest.fixture
