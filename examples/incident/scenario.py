@@ -618,9 +618,12 @@ def run_case(stack: Stack, case: Case) -> CaseReport:
     cut_at = next((parse_time(s["endedAt"]) for s in steps if s["action"] == "traffic cut" and s["result"] == "ok"), None)
     restore = [s for s in steps if s["action"] == "traffic restore" and s["result"] == "ok"]
     restored_at = parse_time(restore[-1]["endedAt"]) if restore else None
+    # Traffic may flow to web1 again from the moment the restore step began: HAProxy applies it before the
+    # step's end is journaled, so a request starting in between is rightly served by web1.
+    restoring_at = parse_time(restore[-1]["startedAt"]) if restore else None
     requests = stack.client.between(began, ended)
     cut = cut_at or ended
-    while_cut = stack.client.between(cut, restored_at or ended)
+    while_cut = stack.client.between(cut, restoring_at or ended)
     return CaseReport(
         case=case, began=began, ended=ended, incidents=incidents, fired_at=fired_at,
         prometheus_fired_at=timeline.first("prometheus", key, "firing", began),
