@@ -407,6 +407,53 @@ def test_slack_app_posts_anew_when_the_message_is_gone(tmp_path: Path) -> None:
     db.close()
 
 
+INJECTIONS = ("<!channel>", "<@U123>", "<https://evil|click>")
+
+
+def mrkdwn_texts(message: dict[str, Any]) -> list[str]:
+    """Every string of a Slack message that Slack parses as mrkdwn: the fallback text, sections and contexts."""
+    texts = [message["text"], *section_texts(message)]
+    return texts + [e["text"] for b in message["blocks"] if b["type"] == "context" for e in b["elements"]]
+
+
+def injected() -> tuple[Notification, Notification]:
+    """A group and a healing notice whose scraped label values and summaries carry Slack control sequences."""
+    hostile = " ".join(INJECTIONS)
+    group = dataclasses.replace(
+        notification(dataclasses.replace(alert(), annotations={"summary": f"disk full {hostile}",
+                                                                  "runbook_url": "https://runbooks/<!here>"})),
+        group_labels={"alertname": "HighLatency", "service": hostile})
+    return group, healing(service=f"api {hostile}", summary=f"restarted {hostile}")
+
+
+def test_slack_escapes_scraped_text_in_every_mrkdwn_field(tmp_path: Path) -> None:
+    """Mentions and links from label values never reach Slack unescaped: not in the fallback text (what phones
+    show), the blocks, or healing notices, through the webhook or the app."""
+    db = StateDB(str(tmp_path / "state.db"))
+    db.migrate("slack_app", SLACK_APP_MIGRATIONS)
+    api = SlackWebApi()
+
+    async def scenario(server: RecordingServer, client: httpx.AsyncClient) -> None:
+        app = SlackAppReceiver("ops-app", SlackAppSettings(BOT_TOKEN, "#ops", api_url=server.url), db.conn)
+        for sent in injected():
+            assert (await app.send(client, sent, NOW)).kind is OutcomeKind.OK
+        hook = await RecordingServer(slack_webhook).start()
+        try:
+            for sent in injected():
+                assert (await slack_receiver(hook).send(client, sent, NOW)).kind is OutcomeKind.OK
+            messages = [body for _, body in api.calls] + [r.json() for r in hook.received]
+        finally:
+            await hook.stop()
+        assert len(messages) == 4
+        leaks = [(text, i) for m in messages for text in mrkdwn_texts(m) for i in (*INJECTIONS, "<!", "<@")
+                 if i in text]
+        assert leaks == []
+        assert all("&lt;!channel&gt;" in m["text"] for m in messages)
+
+    run(scenario, api)
+    db.close()
+
+
 # -- redaction and Retry-After --------------------------------------------------------------------
 
 def test_redactor_hides_registered_secrets_and_known_shapes() -> None:

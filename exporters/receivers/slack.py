@@ -52,8 +52,8 @@ def escape(text: str) -> str:
 
 
 def link(url: str, label: str) -> str:
-    # '|' and '>' end a Slack link; percent-encoding keeps the URL intact.
-    return f"<{url.replace('|', '%7C').replace('>', '%3E')}|{label}>"
+    # '|' and '>' end a Slack link and '<' starts a mention; percent-encoding keeps the URL intact.
+    return f"<{url.replace('|', '%7C').replace('>', '%3E').replace('<', '%3C')}|{label}>"
 
 
 def title(notification: Notification) -> str:
@@ -124,10 +124,10 @@ def blocks(notification: Notification) -> list[dict[str, Any]]:
 
 
 def fallback_text(notification: Notification) -> str:
-    """The plain-text ``text`` field: title, counts and the first summaries."""
+    """The ``text`` field: title, counts and the first summaries, escaped (Slack parses it as mrkdwn too)."""
     lines = [title(notification), counts(notification)]
     lines += [a.annotations["summary"] for a in notification.alerts if a.annotations.get("summary")]
-    return truncate("\n".join(lines), FALLBACK_MAX_CHARS)
+    return truncate(escape("\n".join(lines)), FALLBACK_MAX_CHARS)
 
 
 def is_healing(notification: Notification) -> bool:
@@ -141,7 +141,7 @@ def healing_message(notification: Notification) -> dict[str, Any]:
     incident, summary = alert.labels.get("incident_id", ""), alert.annotations.get("summary", "")
     text = f"[{severity.upper()}] {service}: {summary} (incident {incident})"
     section = f"*{escape(severity.upper())}* · *{escape(service)}* · incident `{escape(incident)}`\n{escape(summary)}"
-    return {"text": truncate(text, FALLBACK_MAX_CHARS), "blocks": [_section(truncate(section, SECTION_MAX_CHARS))]}
+    return {"text": truncate(escape(text), FALLBACK_MAX_CHARS), "blocks": [_section(truncate(section, SECTION_MAX_CHARS))]}
 
 
 def slack_message(notification: Notification, channel: str | None = None, username: str | None = None) -> dict[str, Any]:
