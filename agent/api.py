@@ -239,7 +239,10 @@ class _Api:
 
     async def reset(self, request: web.Request) -> web.Response:
         service = self._service_name(request)
-        self._healing().reset(service)
+        try:
+            self._healing().reset(service)
+        except HealingError as exc:
+            return error(503, "unavailable", str(exc))
         return success({"service": service, "reset": True})
 
     async def cut_traffic(self, request: web.Request) -> web.Response:

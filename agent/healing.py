@@ -272,10 +272,17 @@ class Healing:
         log.warning("maintenance switched on" if on else "maintenance switched off", service=service)
 
     def reset(self, service: str) -> None:
-        """Operator reset: lift a suspension and forget the service's budget."""
+        """Operator reset: lift a suspension and forget the service's budget, in the journal first.
+
+        Persisted before it takes effect, so a reset either survives a restart or is refused
+        (the state database stayed locked past its busy timeout) and changes nothing.
+        """
         self._known(service)
+        try:
+            self.journal.reset_budget(service, self.clock())
+        except sqlite3.Error as exc:
+            raise HealingError(f"reset of {service} not saved, nothing changed; try again: {exc}") from None
         self.safety.reset(service)
-        self.journal.set_suspended(service, None)
         log.warning("auto-healing reset by the operator", service=service)
 
     async def set_traffic(self, service: str, cut: bool) -> ActionResult:
@@ -601,8 +608,9 @@ class Healing:
                 if not self.safety.state(service).suspended:
                     continue
                 healthy = not await self._sick(service)
-                if self.safety.note_health(service, healthy, self.clock()):
-                    self.journal.set_suspended(service, None)
+                now = self.clock()
+                if self.safety.note_health(service, healthy, now):
+                    self.journal.reset_budget(service, now)
                     log.warning("auto-healing resumed after a healthy period", service=service)
 
     # -- service state -------------------------------------------------------------

@@ -3,7 +3,7 @@
 Rows are written before and after each step, so an agent killed mid-run leaves an incident
 ``running`` with its last step ``running``; the next start finds it (``running_incidents``)
 and marks it ``interrupted``. Budget counters are the incidents themselves; suspension,
-maintenance and "traffic cut by incident X" live in ``heal_service_state``.
+maintenance, "traffic cut by incident X" and the last budget reset live in ``heal_service_state``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ MIGRATIONS = (
         maintenance INTEGER NOT NULL DEFAULT 0,
         traffic_cut_by TEXT
     )""",
+    # An operator's reset (or a long enough healthy period): runs that ended before it no longer count.
+    "ALTER TABLE heal_service_state ADD COLUMN budget_reset_at REAL",
 )
 
 OUTPUT_TAIL_BYTES = 1024
@@ -83,6 +85,7 @@ class ServiceRecord:
     suspended_reason: str | None
     maintenance: bool
     traffic_cut_by: str | None
+    budget_reset_at: float | None = None
 
 
 def new_incident_id() -> str:
@@ -179,11 +182,20 @@ class Journal:
         self.finish_incident(incident_id, now, "interrupted", detail)
 
     def runs(self, service: str, since: float) -> list[RunRecord]:
-        """Past real (not dry) runs of the service's playbooks that count against its budget."""
+        """Past real runs of the service's playbooks that count against its budget.
+
+        A real run is not dry and began at least one step: a budget-exhausted escalation or a
+        fleet denial is journaled as a step-less incident that acted on nothing. Runs that
+        ended before the service's last budget reset are forgotten, as ``Safety.reset`` does.
+        """
         marks = ",".join("?" * len(COUNTED_OUTCOMES))
         rows = self.conn.execute(
             f"SELECT started_at, ended_at, outcome FROM incidents WHERE service = ? AND started_at >= ? "
-            f"AND dry_run = 0 AND outcome IN ({marks}) ORDER BY started_at",
+            f"AND dry_run = 0 AND outcome IN ({marks}) "
+            "AND EXISTS (SELECT 1 FROM incident_steps WHERE incident_id = incidents.id) "
+            "AND (ended_at IS NULL OR ended_at > COALESCE("
+            "(SELECT budget_reset_at FROM heal_service_state WHERE service = incidents.service), 0)) "
+            "ORDER BY started_at",
             (service, since, *sorted(COUNTED_OUTCOMES)),
         ).fetchall()
         return [RunRecord(*row) for row in rows]
@@ -192,15 +204,23 @@ class Journal:
 
     def service_states(self) -> dict[str, ServiceRecord]:
         rows = self.conn.execute(
-            "SELECT service, suspended_reason, maintenance, traffic_cut_by FROM heal_service_state"
+            "SELECT service, suspended_reason, maintenance, traffic_cut_by, budget_reset_at FROM heal_service_state"
         ).fetchall()
-        return {row[0]: ServiceRecord(row[0], row[1], bool(row[2]), row[3]) for row in rows}
+        return {row[0]: ServiceRecord(row[0], row[1], bool(row[2]), row[3], row[4]) for row in rows}
 
     def service_state(self, service: str) -> ServiceRecord:
         return self.service_states().get(service, ServiceRecord(service, None, False, None))
 
     def set_suspended(self, service: str, reason: str | None) -> None:
         self._upsert(service, "suspended_reason", reason)
+
+    def reset_budget(self, service: str, now: float) -> None:
+        """Lift a suspension and start counting the budget afresh from ``now``, in one write."""
+        self.conn.execute(
+            "INSERT INTO heal_service_state (service, suspended_reason, budget_reset_at) VALUES (?, NULL, ?) "
+            "ON CONFLICT(service) DO UPDATE SET suspended_reason = NULL, budget_reset_at = excluded.budget_reset_at",
+            (service, now),
+        )
 
     def set_maintenance(self, service: str, on: bool) -> None:
         self._upsert(service, "maintenance", int(on))

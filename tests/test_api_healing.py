@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -98,10 +99,10 @@ def service(tmp_path: Path) -> Iterator[Service]:
     web.kill()
 
 
-def agent_config(tmp_path: Path, services: str) -> Path:
+def agent_config(tmp_path: Path, services: str, state_path: str = ":memory:") -> Path:
     config = tmp_path / "agent.yaml"
     config.write_text(
-        f"listen: 127.0.0.1:{free_port()}\nstate_path: ':memory:'\nhost: {{enabled: false}}\ndefault_rules: false\n"
+        f"listen: 127.0.0.1:{free_port()}\nstate_path: '{state_path}'\nhost: {{enabled: false}}\ndefault_rules: false\n"
         "api: {max_body_bytes: 4096}\n"
         "services:\n  db:\n    checks:\n      - {name: port, tcp: {address: '127.0.0.1:1'}, interval: 1s}\n"
         + services
@@ -110,10 +111,11 @@ def agent_config(tmp_path: Path, services: str) -> Path:
 
 
 def run_agent(
-    tmp_path: Path, body: Callable[[Agent, httpx.AsyncClient], Awaitable[None]], services: str = ""
+    tmp_path: Path, body: Callable[[Agent, httpx.AsyncClient], Awaitable[None]], services: str = "",
+    state_path: str = ":memory:",
 ) -> None:
     """Start the agent in-process with the token set, run ``body`` with a client sending the token, stop it."""
-    config = agent_config(tmp_path, services)
+    config = agent_config(tmp_path, services, state_path)
 
     async def main() -> None:
         agent = Agent(parse_config(config.read_text(), str(config)), config_path=str(config))
@@ -197,6 +199,34 @@ def test_maintenance_traffic_and_reset_are_operator_switches(tmp_path: Path, ser
         assert reset.json()["data"] == {"service": "web", "reset": True}
 
     run_agent(tmp_path, body, service.config())
+
+
+def test_a_reset_the_locked_state_db_cannot_save_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """While another connection holds the state DB's write lock past the busy timeout, a reset is a 503
+    that leaves the service suspended; once the lock is gone the reset is saved and lifts the suspension."""
+    state_db = tmp_path / "state.db"
+
+    async def body(agent: Agent, client: httpx.AsyncClient) -> None:
+        assert agent.healing is not None
+        agent.healing.safety.suspend("db", "restart budget exhausted")
+        agent.healing.journal.set_suspended("db", "restart budget exhausted")
+        other = sqlite3.connect(state_db, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # a real write lock, as a backup tool or a second agent would hold
+            refused = await client.post("/api/v1/heal/db/reset")
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"].startswith("reset of db not saved, nothing changed; try again: ")
+            assert agent.healing.safety.state("db").suspended
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert agent.healing.journal.service_state("db").budget_reset_at is None
+        saved = await client.post("/api/v1/heal/db/reset")
+        assert saved.status_code == 200 and not agent.healing.safety.state("db").suspended
+        state = agent.healing.journal.service_state("db")
+        assert state.suspended_reason is None and state.budget_reset_at is not None
+
+    run_agent(tmp_path, body, state_path=str(state_db))
 
 
 def test_bad_requests_get_json_errors(tmp_path: Path) -> None:

@@ -1,7 +1,11 @@
-"""The safety rules of healing, as pure logic on an explicit clock."""
+"""The safety rules of healing, as pure logic on an explicit clock, and the budget history the journal keeps."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from agent.state import StateDB
+from healers.journal import MIGRATIONS, Journal
 from healers.playbook import Backoff, Budget, PlaybookSpec, StepSpec, Trigger
 from healers.safety import RunRecord, Safety
 
@@ -149,3 +153,47 @@ def test_restored_history_counts_against_the_budget() -> None:
     assert safety.decide(spec, T0 + 100).verdict == "suspend"
     safety.restore("api", [], suspended_reason="budget", maintenance=False)
     assert safety.decide(spec, T0 + 100).verdict == "refuse"
+
+
+def journal_with_runs(tmp_path: Path) -> Journal:
+    """A journal on a real state DB file holding one run of each kind for ``api``."""
+    db = StateDB(str(tmp_path / "state.db"))
+    db.migrate("healers", MIGRATIONS)
+    journal = Journal(db.conn)
+    journal.start_incident("acted", "api", "heal-api", "check failed", T0, dry_run=False)
+    journal.start_step("acted", 0, "restart", "exec", T0)
+    journal.finish_step("acted", 0, T0 + 1, "ok")
+    journal.finish_incident("acted", T0 + 1, "succeeded")
+    journal.start_incident("dry", "api", "heal-api", "manual", T0 + 2, dry_run=True)
+    journal.start_step("dry", 0, "restart", "exec", T0 + 2)
+    journal.finish_step("dry", 0, T0 + 2, "dry_run")
+    journal.finish_incident("dry", T0 + 2, "succeeded")
+    journal.record_incident("exhausted", "api", "heal-api", "check failed", T0 + 3, "escalated",
+                            "restart budget exhausted: 1 runs within 10m")
+    journal.record_incident("denied", "api", "heal-api", "check failed", T0 + 4, "denied", "waiting for a fleet slot")
+    return journal
+
+
+def test_the_journal_counts_only_runs_that_acted(tmp_path: Path) -> None:
+    """A budget-exhausted escalation, a fleet denial and a dry run are journaled but use up no budget."""
+    journal = journal_with_runs(tmp_path)
+    assert journal.runs("api", T0 - 600) == [RunRecord(T0, T0 + 1, "succeeded")]
+
+
+def test_a_saved_budget_reset_forgets_earlier_runs_after_a_restart(tmp_path: Path) -> None:
+    """After ``reset_budget`` a fresh Safety restored from the journal may run again; later runs count again."""
+    spec = playbook(max_runs=1, cooldown_s=0.0)
+    journal = journal_with_runs(tmp_path)
+    journal.set_suspended("api", "restart budget exhausted")
+    journal.reset_budget("api", T0 + 5)
+
+    restored = Safety(resume_after_healthy_s=300)
+    state = journal.service_state("api")
+    restored.restore("api", journal.runs("api", T0 - 600), suspended_reason=state.suspended_reason,
+                     maintenance=state.maintenance)
+    assert restored.decide(spec, T0 + 6).verdict == "run"
+
+    journal.start_incident("after", "api", "heal-api", "check failed", T0 + 6, dry_run=False)
+    journal.start_step("after", 0, "restart", "exec", T0 + 6)
+    journal.finish_incident("after", T0 + 7, "aborted")
+    assert journal.runs("api", T0 - 600) == [RunRecord(T0 + 6, T0 + 7, "aborted")]

@@ -6,14 +6,17 @@ The CLI runs in-process (``agent.cli.main``) to keep the tests fast; the agent a
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from agent.cli import main
 from tests.agentproc import AgentProcess
-from tests.test_api_healing import running_agent_process
+from tests.realparts import wait_for
+from tests.test_api_healing import Service, running_agent_process
 
 TOKEN = "cli-heal-token"
 
@@ -122,3 +125,67 @@ def test_refusals_are_one_line_errors(
     code, _, err = cli(agent, capfd, monkeypatch, "silence", "add", "alertname")
     assert code == 1 and err.startswith("healwatch: 400: invalid silence: bad matcher format 'alertname'")
     assert "Traceback" not in err
+
+
+BUDGET_OF_ONE = (
+    "playbooks:\n  - name: heal-web\n    service: web\n    when: [{process_exited: {service: web}}]\n"
+    "    steps: [{restart: {}}, {wait_healthy: {timeout: 20s}}]\n"
+    "    budget: {max_runs: 1, within: 30m}\n    backoff: {initial: 100ms, max: 100ms}\n    cooldown: 100ms\n"
+)
+
+
+def _incidents(agent: AgentProcess) -> list[dict[str, object]]:
+    """The web incidents the agent's API lists, newest first."""
+    response = httpx.get(f"{agent.url}/api/v1/incidents?service=web", timeout=2)
+    response.raise_for_status()
+    return list(response.json()["data"]["incidents"])
+
+
+def _ended(agent: AgentProcess, count: int) -> list[dict[str, object]] | None:
+    """The web incidents once there are ``count`` of them and none is running, else None."""
+    incidents = _incidents(agent)
+    if len(incidents) < count or any(i["outcome"] == "running" for i in incidents):
+        return None
+    return incidents
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_heal_reset_survives_an_agent_restart(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the budget is used up, `heal reset` and a SIGTERM restart, the next kill is healed, not escalated."""
+    service = Service(tmp_path)
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"state_path: {tmp_path / 'state.db'}\nhost: {{enabled: false}}\ndefault_rules: false\n"
+                      "services:\n" + service.config().replace("    autoheal: true\n", "") + BUDGET_OF_ONE)
+    monkeypatch.setenv("HEALWATCH_TOKEN", TOKEN)
+    agents: list[AgentProcess] = []
+    try:
+        first = AgentProcess(config, tmp_path)
+        agents.append(first)
+        wait_for(lambda: httpx.get(f"{first.url}/-/ready/web", timeout=1).status_code == 200)
+        service.kill()
+        assert [i["outcome"] for i in wait_for(lambda: _ended(first, 1), timeout_s=30)] == ["succeeded"]
+        wait_for(lambda: httpx.get(f"{first.url}/-/ready/web", timeout=1).status_code == 200, timeout_s=20)
+        service.kill()
+        incidents = wait_for(lambda: _ended(first, 2), timeout_s=30)
+        assert [i["outcome"] for i in incidents] == ["escalated", "succeeded"]
+        assert "budget exhausted" in str(incidents[0]["detail"])
+        wait_for(lambda: first.value('healwatch_autoheal_suspended{service="web"}') == 1)  # /metrics lags up to 1 s
+
+        assert cli(first, capfd, monkeypatch, "heal", "reset", "web") == (0, "auto-healing of web reset\n", "")
+        subprocess.run(service.restart, check=True, timeout=10)  # the operator brings web back by hand
+        first.stop()  # SIGTERM
+
+        second = AgentProcess(config, tmp_path)
+        agents.append(second)
+        wait_for(lambda: httpx.get(f"{second.url}/-/ready/web", timeout=1).status_code == 200, timeout_s=20)
+        assert second.value('healwatch_autoheal_suspended{service="web"}') == 0
+        service.kill()
+        incidents = wait_for(lambda: _ended(second, 3), timeout_s=30)
+        assert [i["outcome"] for i in incidents] == ["succeeded", "escalated", "succeeded"], incidents[0]["detail"]
+    finally:
+        for agent in agents:
+            agent.stop()
+        service.kill()
