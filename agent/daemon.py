@@ -31,6 +31,7 @@ from agent.events import EventChannel
 from agent.healing import Healing
 from agent.http import HttpServer
 from agent.jobs import Job, JobSet, build_jobs
+from agent.looplag import LoopLag
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
 from agent.ruler import build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
 from agent.selfmetrics import SelfMetrics
@@ -82,6 +83,7 @@ class Agent:
         self.exposition = Exposition()
         self.events = EventChannel()
         self.metrics = SelfMetrics(lambda: self.store)
+        self.loop_lag = LoopLag(self.metrics.registry)
         self.jobset = JobSet()
         self.server: HttpServer | None = None
         self.notifying: Notifying | None = None
@@ -142,6 +144,7 @@ class Agent:
             max_instances=1, coalesce=True,
         )
         self._tasks.append(asyncio.create_task(self._render_loop()))
+        self._tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
         self._render_wanted.set()
         log.info("agent started", listen=f"{self._listen_address()[0]}:{self.server.port}",
                  config=self.config_path or "<built-in>", services=len(self.config.services),
