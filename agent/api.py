@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from agent import __version__
 from agent.config import ApiConfig
@@ -60,6 +60,26 @@ def error(status: int, kind: str, message: str) -> web.Response:
     return web.json_response({"status": "error", "errorType": kind, "error": message}, status=status)
 
 
+def unauthorized(token_env: str) -> web.Response:
+    """401 with the challenge RFC 6750 asks for, and what a client must send."""
+    response = error(401, "unauthorized", "missing or wrong bearer token: send the header "
+                     f"'Authorization: Bearer <token>' (healwatch's CLI sends the token from {token_env})")
+    response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="healwatch"'
+    return response
+
+
+def bearer_credentials(authorization: str) -> bytes:
+    """The token of a ``Bearer <token>`` header (scheme in any case, RFC 7235), or b"" for anything else.
+
+    aiohttp hands undecodable header bytes over as surrogates; they can never match
+    a token, and must not raise while being compared.
+    """
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return b""
+    return credentials.strip().encode("utf-8", "surrogateescape")
+
+
 def success(data: Any) -> web.Response:
     return web.json_response({"status": "success", "data": data})
 
@@ -78,11 +98,10 @@ def protect(config: ApiConfig, token: str | None) -> Callable[[web.Request, Hand
             if token is None:
                 return error(403, "forbidden", "no API token is configured (api.token_file or the "
                              f"{config.token_env} variable); mutating endpoints are disabled")
-            supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(supplied.encode(), token.encode()):
+            if not hmac.compare_digest(bearer_credentials(request.headers.get(hdrs.AUTHORIZATION, "")), token.encode()):
                 log.warning("API request with a missing or wrong token", method=request.method, path=path,
                             peer=request.remote)
-                return error(401, "unauthorized", "missing or wrong bearer token")
+                return unauthorized(config.token_env)
         try:
             if request.method in MUTATING:
                 await request.read()  # enforces api.max_body_bytes before any handler runs
@@ -369,6 +388,7 @@ class _Api:
                     "lastSuccess": None if check.last_result is None else check.last_result.success,
                     "lastError": "" if check.last_result is None else check.last_result.error,
                     "lastDurationSeconds": None if check.last_result is None else check.last_result.duration_s,
+                    "agentError": check.agent_error,
                 }
                 for check in agent.jobset.checks.get(name, [])
             ],
