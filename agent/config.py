@@ -119,6 +119,13 @@ class ScrapeConfig(Section):
     interval: PositiveDuration = 15.0
     timeout: PositiveDuration = 10.0
     max_bytes: int = Field(10 << 20, gt=0, description="A larger response fails the scrape.")
+    # Prometheus defaults every limit to 0 (none); a sidecar shares one series cap with the host and itself.
+    sample_limit: int = Field(
+        10_000, ge=0, description="More samples fail the whole scrape, as in Prometheus; 0: no limit."
+    )
+    label_limit: int = Field(0, ge=0, description="More labels on a sample (name, service included) fail the scrape.")
+    label_name_length_limit: int = Field(0, ge=0, description="A longer label name fails the scrape.")
+    label_value_length_limit: int = Field(0, ge=0, description="A longer label value fails the scrape.")
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> ScrapeConfig:
@@ -169,6 +176,20 @@ _PSEUDO_FILESYSTEMS = {
 class StoreConfig(Section):
     retention: PositiveDuration = Field(600.0, description="How long samples are kept in memory.")
     max_series: int = Field(100_000, ge=1, description="New series beyond this are refused and counted.")
+    max_scraped_series: int | None = Field(
+        None, ge=1, description="Series all scrapes together may hold, so the host's, the probes' and the agent's "
+        "own always have room (default: 90% of max_series).",
+    )
+
+    @model_validator(mode="after")
+    def _scraped_within_max(self) -> StoreConfig:
+        if self.max_scraped_series is not None and self.max_scraped_series > self.max_series:
+            raise ValueError(f"max_scraped_series {self.max_scraped_series} exceeds max_series {self.max_series}")
+        return self
+
+    @property
+    def scraped_series_limit(self) -> int:
+        return self.max_scraped_series or max(1, self.max_series * 9 // 10)
 
 
 class EvaluationConfig(Section):

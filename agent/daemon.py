@@ -72,7 +72,9 @@ class Agent:
         self.config_path = config_path
         self.listen_override = listen
         self.clock = clock
-        self.store = SeriesStore(retention_s=config.store.retention, max_series=config.store.max_series)
+        # Scrape jobs (sources "scrape:<service>") share one pool, so a huge target cannot starve the rest.
+        self.store = SeriesStore(retention_s=config.store.retention, max_series=config.store.max_series,
+                                 pool_limits={"scrape": config.store.scraped_series_limit})
         self.engine = Engine(lookback_s=config.evaluation.lookback_delta)
         self.rule_files: list[str] = []
         self.rule_specs: list[GroupSpec] = []

@@ -10,7 +10,7 @@ asyncio event-loop thread, and no method awaits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter
 
 from .matchers import Matcher, MatchOp
@@ -23,29 +23,44 @@ _SELECT_CACHE_SIZE = 4096
 
 
 class Series(SampleWindow):
-    """One series (metric name plus labels) and its retained samples."""
+    """One series (metric name plus labels) and its retained samples, counted in the pool that created it."""
 
-    __slots__ = ("labels", "_seq")
+    __slots__ = ("labels", "_seq", "_pool")
 
-    def __init__(self, labels: Labels, retention: Retention, seq: int) -> None:
+    def __init__(self, labels: Labels, retention: Retention, seq: int, pool: str) -> None:
         super().__init__(retention)
         self.labels = labels
         self._seq = seq
+        self._pool = pool
 
     def __repr__(self) -> str:
         return f"Series({self.labels}, {len(self)} samples)"
 
 
 class SeriesStore:
-    """All series the agent keeps, bounded by retention and a series cap."""
+    """All series the agent keeps, bounded by retention and a series cap.
 
-    def __init__(self, retention_s: float | None = 600.0, max_series: int = 100_000) -> None:
+    A source's pool is its name up to the first colon (``scrape:web`` is in pool ``scrape``).
+    ``pool_limits`` caps what a pool may hold within ``max_series``, so one pool (untrusted
+    scrape targets) can never take the room the others need.
+    """
+
+    def __init__(
+        self, retention_s: float | None = 600.0, max_series: int = 100_000, pool_limits: Mapping[str, int] | None = None
+    ) -> None:
         if retention_s is not None and not retention_s > 0:
             raise ValueError(f"retention must be a positive number of seconds or None, not {retention_s!r}")
         if max_series < 1:
             raise ValueError(f"max_series must be at least 1, not {max_series!r}")
+        self._pool_limits = dict(pool_limits or {})
+        for pool, limit in self._pool_limits.items():
+            if limit < 1:
+                raise ValueError(f"pool {pool!r} limit must be at least 1, not {limit!r}")
+            if limit > max_series:
+                raise ValueError(f"pool {pool!r} limit {limit} exceeds max_series {max_series}")
         self._retention = Retention(None if retention_s is None else max(1, round(retention_s * 1000)))
         self._max_series = max_series
+        self._pool_sizes = dict.fromkeys(self._pool_limits, 0)
         self._series: dict[Labels, Series] = {}
         self._index: dict[str, dict[str, _SeriesSet]] = {}
         self._reported: dict[str, set[Series]] = {}
@@ -88,15 +103,16 @@ class SeriesStore:
         return self._duplicate_timestamp_total
 
     def append(self, labels: Labels, t_ms: int, value: float) -> bool:
-        """Add one sample; False if refused (series cap, out of order, conflicting duplicate)."""
-        series = self._series_for(labels, t_ms)
+        """Add one sample, outside any pool; False if refused (series cap, out of order, conflicting duplicate)."""
+        series = self._series_for(labels, t_ms, "")
         return series is not None and self._add(series, t_ms, value)
 
     def ingest(self, source: str, samples: Iterable[tuple[Labels, float]], t_ms: int) -> None:
         """Store one whole collection of ``source``; its series missing since last time get a stale marker."""
         reported: set[Series] = set()
+        pool = source.partition(":")[0]
         for labels, value in samples:
-            series = self._series_for(labels, t_ms)
+            series = self._series_for(labels, t_ms, pool)
             if series is not None:
                 self._add(series, t_ms, value)
                 reported.add(series)
@@ -159,8 +175,8 @@ class SeriesStore:
         for series in expired:
             self._forget(series)
 
-    def _series_for(self, labels: Labels, t_ms: int) -> Series | None:
-        """The series a sample at ``t_ms`` goes to, created if new; None if the sample is refused."""
+    def _series_for(self, labels: Labels, t_ms: int, pool: str) -> Series | None:
+        """The series a sample at ``t_ms`` goes to, created in ``pool`` if new; None if the sample is refused."""
         if t_ms < self._retention.cutoff_ms:
             # Kept, it would be invisible to reads and could make a series with nothing to show.
             self._out_of_order_total += 1
@@ -168,11 +184,14 @@ class SeriesStore:
         series = self._series.get(labels)
         if series is not None:
             return series
-        if len(self._series) >= self._max_series:
+        limit = self._pool_limits.get(pool)
+        if len(self._series) >= self._max_series or (limit is not None and self._pool_sizes[pool] >= limit):
             self._refused_series_total += 1
             return None
-        series = Series(labels, self._retention, self._next_seq)
+        series = Series(labels, self._retention, self._next_seq, pool)
         self._next_seq += 1
+        if limit is not None:
+            self._pool_sizes[pool] += 1
         self._selected.clear()
         self._series[labels] = series
         for name, value in labels:
@@ -203,6 +222,8 @@ class SeriesStore:
     def _forget(self, series: Series) -> None:
         self._selected.clear()
         del self._series[series.labels]
+        if series._pool in self._pool_sizes:
+            self._pool_sizes[series._pool] -= 1
         for name, value in series.labels:
             by_value = self._index[name]
             members = by_value[value]

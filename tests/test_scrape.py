@@ -60,6 +60,9 @@ def _app(served: Served) -> web.Application:
     async def failing(request: web.Request) -> web.Response:
         return web.Response(status=500, text=TEXT_EXPOSITION)
 
+    async def many(request: web.Request) -> web.Response:
+        return web.Response(text=MANY_EXPOSITION, content_type="text/plain")
+
     app = web.Application()
     app.add_routes(
         [
@@ -68,11 +71,17 @@ def _app(served: Served) -> web.Application:
             web.get("/gzip", gzipped),
             web.get("/fixed/{kind}", fixed),
             web.get("/500", failing),
+            web.get("/many", many),
             *misbehaving_routes(served, trickle=b"up 1\n", big_head=b"", big_chunk=b"filler_metric 1\n" * 4096),
         ]
     )
     return app
 
+
+# 30 samples; the last one carries the longest label name and value.
+MANY_EXPOSITION = "# TYPE many_total counter\n" + "".join(f'many_total{{i="{i}"}} {i}\n' for i in range(29)) + (
+    'many_total{a_rather_long_label_name="a rather long label value"} 29\n'
+)
 
 FIXED_BODIES = {
     "html": b"<!DOCTYPE html>\n<html><body>Welcome to nginx!</body></html>\n",
@@ -236,3 +245,36 @@ def test_exported_label_clash_keeps_prefixing() -> None:
         "exported_service": "b",
         "exported_exported_service": "a",
     }
+
+
+def test_a_scrape_over_sample_limit_fails_and_keeps_nothing() -> None:
+    """30 samples against sample_limit 29 fail the scrape (up 0, no samples) with Prometheus' reason; 30 pass."""
+    result, _ = scrape_once("/many", sample_limit=29)
+    assert (result.up, result.samples) == (False, [])
+    assert result.error == "sample_limit exceeded (samples: 30, limit: 29)"
+    assert len(scrape_once("/many", sample_limit=30)[0].samples) == 30
+
+
+def test_sample_limit_defaults_to_ten_thousand_and_zero_means_none() -> None:
+    """A target may expose 10,000 samples by default; 0 lifts the limit, as in Prometheus."""
+    assert ScrapeConfig(url="http://127.0.0.1:1/metrics").sample_limit == 10_000
+    assert scrape_once("/many", sample_limit=0)[0].up
+
+
+@pytest.mark.parametrize(
+    ("limit", "error"),
+    [
+        ({"label_limit": 2}, "label_limit exceeded (metric: many_total, number of labels: 3, limit: 2)"),
+        ({"label_name_length_limit": 20},
+         "label_name_length_limit exceeded (metric: many_total, label name: a_rather_long_label_name, "
+         "length: 24, limit: 20)"),
+        ({"label_value_length_limit": 20},
+         "label_value_length_limit exceeded (metric: many_total, label name: a_rather_long_label_name, "
+         'value: "a rather long label value", length: 25, limit: 20)'),
+    ],
+)
+def test_label_limits_fail_the_scrape_naming_the_metric(limit: dict[str, int], error: str) -> None:
+    """Each label limit fails the whole scrape with Prometheus' message; counts include __name__ and service."""
+    result, _ = scrape_once("/many", **limit)
+    assert (result.up, result.samples, result.error) == (False, [], error)
+    assert scrape_once("/many", **{key: value + 10 for key, value in limit.items()})[0].up

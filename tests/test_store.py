@@ -695,3 +695,29 @@ def test_select_sees_series_created_and_forgotten_after_an_earlier_select() -> N
     assert len(store.select(up)) == 2
     store.evict(120_000)
     assert [s.labels for s in store.select(up)] == [Labels.of("up", {"job": "b"})]
+
+
+def test_scraped_series_have_their_own_budget_within_the_cap() -> None:
+    """Scrapes stop at their pool's limit, leaving the rest of max_series to the host and the agent's own series."""
+    store = SeriesStore(max_series=10, pool_limits={"scrape": 6})
+    store.ingest("scrape:big", [(labels("big", i=str(i)), 1.0) for i in range(8)], 1000)
+    store.ingest("host", [(labels("node_load1", cpu=str(i)), 1.0) for i in range(4)], 1000)
+    assert store.series_count == 10 and store.refused_series_total == 2
+    assert len(store.select([Matcher("__name__", MatchOp.EQ, "node_load1")])) == 4
+    store.ingest("self", [(labels("healwatch_up"), 1.0)], 1000)
+    assert store.refused_series_total == 3  # the cap itself still holds
+
+
+def test_a_forgotten_scraped_series_gives_its_place_back() -> None:
+    """Evicting scraped series frees room in the scrape pool for new ones."""
+    store = SeriesStore(retention_s=60, max_series=10, pool_limits={"scrape": 2})
+    store.ingest("scrape:a", [(labels("a", i="1"), 1.0), (labels("a", i="2"), 1.0)], 1000)
+    store.evict(1000 + 61_000)
+    store.ingest("scrape:b", [(labels("b", i="1"), 1.0), (labels("b", i="2"), 1.0)], 1000 + 61_000)
+    assert store.series_count == 2 and store.refused_series_total == 0
+
+
+def test_a_pool_limit_above_the_cap_is_an_error() -> None:
+    """A pool may not be promised more series than the store holds."""
+    with pytest.raises(ValueError, match="pool 'scrape' limit 11 exceeds max_series 10"):
+        SeriesStore(max_series=10, pool_limits={"scrape": 11})

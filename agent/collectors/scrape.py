@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,21 @@ Sample = tuple[Labels, float]
 
 class ScrapeError(Exception):
     """A scrape that yielded no samples; the message is the short reason."""
+
+
+@dataclass(frozen=True)
+class ScrapeLimits:
+    """Prometheus' per-target limits; any one exceeded fails the whole scrape. 0 means no limit."""
+
+    sample_limit: int = 0
+    label_limit: int = 0
+    label_name_length_limit: int = 0
+    label_value_length_limit: int = 0
+
+    @classmethod
+    def of(cls, config: ScrapeConfig) -> ScrapeLimits:
+        return cls(config.sample_limit, config.label_limit, config.label_name_length_limit,
+                   config.label_value_length_limit)
 
 
 @dataclass(frozen=True)
@@ -78,13 +94,11 @@ class ScrapeTarget:
             raise ScrapeError(f"server returned HTTP status {response.status_code}")
         if response.truncated:
             raise ScrapeError(f"response exceeds max_bytes ({self.config.max_bytes} bytes)")
-        try:
-            text = response.body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ScrapeError(f"response is not UTF-8 text (bad byte at offset {exc.start})") from None
         openmetrics = response.content_type.split(";")[0].strip().lower() == OPENMETRICS_TYPE
-        # The parsers are pure Python: a large exposition would hold the event loop for too long.
-        return await asyncio.to_thread(parse_exposition, text, self.service, openmetrics=openmetrics)
+        # Decoding, counting and parsing are pure Python over up to max_bytes: off the event loop.
+        return await asyncio.to_thread(
+            _decode_and_parse, response.body, self.service, openmetrics, ScrapeLimits.of(self.config)
+        )
 
     def families(self) -> list[Metric]:
         """``healwatch_scrape_{up,duration_seconds,samples}{service}``; nothing before the first scrape."""
@@ -107,11 +121,26 @@ class ScrapeTarget:
         return [up, duration, samples]
 
 
-def parse_exposition(text: str, service: str, *, openmetrics: bool = False) -> list[Sample]:
-    """Samples of an exposition, each labelled ``service``; raise ScrapeError naming the bad line."""
+def _decode_and_parse(body: bytes, service: str, openmetrics: bool, limits: ScrapeLimits) -> list[Sample]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScrapeError(f"response is not UTF-8 text (bad byte at offset {exc.start})") from None
+    return parse_exposition(text, service, openmetrics=openmetrics, limits=limits)
+
+
+def parse_exposition(
+    text: str, service: str, *, openmetrics: bool = False, limits: ScrapeLimits = ScrapeLimits()
+) -> list[Sample]:
+    """Samples of an exposition, each labelled ``service``; raise ScrapeError naming the bad line or the limit."""
+    if limits.sample_limit:
+        # Counted before parsing, so an oversized exposition costs a line count, not a parse.
+        count = _sample_lines(text)
+        if count > limits.sample_limit:
+            raise ScrapeError(f"sample_limit exceeded (samples: {count}, limit: {limits.sample_limit})")
     parse = parse_openmetrics if openmetrics else parse_text
     try:
-        return [
+        samples = [
             (_target_labels(sample.name, sample.labels, service), float(sample.value))
             for family in parse(text)
             for sample in family.samples
@@ -119,6 +148,36 @@ def parse_exposition(text: str, service: str, *, openmetrics: bool = False) -> l
     except Exception as exc:
         where = "" if openmetrics else _first_bad_line(text)
         raise ScrapeError(_shorten(f"cannot parse metrics{where}: {exc}")) from None
+    if limits.label_limit or limits.label_name_length_limit or limits.label_value_length_limit:
+        for labels, _ in samples:
+            _check_labels(labels, limits)
+    return samples
+
+
+def _sample_lines(text: str) -> int:
+    """Samples in a text or OpenMetrics exposition: one per line that is neither blank nor a comment."""
+    return sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+def _check_labels(labels: Labels, limits: ScrapeLimits) -> None:
+    """Raise ScrapeError as Prometheus' verifyLabelLimits words it; the count includes __name__ and service."""
+    metric = labels.name[:50]
+    if limits.label_limit and len(labels) > limits.label_limit:
+        raise ScrapeError(
+            f"label_limit exceeded (metric: {metric}, number of labels: {len(labels)}, limit: {limits.label_limit})"
+        )
+    for name, value in labels:
+        if limits.label_name_length_limit and len(name) > limits.label_name_length_limit:
+            raise ScrapeError(
+                f"label_name_length_limit exceeded (metric: {metric}, label name: {name[:50]}, "
+                f"length: {len(name)}, limit: {limits.label_name_length_limit})"
+            )
+        if limits.label_value_length_limit and len(value) > limits.label_value_length_limit:
+            raise ScrapeError(_shorten(
+                f"label_value_length_limit exceeded (metric: {metric}, label name: {name[:50]}, "
+                f"value: {json.dumps(value[:50], ensure_ascii=False)}, length: {len(value)}, "
+                f"limit: {limits.label_value_length_limit})"
+            ))
 
 
 def _target_labels(name: str, exposed: dict[str, str], service: str) -> Labels:
