@@ -5,6 +5,11 @@ They go to the dispatcher (routing, grouping, silences, inhibition), whose due
 notifications are written to the outbox and delivered from there. Alertmanager
 receivers need no route: like Prometheus, they get every alert batch as it is
 sent, and Alertmanager does the grouping.
+
+Both loops have crash barriers: an error (a locked or full database, a bug) is
+logged, counted in ``healwatch_notification_loop_errors_total`` and retried with
+backoff; notifications the database refused wait in memory, in order, with the
+notification log's changes, until one transaction writes them all.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 import httpx
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent.config import AgentConfig
@@ -61,6 +66,10 @@ PUSH_GROUP_KEY = "alertmanager-push"
 HEALING_ALERTNAME = "HealwatchHealing"
 # Upper bound on one idle wait, so a wall-clock jump is noticed within this.
 MAX_IDLE_WAIT_S = 30.0
+# Retrying after a loop error (a locked or full database): each write may block the loop for the busy
+# timeout, so the retries back off, but never so far that a freed disk waits long.
+ERROR_RETRY_INITIAL_S = 0.5
+ERROR_RETRY_MAX_S = 8.0
 
 
 def alert_exprs(specs: Iterable[GroupSpec]) -> dict[str, str]:
@@ -137,6 +146,14 @@ class Notifying:
             max_age_s=notify.outbox.max_age, metrics=OutboxMetrics(self.registry), log=log,
         )
         self.registry.register(_MutedCollector(self))
+        self.loop_errors = Counter(
+            "healwatch_notification_loop_errors",
+            "Errors in the notification loops (dispatch: writing to the outbox; deliver: reading it), retried.",
+            ["loop"], registry=self.registry,
+        )
+        # Notifications not yet in the outbox (the database refused them), oldest first.
+        self._unsaved: list[Notification] = []
+        self._retry = {"dispatch": _ErrorBackoff(), "deliver": _ErrorBackoff()}
         self._queue: asyncio.Queue[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
@@ -176,7 +193,9 @@ class Notifying:
     async def start(self) -> None:
         """Subscribe to alerts and start dispatching and delivering; undelivered notifications go out first."""
         self._queue = self.events.subscribe()
-        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
+        # No pool-wide cap: stuck receivers must not take the connections of healthy ones
+        # (the outbox bounds the attempts in flight per receiver).
+        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
         pending = self.outbox.pending()
         if pending:
             log.info("delivering notifications left in the outbox", pending=pending)
@@ -192,6 +211,7 @@ class Notifying:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self.outbox.cancel()
         if self._queue is not None:
             self.events.unsubscribe(self._queue)
             self._queue = None
@@ -207,13 +227,10 @@ class Notifying:
         now = self.clock()
         exprs = self.exprs()
         payloads = [payload_from_alert(a, self.external_url, exprs.get(a.labels.get("alertname"), "")) for a in alerts]
-        pushes = [self._push(name, payloads, now) for name in self.push_receivers if payloads]
-        if pushes:
-            self.outbox.enqueue(pushes)
-            self._delivery_wanted.set()
+        self._unsaved.extend(self._push(name, payloads, now) for name in self.push_receivers if payloads)
         if self.dispatcher is not None:
             self.dispatcher.ingest(payloads, now)
-            self._dispatch_wanted.set()
+        self._dispatch_wanted.set()
 
     def set_maintenance(self, service: str, on: bool) -> None:
         """A service in maintenance has its alerts silenced (and marked so) until maintenance ends."""
@@ -237,13 +254,13 @@ class Notifying:
             return
         alert = AlertPayload.of(labels, starts_at=notice.at, annotations={"summary": notice.summary})
         receivers = dict.fromkeys(route.options.receiver for route in self.dispatcher.route.match(labels))
-        self.outbox.enqueue(
+        self._unsaved.extend(
             Notification(id=uuid.uuid4().hex, receiver=name, group_key=HEALING_GROUP_PREFIX + notice.incident_id,
                          group_labels={"service": notice.service, "incident_id": notice.incident_id},
                          alerts=(alert,), created_at=now, external_url=self.external_url)
             for name in receivers if name in self.receivers
         )
-        self._delivery_wanted.set()
+        self._dispatch_wanted.set()
 
     def _push(self, receiver: str, payloads: list[AlertPayload], now: float) -> Notification:
         return Notification(id=uuid.uuid4().hex, receiver=receiver, group_key=PUSH_GROUP_KEY, group_labels={},
@@ -262,22 +279,47 @@ class Notifying:
 
     async def _dispatch_loop(self) -> None:
         while True:
-            if self.dispatcher is not None:
-                due = [n for n in self.dispatcher.due(self.clock()) if n.receiver in self.receivers]
-                if due:
-                    self.outbox.enqueue(due)
-                    self._delivery_wanted.set()
-            await self._wait(self._dispatch_wanted, self.dispatcher.next_due() if self.dispatcher else None)
+            await self._wait(self._dispatch_wanted, self._guarded("dispatch", self._dispatch))
 
     async def _delivery_loop(self) -> None:
-        assert self._client is not None
         while True:
-            try:
-                while await self.outbox.deliver_due(self._client):
-                    pass
-            except sqlite3.Error as exc:  # e.g. a locked database: try again shortly rather than stop delivering
-                log.error("outbox delivery failed", error=str(exc))
-            await self._wait(self._delivery_wanted, self.outbox.next_attempt_at())
+            await self._wait(self._delivery_wanted, self._guarded("deliver", self._deliver))
+
+    def _guarded(self, loop: str, step: Callable[[], float | None]) -> float | None:
+        """Run one step of a loop behind a crash barrier; return when to run it next."""
+        backoff = self._retry[loop]
+        now = self.clock()
+        if now < backoff.retry_at:
+            return backoff.retry_at
+        try:
+            until = step()
+        except Exception as exc:  # a locked or full database is data waiting, not a reason to stop notifying
+            self.loop_errors.labels(loop).inc()
+            retry_at = backoff.failed(now)
+            log.error("notification loop failed; retrying", loop=loop, retry_in_s=round(retry_at - now, 3),
+                      error=f"{type(exc).__name__}: {exc}", exc_info=not isinstance(exc, sqlite3.Error))
+            return retry_at
+        backoff.succeeded()
+        return until
+
+    def _dispatch(self) -> float | None:
+        """Flush due groups; write what waits, with the notification log's changes, in one transaction."""
+        if self.dispatcher is not None:
+            self._unsaved.extend(n for n in self.dispatcher.due(self.clock()) if n.receiver in self.receivers)
+        if self._unsaved or self.notification_log.changed():
+            self.outbox.enqueue(self._unsaved, also=self.notification_log.write_changes)
+            self.notification_log.mark_written()
+            if self._unsaved:
+                self._unsaved.clear()
+                self._delivery_wanted.set()
+        return self.dispatcher.next_due() if self.dispatcher else None
+
+    def _deliver(self) -> float | None:
+        """Start the attempts due now; each wakes the loop when it ends, so the next of its group follows at once."""
+        assert self._client is not None
+        for task in self.outbox.start_due(self._client):
+            task.add_done_callback(lambda _: self._delivery_wanted.set())
+        return self.outbox.next_attempt_at()
 
     async def _wait(self, wanted: asyncio.Event, until: float | None) -> None:
         """Until ``wanted`` is set or the clock reaches ``until``, whichever is first."""
@@ -289,6 +331,22 @@ class Notifying:
         except TimeoutError:
             pass
         wanted.clear()
+
+
+class _ErrorBackoff:
+    """When a failing loop step may run again: doubling from ERROR_RETRY_INITIAL_S up to ERROR_RETRY_MAX_S."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def failed(self, now: float) -> float:
+        self.failures += 1
+        self.retry_at = now + min(ERROR_RETRY_MAX_S, ERROR_RETRY_INITIAL_S * 2 ** (self.failures - 1))
+        return self.retry_at
+
+    def succeeded(self) -> None:
+        self.failures, self.retry_at = 0, 0.0
 
 
 class _MutedCollector:

@@ -39,6 +39,11 @@ class Receiver(Protocol):
 
     name: str
 
+    @property
+    def timeout_s(self) -> float:
+        """The wall-clock deadline of one attempt."""
+        ...
+
     async def send(self, client: httpx.AsyncClient, notification: Notification, now: float) -> Outcome: ...
 
 

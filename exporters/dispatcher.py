@@ -14,6 +14,9 @@ This is Alertmanager's dispatcher and notification pipeline without goroutines
 
 The notification log can live in SQLite (``NFLOG_MIGRATIONS``), as Alertmanager
 keeps its own on disk, so a restarted agent does not notify again what it had sent.
+Its changes are written by ``write_changes`` in the caller's transaction, the one
+that puts the notifications in the outbox, so the log never says "sent" about a
+notification the outbox does not hold.
 
 Beyond Alertmanager, a route's ``resolve_wait`` flushes a group whose alerts have
 all resolved that long after the last one ended, instead of at the next beat.
@@ -92,11 +95,13 @@ class LogEntry:
 
 
 class NotificationLog:
-    """Alertmanager's notification log; with a connection it survives restarts, so nothing is re-sent after one."""
+    """Alertmanager's notification log; loaded from a connection and saved with ``write_changes``, it survives
+    restarts, so nothing is re-sent after one."""
 
     def __init__(self, conn: sqlite3.Connection | None = None) -> None:
-        self._conn = conn
         self._entries: dict[tuple[str, str], LogEntry] = {}
+        # Keys changed since the last write_changes; None when the log is not persisted.
+        self._changed: set[tuple[str, str]] | None = None if conn is None else set()
         if conn is not None:
             for receiver, key, firing, resolved, at in conn.execute(
                 "SELECT receiver, group_key, firing, resolved, at FROM notification_log"
@@ -108,22 +113,37 @@ class NotificationLog:
 
     def record(self, receiver: str, group_key: str, entry: LogEntry) -> None:
         self._entries[receiver, group_key] = entry
-        if self._conn is not None:
-            with self._conn:
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO notification_log (receiver, group_key, firing, resolved, at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (receiver, group_key, json.dumps(sorted(entry.firing)), json.dumps(sorted(entry.resolved)), entry.at),
-                )
+        if self._changed is not None:
+            self._changed.add((receiver, group_key))
 
     def collect_garbage(self, now: float) -> None:
         """Forget entries without firing alerts (they decide exactly as no entry does) and those past retention."""
         old = [k for k, e in self._entries.items() if not e.firing or e.at + NFLOG_RETENTION_S < now]
         for key in old:
             del self._entries[key]
-        if old and self._conn is not None:
-            with self._conn:
-                self._conn.executemany("DELETE FROM notification_log WHERE receiver = ? AND group_key = ?", old)
+        if self._changed is not None:
+            self._changed.update(old)
+
+    def changed(self) -> bool:
+        return bool(self._changed)
+
+    def write_changes(self, conn: sqlite3.Connection) -> None:
+        """Write the entries changed since ``mark_written``, in the caller's open transaction."""
+        for key in sorted(self._changed or ()):
+            entry = self._entries.get(key)
+            if entry is None:
+                conn.execute("DELETE FROM notification_log WHERE receiver = ? AND group_key = ?", key)
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO notification_log (receiver, group_key, firing, resolved, at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (*key, json.dumps(sorted(entry.firing)), json.dumps(sorted(entry.resolved)), entry.at),
+                )
+
+    def mark_written(self) -> None:
+        """Call once the transaction that holds ``write_changes``' writes has committed."""
+        if self._changed is not None:
+            self._changed.clear()
 
 
 @dataclass(eq=False)

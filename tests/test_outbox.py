@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -293,3 +294,61 @@ def test_sigkill_with_pending_notifications_loses_none(tmp_path: Path) -> None:
             await receiver.stop()
 
     asyncio.run(main())
+
+
+def test_backlog_is_due_at_once_when_the_receiver_answers_again(tmp_path: Path) -> None:
+    """After an outage the first accepted notification makes the receiver's backlog due at that instant: group a,
+    in backoff until +8 s, drains in order right after b-1 is accepted, without the clock moving."""
+    db = StateDB(str(tmp_path / "state.db"))
+    clock = Clock()
+
+    async def scenario(server: RecordingServer, client: httpx.AsyncClient) -> None:
+        outbox, _ = outbox_for(db, server.url, clock)
+        await server.stop()
+        outbox.enqueue([notification("a", 1), notification("a", 2)])
+        for _ in range(4):
+            await drain(outbox, client)
+            clock.now = outbox.next_attempt_at() or 0.0
+        await drain(outbox, client)  # a-1's 5th failure: next in 16 s
+        outbox.enqueue([notification("b", 1), notification("b", 2)])
+        await drain(outbox, client)  # b-1 fails once: next in 1 s
+        clock.now = outbox.next_attempt_at() or 0.0
+        await server.start()
+        await drain(outbox, client)
+        assert [r.headers["Idempotency-Key"] for r in server.received][:1] == ["b-1"]
+        assert ids_by_group(server.received) == {"a": ["a-1", "a-2"], "b": ["b-1", "b-2"]}
+        assert outbox.pending() == 0
+
+    run(scenario)
+    db.close()
+
+
+def test_an_outcome_the_locked_database_refuses_is_recorded_later_not_resent(tmp_path: Path) -> None:
+    """If another connection holds the write lock when an accepted notification is to be deleted, it is neither
+    sent again nor overtaken by the next of its group; once the lock is released it is recorded and a-2 follows."""
+    db = StateDB(str(tmp_path / "state.db"))
+    db.conn.execute("PRAGMA busy_timeout=50")
+    other = sqlite3.connect(db.path, isolation_level=None)
+
+    def lock_then_accept(received: Received) -> web.Response:
+        if received.headers["Idempotency-Key"] == "a-1":
+            other.execute("BEGIN IMMEDIATE")
+        return web.Response(text="ok")
+
+    async def scenario(server: RecordingServer, client: httpx.AsyncClient) -> None:
+        outbox, _ = outbox_for(db, server.url, Clock())
+        outbox.enqueue([notification("a", 1), notification("a", 2)])
+        with capture_logs() as logs:
+            assert await outbox.deliver_due(client) == 1
+        assert any(e["event"].startswith("delivery outcome not recorded") for e in logs)
+        with pytest.raises(sqlite3.OperationalError):
+            outbox.start_due(client)
+        assert outbox.pending() == 2 and len(server.attempts) == 1
+        other.rollback()
+        await drain(outbox, client)
+        assert [r.headers["Idempotency-Key"] for r in server.attempts] == ["a-1", "a-2"]
+        assert outbox.pending() == 0
+
+    run(scenario, lock_then_accept)
+    other.close()
+    db.close()

@@ -56,6 +56,10 @@ class AlertmanagerReceiver:
         # No registered secrets: its patterns hide a basic-auth password in a URL.
         self.redact = Redactor()
 
+    @property
+    def timeout_s(self) -> float:
+        return self.settings.timeout_s
+
     async def send(self, client: httpx.AsyncClient, notification: Notification, now: float) -> Outcome:
         # A firing alert whose "valid until" passed while the push waited (Alertmanager down) would
         # arrive as resolved; leave it out: the rule engine has re-sent its current state since.
@@ -73,10 +77,14 @@ class AlertmanagerReceiver:
 
     async def _post(self, client: httpx.AsyncClient, url: str, body: bytes, now: float) -> Outcome:
         try:
-            response = await client.post(
-                url.rstrip("/") + ALERTS_PATH, content=body, timeout=self.settings.timeout_s,
-                headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
-            )
+            # Each member has its own deadline: a trickling one must not outlast the others' acceptance.
+            async with asyncio.timeout(self.settings.timeout_s):
+                response = await client.post(
+                    url.rstrip("/") + ALERTS_PATH, content=body, timeout=self.settings.timeout_s,
+                    headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
+                )
+        except TimeoutError:
+            return Outcome(OutcomeKind.RETRY, f"{self.redact(url)}: no complete answer within {self.settings.timeout_s:g}s")
         except httpx.HTTPError as exc:
             return classify_error(exc, self.redact)
         outcome = classify_response(response, now, self.redact)

@@ -181,6 +181,10 @@ class SlackReceiver:
         self.settings = settings
         self.redact = Redactor([settings.webhook_url])
 
+    @property
+    def timeout_s(self) -> float:
+        return self.settings.timeout_s
+
     async def send(self, client: httpx.AsyncClient, notification: Notification, now: float) -> Outcome:
         message = slack_message(notification, self.settings.channel, self.settings.username)
         body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()

@@ -68,6 +68,10 @@ class SlackAppReceiver:
         self.conn = conn
         self.redact = Redactor([settings.bot_token])
 
+    @property
+    def timeout_s(self) -> float:
+        return self.settings.timeout_s
+
     async def send(self, client: httpx.AsyncClient, notification: Notification, now: float) -> Outcome:
         message = slack_message(notification, self.settings.channel, self.settings.username)
         if is_healing(notification):

@@ -97,6 +97,10 @@ class WebhookReceiver:
             s for s in (settings.url, settings.bearer_token, settings.hmac_secret, *settings.headers.values()) if s
         )
 
+    @property
+    def timeout_s(self) -> float:
+        return self.settings.timeout_s
+
     def body(self, notification: Notification) -> bytes:
         return json.dumps(webhook_payload(notification, self.settings.max_alerts), separators=(",", ":")).encode()
 
