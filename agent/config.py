@@ -5,12 +5,14 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
     Field,
+    SecretStr,
     ValidationError,
     model_validator,
 )
@@ -255,13 +257,35 @@ def parse_config(text: str, file: str) -> AgentConfig:
         data = {}
     if not isinstance(data, dict):
         raise SourceError([positions.issue((), "expected a mapping of settings at the top level")])
+    for secret in _secret_values(AgentConfig, data):
+        positions.hide(secret, "<secret>")
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
         raise SourceError(_issues(exc, positions)) from None
 
 
+def _secret_values(annotation: Any, value: Any) -> Iterator[str]:
+    """The strings in ``value`` that the schema ``annotation`` reads into SecretStr fields."""
+    annotation = _unwrap(annotation)
+    if annotation is SecretStr:
+        if isinstance(value, str):
+            yield value
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
+        for key, item in value.items():
+            field = annotation.model_fields.get(str(key))
+            if field is not None:
+                yield from _secret_values(field.annotation, item)
+    elif typing.get_origin(annotation) is dict and isinstance(value, dict):
+        for item in value.values():
+            yield from _secret_values(typing.get_args(annotation)[-1], item)
+    elif typing.get_origin(annotation) is list and isinstance(value, list):
+        for item in value:
+            yield from _secret_values(typing.get_args(annotation)[0], item)
+
+
 def _issues(exc: ValidationError, positions: Positions) -> list[SourceIssue]:
+    """Positioned issues; values from the environment and secret fields are named, never quoted."""
     issues = []
     for error in exc.errors(include_url=False):
         loc: YamlPath = tuple(error["loc"])
@@ -270,7 +294,7 @@ def _issues(exc: ValidationError, positions: Positions) -> list[SourceIssue]:
             message = f"{where}: unknown key {loc[-1]!r}{_did_you_mean(loc)}"
             issues.append(positions.issue(loc, message, at_key=True))
             continue
-        message = error["msg"].removeprefix("Value error, ")
+        message = positions.redact(error["msg"].removeprefix("Value error, "))
         if error["type"] == "missing":
             message = f"missing required key {loc[-1]!r}"
         issues.append(positions.issue(loc, f"{where}: {message}"))

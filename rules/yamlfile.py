@@ -2,7 +2,9 @@
 
 Values are built with ``yaml.SafeLoader`` semantics; alongside them a map from
 each path (tuple of keys and list indexes) to its source position lets
-validation errors point at ``file:line:column``.
+validation errors point at ``file:line:column``. Nesting and alias expansion
+are bounded, so a hostile file is an error rather than a stack overflow or a
+memory blow-up (a few hundred bytes of aliases can name billions of values).
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from rules.errors import SourceError, SourceIssue
 
 Path = tuple[str | int, ...]
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Far beyond real config and rule files (under 10 levels); Python's recursion runs out near 300.
+MAX_DEPTH = 100
+# Values that aliases may add beyond the document's own nodes; real files merge a few small anchors.
+MAX_ALIAS_VALUES = 50_000
+# Shorter hidden values are replaced only where quoted, so that they do not mangle the rest of a message.
+_MIN_BARE_REDACTION = 4
 
 
 @dataclass
@@ -31,6 +39,8 @@ class Positions:
     styles: dict[Path, str | None] = field(default_factory=dict)
     # For block scalars: the 1-based column where their content lines start.
     block_columns: dict[Path, int] = field(default_factory=dict)
+    # Text that must never be echoed (values from the environment, secrets) -> what to show instead.
+    hidden: dict[str, str] = field(default_factory=dict)
 
     def issue(self, path: Path, message: str, *, at_key: bool = False) -> SourceIssue:
         """An issue located at ``path``, or at its nearest known ancestor."""
@@ -43,6 +53,20 @@ class Positions:
             probe = probe[:-1]
         position = self.values.get((), (0, 0))
         return SourceIssue(self.file, position[0], position[1], message)
+
+    def hide(self, value: str, shown_as: str) -> None:
+        """Never echo ``value`` in a message: ``redact`` shows ``shown_as`` in its place."""
+        if value:
+            self.hidden[value] = shown_as
+
+    def redact(self, message: str) -> str:
+        """``message`` with every hidden value replaced, longest first so a part never uncovers a whole."""
+        for value in sorted(self.hidden, key=len, reverse=True):
+            shown_as = self.hidden[value]
+            message = message.replace(repr(value), repr(shown_as))
+            if len(value) >= _MIN_BARE_REDACTION:
+                message = message.replace(value, shown_as)
+        return message
 
 
 def read_source(path: str | os.PathLike[str], what: str) -> str:
@@ -65,7 +89,13 @@ def load_yaml(text: str, file: str, *, substitute_env: bool = False) -> tuple[An
     """
     positions = Positions(file)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _BoundedLoader(text)  # the reader refuses unprintable characters already here
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except _LimitExceeded as exc:
+        raise SourceError([_limit_issue(file, exc)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -78,21 +108,67 @@ def load_yaml(text: str, file: str, *, substitute_env: bool = False) -> tuple[An
     if node is None:
         return None, positions
     issues: list[SourceIssue] = []
-    builder = _Builder(positions, issues, substitute_env)
-    data = builder.build(node, ())
+    builder = _Builder(positions, issues, substitute_env, budget=loader.nodes + MAX_ALIAS_VALUES)
+    try:
+        data = builder.build(node, ())
+    except _LimitExceeded as exc:
+        raise SourceError([_limit_issue(file, exc)]) from None
     if issues:
         raise SourceError(issues)
     return data, positions
 
 
+class _LimitExceeded(Exception):
+    """A document beyond MAX_DEPTH or MAX_ALIAS_VALUES, at the node where the limit was crossed."""
+
+    def __init__(self, message: str, mark: yaml.Mark) -> None:
+        super().__init__(message)
+        self.mark = mark
+
+
+def _limit_issue(file: str, exc: _LimitExceeded) -> SourceIssue:
+    return SourceIssue(file, exc.mark.line + 1, exc.mark.column + 1, f"YAML refused: {exc}")
+
+
+def _too_deep(mark: yaml.Mark) -> _LimitExceeded:
+    return _LimitExceeded(f"values nested more than {MAX_DEPTH} levels deep", mark)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose recursive composer stops at MAX_DEPTH, counting the document's own nodes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.depth >= MAX_DEPTH:
+            raise _too_deep(self.peek_event().start_mark)
+        if not self.check_event(yaml.AliasEvent):
+            self.nodes += 1
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
+
+
 class _Builder:
-    def __init__(self, positions: Positions, issues: list[SourceIssue], substitute_env: bool) -> None:
+    def __init__(self, positions: Positions, issues: list[SourceIssue], substitute_env: bool, *, budget: int) -> None:
         self.positions = positions
         self.issues = issues
         self.substitute_env = substitute_env
         self.constructor = yaml.SafeLoader("")
+        # Values left to build: the document's own nodes plus what aliases may add (each use builds a copy).
+        self.budget = budget
 
     def build(self, node: yaml.Node, path: Path) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _LimitExceeded(f"aliases expand to more than {MAX_ALIAS_VALUES} values", node.start_mark)
+        if len(path) >= MAX_DEPTH:  # aliases can nest anchors, or an anchor in itself, past the composer's check
+            raise _too_deep(node.start_mark)
         self.positions.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
@@ -129,7 +205,9 @@ class _Builder:
         except yaml.MarkedYAMLError as exc:
             self._error(node, f"invalid value: {exc.problem}")
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-            self._error(node, f"invalid value {node.value!r} for tag {node.tag}: {exc}")
+            # The value is not quoted: it may be a secret field's (the schema is not known here).
+            detail = str(exc).replace(str(node.value), "<value>")
+            self._error(node, f"invalid value for tag {node.tag}: {detail}")
         return None
 
     def _substitute(self, value: str, path: Path) -> str:
@@ -140,9 +218,13 @@ class _Builder:
             if name not in os.environ:
                 self.issues.append(self.positions.issue(path, f"environment variable {name} is not set"))
                 return ""
+            self.positions.hide(os.environ[name], match.group(0))
             return os.environ[name]
 
-        return _ENV_RE.sub(replace, value)
+        expanded = _ENV_RE.sub(replace, value)
+        if expanded != value:
+            self.positions.hide(expanded, value)
+        return expanded
 
     def _error(self, node: yaml.Node, message: str) -> None:
         mark = node.start_mark

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from agent.config import DEFAULT_LISTEN, load_config, parse_config
 from rules.errors import SourceError
+from rules.yamlfile import load_yaml
 
 
 def errors_of(text: str) -> list[str]:
@@ -189,11 +190,31 @@ def test_mangled_configs_give_only_config_errors(start: int, length: int, insert
     ("text", "message"),
     [
         ("interval: !foo x\n", "1:11: invalid value: could not determine a constructor for the tag '!foo'"),
-        ("interval: !!int x\n", "1:11: invalid value 'x' for tag tag:yaml.org,2002:int"),
-        ("state_path: 2001-02-30\n", "1:13: invalid value '2001-02-30' for tag tag:yaml.org,2002:timestamp"),
+        ("interval: !!int x\n", "1:11: invalid value for tag tag:yaml.org,2002:int: invalid literal for int() "
+                                 "with base 10: '<value>'"),
+        ("state_path: 2001-02-30\n", "1:13: invalid value for tag tag:yaml.org,2002:timestamp: day is out of range"),
     ],
 )
 def test_values_yaml_cannot_build_are_positioned_errors(text: str, message: str) -> None:
-    """Tags and literals PyYAML refuses to construct are reported, not raised."""
+    """Tags and literals PyYAML refuses to construct are reported, not raised, without quoting the value."""
     (issue,) = errors_of(text)
     assert issue.startswith(f"agent.yaml:{message}")
+
+
+def test_an_environment_value_is_shown_as_its_reference_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value substituted from ${NAME} appears in an error as the reference written in the file."""
+    monkeypatch.setenv("LISTEN", "token-abc:def")
+    (issue,) = errors_of('listen: "http://${LISTEN}"\n')
+    assert "got 'http://${LISTEN}'" in issue and "token-abc" not in issue
+
+
+def test_nesting_and_aliases_are_bounded_with_positions() -> None:
+    """100 levels parse; one more, an anchor inside itself, or an alias bomb is a positioned error."""
+    assert load_yaml("[" * 100 + "]" * 100, "a.yaml")[0] is not None
+    assert errors_of("x: " + "[" * 100 + "]" * 100 + "\n") == [
+        "agent.yaml:1:103: YAML refused: values nested more than 100 levels deep"]
+    assert errors_of("x: &a [*a]\n") == ["agent.yaml:1:4: YAML refused: values nested more than 100 levels deep"]
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{b}: &{b} [{','.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcde", "bcdef"))
+    (issue,) = errors_of(bomb)
+    assert issue.endswith("YAML refused: aliases expand to more than 50000 values")
