@@ -37,6 +37,11 @@ from rules.yamlfile import Positions, load_yaml, read_source
 
 DEFAULT_EVALUATION_INTERVAL_MS = 60_000
 LOOKBACK_S = 300.0
+# Limits far above real tests (a day at 1m is 1,440 steps), so that a typo like 0+1x100000000 or
+# eval_time: 10000000000d is an error at once instead of minutes of work and gigabytes of samples.
+MAX_SERIES_VALUES = 100_000
+MAX_FILE_VALUES = 1_000_000
+MAX_EVAL_STEPS = 100_000
 
 FILE_KEYS = ("rule_files", "evaluation_interval", "group_eval_order", "fuzzy_compare", "tests")
 GROUP_KEYS = ("name", "interval", "input_series", "alert_rule_test", "promql_expr_test",
@@ -56,33 +61,47 @@ _GAP_RE = re.compile(r"^_(?:x(?P<times>[0-9]+))?$")
 # -- the series notation ----------------------------------------------------------------
 
 
-def expand_values(text: str) -> list[float | None]:
+def expand_values(text: str, limit: int = MAX_SERIES_VALUES) -> list[float | None]:
     """Expand promtool's value notation (``1+2x3 _x2 stale 5x2``); None is a missing sample.
 
     ``a+bxn`` is a and n further values each b more; ``axn`` is a, n+1 times;
-    ``_xn`` is n missing samples. Raises ValueError naming the bad item.
+    ``_xn`` is n missing samples. Raises ValueError naming the bad item, also
+    the one that takes the series past ``limit`` values.
     """
     values: list[float | None] = []
     for item in text.split():
         gap = _GAP_RE.match(item)
         if gap:
-            values.extend([None] * (int(gap["times"]) if gap["times"] else 1))
+            values.extend([None] * _room(item, len(values), _times(gap["times"], 1), limit))
             continue
         match = _ITEM_RE.match(item)
         if match is None or (match["start"] == "stale" and match["times"] is not None):
             raise ValueError(
                 f"invalid value {item!r}: expected a number, 'a+bxn', 'a-bxn', 'axn', '_', '_xn' or 'stale'"
             )
+        repeats = _room(item, len(values), 1 + _times(match["times"], 0), limit) - 1
         value = STALE_NAN if match["start"] == "stale" else _number(match["start"])
         values.append(value)
-        if match["times"] is None:
-            continue
         step = _number(match["step"]) if match["step"] else 0.0
-        for _ in range(int(match["times"])):
+        for _ in range(repeats):
             # Repeated addition, as Prometheus' loader does (not start + i*step).
             value += step
             values.append(value)
     return values
+
+
+def _times(digits: str | None, default: int) -> int:
+    if digits is None:
+        return default
+    # Past any limit without converting: int() refuses thousands of digits with an unrelated message.
+    return int(digits) if len(digits.lstrip("0")) <= 18 else 10**18
+
+
+def _room(item: str, have: int, adding: int, limit: int) -> int:
+    """``adding``, if ``have + adding`` values stay within ``limit``."""
+    if have + adding > limit:
+        raise ValueError(f"{item!r} takes the series past the limit of {limit} values")
+    return adding
 
 
 def parse_series(text: str) -> Labels:
@@ -192,6 +211,7 @@ class _Reader:
     def __init__(self, positions: Positions) -> None:
         self.positions = positions
         self.issues: list[SourceIssue] = []
+        self.values_read = 0
 
     def fail(self, at: YamlPath, message: str, *, at_key: bool = False) -> None:
         self.issues.append(self.positions.issue(at, message, at_key=at_key))
@@ -268,10 +288,10 @@ class _Reader:
         series = tuple(self.input_series(item, item_at)
                        for item_at, item in self.items(group.get("input_series"), at + ("input_series",),
                                                        "input_series"))
-        alert_tests = tuple(self.alert_test(item, item_at)
+        alert_tests = tuple(self.alert_test(item, item_at, evaluation_interval_ms)
                             for item_at, item in self.items(group.get("alert_rule_test"),
                                                             at + ("alert_rule_test",), "alert_rule_test"))
-        expr_tests = tuple(self.expr_test(item, item_at)
+        expr_tests = tuple(self.expr_test(item, item_at, evaluation_interval_ms)
                            for item_at, item in self.items(group.get("promql_expr_test"),
                                                            at + ("promql_expr_test",), "promql_expr_test"))
         return TestGroup(
@@ -293,13 +313,27 @@ class _Reader:
             labels = parse_series(self.string(item.get("series"), at + ("series",), "series"))
         except ValueError as exc:
             self.fail(at + ("series",), f"bad series: {exc}")
+        if self.values_read > MAX_FILE_VALUES:
+            return InputSeries(labels, values)  # reported once, at the series that crossed the limit
         try:
             values = expand_values(self.string(item.get("values"), at + ("values",), "values"))
         except ValueError as exc:
             self.fail(at + ("values",), str(exc))
+        self.values_read += len(values)
+        if self.values_read > MAX_FILE_VALUES:
+            self.fail(at + ("values",), f"the input series take the file past the limit of {MAX_FILE_VALUES} values")
         return InputSeries(labels, values)
 
-    def alert_test(self, data: Any, at: YamlPath) -> AlertTest:
+    def eval_time_ms(self, value: Any, at: YamlPath, step_ms: int) -> int:
+        """An eval_time within MAX_EVAL_STEPS evaluation steps (every step up to it is evaluated)."""
+        eval_ms = self.duration_ms(value, at, "eval_time")
+        if eval_ms // step_ms > MAX_EVAL_STEPS:
+            self.fail(at, f"eval_time needs more than {MAX_EVAL_STEPS} evaluation steps of "
+                          f"{format_duration(step_ms / 1000)}; use a longer evaluation_interval")
+            return 0
+        return eval_ms
+
+    def alert_test(self, data: Any, at: YamlPath, step_ms: int) -> AlertTest:
         item = self.mapping(data, at, ALERT_TEST_KEYS, "an alert_rule_test item")
         alerts = []
         for alert_at, alert in self.items(item.get("exp_alerts"), at + ("exp_alerts",), "exp_alerts"):
@@ -309,12 +343,12 @@ class _Reader:
                 self.strings(fields.get("exp_annotations"), alert_at + ("exp_annotations",), "exp_annotations"),
             ))
         return AlertTest(
-            self.duration_ms(item.get("eval_time"), at + ("eval_time",), "eval_time"),
+            self.eval_time_ms(item.get("eval_time"), at + ("eval_time",), step_ms),
             self.string(item.get("alertname"), at + ("alertname",), "alertname"),
             tuple(alerts),
         )
 
-    def expr_test(self, data: Any, at: YamlPath) -> ExprTest:
+    def expr_test(self, data: Any, at: YamlPath, step_ms: int) -> ExprTest:
         item = self.mapping(data, at, EXPR_TEST_KEYS, "a promql_expr_test item")
         samples = []
         for sample_at, sample in self.items(item.get("exp_samples"), at + ("exp_samples",), "exp_samples"):
@@ -327,7 +361,7 @@ class _Reader:
                                           float(value)))
         return ExprTest(
             self.string(item.get("expr"), at + ("expr",), "expr"),
-            self.duration_ms(item.get("eval_time"), at + ("eval_time",), "eval_time"),
+            self.eval_time_ms(item.get("eval_time"), at + ("eval_time",), step_ms),
             tuple(samples),
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from rules.matchers import MatchOp
 from rules.promql import PromQLSyntaxError, parse
+from rules.promql.parser import MAX_DEPTH
 from rules.promql.ast import (
     AggregateExpr,
     BinaryExpr,
@@ -221,3 +223,20 @@ def test_fuzz_mutated_expressions(expr: str, where: int, junk: str) -> None:
             parse(mutated)
         except PromQLSyntaxError:
             pass
+
+
+@pytest.mark.parametrize(
+    ("nest", "column"),
+    [
+        (lambda n: "abs(" * n + "up" + ")" * n, 401),
+        (lambda n: "(" * n + "1" + ")" * n, 101),
+        (lambda n: "-" * n + "1", 101),
+        (lambda n: "+".join(["up"] * (n + 1)), 300),
+    ],
+)
+def test_nesting_beyond_the_limit_is_a_positioned_syntax_error(nest: Callable[[int], str], column: int) -> None:
+    """Calls, parentheses, unary signs or a ``+`` chain 100 levels deep parse; deeper is an error, not a crash."""
+    parse(nest(MAX_DEPTH - 1))
+    with pytest.raises(PromQLSyntaxError) as info:
+        parse(nest(MAX_DEPTH))
+    assert str(info.value) == f"1:{column}: parse error: expression nested more than 100 levels deep"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rules.model import Labels, is_stale_nan
-from rules.unittest import expand_values, go_duration, parse_series, run_test_files
+from rules.unittest import MAX_SERIES_VALUES, expand_values, go_duration, parse_series, run_test_files
 
 RULES = """\
 groups:
@@ -334,3 +334,12 @@ def test_unmatched_rule_glob_is_a_warning(tmp_path: Path) -> None:
 def test_go_duration_prints_like_go(ms: int, text: str) -> None:
     """Rule error times read as Go's time.Duration prints them."""
     assert go_duration(ms) == text
+
+
+def test_series_values_stop_at_the_limit_without_expanding() -> None:
+    """A series may hold 100,000 values; an item that would pass the limit is refused before it is expanded."""
+    assert len(expand_values("0+1x99999")) == MAX_SERIES_VALUES
+    with pytest.raises(ValueError, match=r"'_x1' takes the series past the limit of 100000 values"):
+        expand_values("0+1x99999 _x1")
+    with pytest.raises(ValueError, match="past the limit"):
+        expand_values("1x" + "9" * 5000)

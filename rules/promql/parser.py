@@ -63,11 +63,25 @@ _PUNCTUATION_NAMES = {
     ":": "colon ':'",
 }
 _MATCH_OPS = {"=": MatchOp.EQ, "!=": MatchOp.NE, "=~": MatchOp.RE, "!~": MatchOp.NRE}
+# Levels of nesting, in the text and in the tree (a+b+c is two levels): the parser, type checks, printing and
+# evaluation all recurse once or a few times per level, and Python's stack ends near 1,000 frames.
+MAX_DEPTH = 100
 
 
 def parse(expr: str) -> Expr:
     """Parse and type-check a PromQL expression; raise PromQLSyntaxError on any problem."""
     return _Parser(expr).parse()
+
+
+def _children(node: Expr) -> list[Expr]:
+    """The expressions directly inside ``node`` (operands, arguments, the selector of a range)."""
+    children: list[Expr] = []
+    for value in vars(node).values():
+        if isinstance(value, Expr):
+            children.append(value)
+        elif isinstance(value, tuple):
+            children.extend(item for item in value if isinstance(item, Expr))
+    return children
 
 
 def _describe(token: Token) -> str:
@@ -113,6 +127,9 @@ class _Parser:
         self.expr = expr
         self.tokens = Lexer(expr).tokens()
         self.index = 0
+        self.depth = 0
+        # Height of each subtree built so far, by id; the node is kept so that its id is never reused.
+        self.heights: dict[int, tuple[Expr, int]] = {}
 
     # -- token helpers -------------------------------------------------
 
@@ -170,18 +187,44 @@ class _Parser:
         return token.kind if token.kind in _PRECEDENCE else None
 
     def parse_expr(self, min_precedence: int) -> Expr:
-        lhs = self.parse_unary()
-        while True:
-            op_token = self.peek()
-            op = self.binary_op(op_token)
-            if op is None or _PRECEDENCE[op] < min_precedence:
-                return lhs
-            self.advance()
-            return_bool, matching = self.parse_binary_modifiers()
-            # ^ is right-associative; all other operators are left-associative.
-            next_min = _PRECEDENCE[op] if op == "^" else _PRECEDENCE[op] + 1
-            rhs = self.parse_expr(next_min)
-            lhs = self.check_binary(BinaryExpr(op, lhs, rhs, return_bool, matching, pos=lhs.pos), op_token)
+        start = self.peek()
+        if self.depth >= MAX_DEPTH:
+            raise self.too_deep(start)
+        self.depth += 1
+        try:
+            lhs = self.bounded(self.parse_unary(), start)
+            while True:
+                op_token = self.peek()
+                op = self.binary_op(op_token)
+                if op is None or _PRECEDENCE[op] < min_precedence:
+                    return lhs
+                self.advance()
+                return_bool, matching = self.parse_binary_modifiers()
+                # ^ is right-associative; all other operators are left-associative.
+                next_min = _PRECEDENCE[op] if op == "^" else _PRECEDENCE[op] + 1
+                rhs = self.parse_expr(next_min)
+                node = self.bounded(BinaryExpr(op, lhs, rhs, return_bool, matching, pos=lhs.pos), op_token)
+                lhs = self.check_binary(node, op_token)
+        finally:
+            self.depth -= 1
+
+    def too_deep(self, token: Token) -> PromQLSyntaxError:
+        return self.error(f"expression nested more than {MAX_DEPTH} levels deep", token.pos)
+
+    def bounded(self, node: Expr, token: Token) -> Expr:
+        """``node``, unless its tree is deeper than MAX_DEPTH (long operator chains grow it without recursion)."""
+        if self.height(node) > MAX_DEPTH:
+            raise self.too_deep(token)
+        return node
+
+    def height(self, node: Expr) -> int:
+        """Levels of the tree under ``node``; subtrees from earlier calls are looked up, so this recurses little."""
+        known = self.heights.get(id(node))
+        if known is not None and known[0] is node:
+            return known[1]
+        height = 1 + max((self.height(child) for child in _children(node)), default=0)
+        self.heights[id(node)] = (node, height)
+        return height
 
     def parse_binary_modifiers(self) -> tuple[bool, VectorMatching]:
         return_bool = False
