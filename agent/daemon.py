@@ -34,6 +34,7 @@ from agent.jobs import Job, JobSet, build_jobs
 from agent.looplag import LoopLag
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
 from agent.ruler import build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
+from agent.sdnotify import SystemdNotifier
 from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB
 from agent.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
@@ -102,6 +103,9 @@ class Agent:
         self._insecure_http: httpx.AsyncClient | None = None
         # One scan of all processes serves every service matched by name or command line.
         self._scanner = ProcessScanner(max_age_s=1.0)
+        # Under systemd (Type=notify): READY=1 once the first host collection landed, watchdog pings.
+        self.systemd = SystemdNotifier()
+        self._systemd_ready_sent = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -147,12 +151,16 @@ class Agent:
         )
         self._tasks.append(asyncio.create_task(self._render_loop()))
         self._tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
+        self._tasks.append(asyncio.create_task(self.systemd.ping_watchdog(), name="systemd-watchdog"))
+        if "host" not in self.jobset.jobs:
+            self._notify_ready()
         self._render_wanted.set()
         log.info("agent started", listen=f"{self._listen_address()[0]}:{self.server.port}",
                  config=self.config_path or "<built-in>", services=len(self.config.services),
                  jobs=len(self.jobset.jobs))
 
     async def stop(self) -> None:
+        self.systemd.stopping()
         if self.healing is not None:
             await self.healing.stop()
         if self._scheduler is not None:
@@ -170,6 +178,7 @@ class Agent:
                 await client.aclose()
         if self.state is not None:
             self.state.close()
+        self.systemd.close()
         log.info("agent stopped")
 
     async def run(self) -> None:
@@ -228,12 +237,10 @@ class Agent:
             new = load_config(self.config_path)
             rule_files, rule_specs = self._load_rules(new)
         except SourceError as exc:
-            self.metrics.reload_successful.set(0)
-            self._render_wanted.set()
-            self.config_errors = [str(issue) for issue in exc.issues]
-            for issue in self.config_errors:
-                log.error("config reload failed; keeping the running config", error=issue)
-            return self.config_errors
+            return self._config_reload_failed([str(issue) for issue in exc.issues])
+        except Exception as exc:  # crash barrier: a reload fails visibly, it never escapes the signal handler
+            log.exception("config reload crashed", error_type=type(exc).__name__)
+            return self._config_reload_failed([f"{self.config_path}: reload crashed ({type(exc).__name__})"])
         restart_only = ("listen", "state_path", "store", "api")
         for setting in restart_only:
             if getattr(new, setting) != getattr(self.config, setting):
@@ -253,6 +260,14 @@ class Agent:
         log.info("config reloaded", config=self.config_path, jobs=len(self.jobset.jobs))
         return []
 
+    def _config_reload_failed(self, errors: list[str]) -> list[str]:
+        self.metrics.reload_successful.set(0)
+        self._render_wanted.set()
+        self.config_errors = errors
+        for issue in errors:
+            log.error("config reload failed; keeping the running config", error=issue)
+        return errors
+
     # -- readiness ---------------------------------------------------------
 
     def ready(self, service: str | None) -> bool | None:
@@ -269,7 +284,7 @@ class Agent:
     def _load_rules(self, config: AgentConfig) -> tuple[list[str], list[GroupSpec]]:
         config_dir = Path(self.config_path).parent if self.config_path else Path.cwd()
         files = rule_files_of(config, config_dir)
-        return files, load_rule_files(files)
+        return files, load_rule_files(files, had_groups={spec.file for spec in self.rule_specs})
 
     def _build_jobset(self) -> JobSet:
         """Collector, check and scrape jobs of the config plus a job per rule group, keeping unchanged ones."""
@@ -299,18 +314,26 @@ class Agent:
             return
         self._rule_stamps = stamps
         try:
-            specs = load_rule_files(files)
+            specs = load_rule_files(files, had_groups={spec.file for spec in self.rule_specs})
         except SourceError as exc:
-            self.metrics.rules_reload_successful.set(0)
-            self.rule_errors = [str(issue) for issue in exc.issues]
-            for issue in self.rule_errors:
-                log.error("rule reload failed; keeping the running rules", error=issue)
+            self._rules_reload_failed([str(issue) for issue in exc.issues])
+            return
+        except Exception as exc:  # crash barrier, as for a config reload
+            log.exception("rule reload crashed", error_type=type(exc).__name__)
+            self._rules_reload_failed([f"rule reload crashed ({type(exc).__name__})"])
             return
         self.rule_errors = []
         self.rule_files, self.rule_specs = files, specs
         self._schedule(self._build_jobset())
         self.metrics.rules_reload_successful.set(1)
         log.info("rules reloaded", files=len(files), groups=len(specs))
+
+    def _rules_reload_failed(self, errors: list[str]) -> None:
+        self.metrics.rules_reload_successful.set(0)
+        self._render_wanted.set()
+        self.rule_errors = errors
+        for issue in errors:
+            log.error("rule reload failed; keeping the running rules", error=issue)
 
     def _schedule(self, jobset: JobSet) -> None:
         assert self._scheduler is not None
@@ -358,6 +381,13 @@ class Agent:
         self.store.ingest(job.name, observation.store_samples(), round(now * 1000))
         self.exposition.update(job.name, observation.families)
         self._render_wanted.set()
+        if job.name == "host":
+            self._notify_ready()
+
+    def _notify_ready(self) -> None:
+        if not self._systemd_ready_sent:
+            self._systemd_ready_sent = True
+            self.systemd.ready(f"serving on port {self.server.port if self.server else '?'}")
 
     async def _render_loop(self) -> None:
         while True:

@@ -10,7 +10,7 @@ compiled to the equivalent PromQL here so everything downstream sees PromQL.
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -87,13 +87,18 @@ def expand_rule_files(patterns: Sequence[str], base_dir: str | Path = ".") -> li
     return files
 
 
-def load_rule_files(files: Sequence[str]) -> list[GroupSpec]:
-    """Every group of every file; raise SourceError listing every problem in all of them."""
+def load_rule_files(files: Sequence[str], *, had_groups: Collection[str] = ()) -> list[GroupSpec]:
+    """Every group of every file; raise SourceError listing every problem in all of them.
+
+    A file of ``had_groups`` (those that held groups at the last load) that is now empty is a
+    problem too: a truncated write must not drop its rules and resolve their alerts in silence.
+    ``groups: []`` says "no rules" on purpose.
+    """
     groups: list[GroupSpec] = []
     issues: list[SourceIssue] = []
     for file in files:
         try:
-            groups.extend(load_rule_file(file))
+            groups.extend(load_rule_file(file, allow_empty=file not in had_groups))
         except SourceError as exc:
             issues.extend(exc.issues)
     if issues:
@@ -101,12 +106,18 @@ def load_rule_files(files: Sequence[str]) -> list[GroupSpec]:
     return groups
 
 
-def load_rule_file(file: str) -> list[GroupSpec]:
-    return parse_rules(read_source(file, "rule file"), file)
+def load_rule_file(file: str, *, allow_empty: bool = True) -> list[GroupSpec]:
+    return parse_rules(read_source(file, "rule file"), file, allow_empty=allow_empty)
 
 
-def parse_rules(text: str, file: str) -> list[GroupSpec]:
+def parse_rules(text: str, file: str, *, allow_empty: bool = True) -> list[GroupSpec]:
+    """The groups of a rule file's text; an empty one (no YAML document) has none, or is refused."""
     data, positions = load_yaml(text, file)
+    if data is None and not allow_empty:
+        raise SourceError([SourceIssue(
+            file, 0, 0, "the file is empty but held rule groups at the last load (a truncated write?); "
+                        "its rules are kept: write 'groups: []' to remove them",
+        )])
     return _Validator(positions).validate(data)
 
 

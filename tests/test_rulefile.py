@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.errors import SourceError
-from rules.rulefile import SIMPLE_AGGREGATES, expand_rule_files, load_rule_file, parse_rules
+from rules.rulefile import SIMPLE_AGGREGATES, expand_rule_files, load_rule_file, load_rule_files, parse_rules
 
 DATA = Path(__file__).parent / "data"
 
@@ -186,3 +186,14 @@ def test_an_error_on_a_trailing_empty_line_is_reported() -> None:
     """An expression that ends early in a block scalar is an error at its last, empty line, not a crash."""
     (issue,) = errors_of("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: |\n      sum by (\n      )\n")
     assert "could not parse expression: 3:1: parse error: unexpected end of input" in issue
+
+
+def test_a_file_emptied_after_holding_groups_is_refused_but_groups_empty_is_not(tmp_path: Path) -> None:
+    """An empty rule file that held groups at the last load is an error; ``groups: []`` and a new empty file are not."""
+    path = tmp_path / "r.yaml"
+    path.write_text(" \n# truncated\n")
+    assert load_rule_files([str(path)]) == []
+    with pytest.raises(SourceError, match="write 'groups: \\[\\]' to remove them"):
+        load_rule_files([str(path)], had_groups={str(path)})
+    path.write_text("groups: []\n")
+    assert load_rule_files([str(path)], had_groups={str(path)}) == []
