@@ -35,7 +35,6 @@ from agent.looplag import LoopLag
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
 from agent.ruler import build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
 from agent.sdnotify import SystemdNotifier
-from agent.sdnotify import SystemdNotifier
 from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB
 from agent.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
@@ -103,9 +102,6 @@ class Agent:
         self._http: httpx.AsyncClient | None = None
         self._insecure_http: httpx.AsyncClient | None = None
         # One scan of all processes serves every service matched by name or command line.
-        # Under systemd (Type=notify): READY=1 once the first host collection landed, watchdog pings.
-        self.systemd = SystemdNotifier()
-        self._systemd_ready_sent = False
         self._scanner = ProcessScanner(max_age_s=1.0)
         # Under systemd (Type=notify): READY=1 once the first host collection landed, watchdog pings.
         self.systemd = SystemdNotifier()
@@ -151,16 +147,12 @@ class Agent:
         )
         self._scheduler.add_job(
             self._watch_rule_files, "interval", seconds=RULE_FILE_POLL_S, id="rule-files",
-        self._tasks.append(asyncio.create_task(self.systemd.ping_watchdog(), name="systemd-watchdog"))
-        if "host" not in self.jobset.jobs:
-            self._notify_ready()
             max_instances=1, coalesce=True,
         )
         self._tasks.append(asyncio.create_task(self._render_loop()))
         self._tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
         self._tasks.append(asyncio.create_task(self.systemd.ping_watchdog(), name="systemd-watchdog"))
         if "host" not in self.jobset.jobs:
-        self.systemd.stopping()
             self._notify_ready()
         self._render_wanted.set()
         log.info("agent started", listen=f"{self._listen_address()[0]}:{self.server.port}",
@@ -178,7 +170,6 @@ class Agent:
         await asyncio.gather(*self._running_jobs, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
-        self.systemd.close()
             await self.server.stop()
         if self.notifying is not None:
             await self.notifying.stop()
@@ -381,13 +372,6 @@ class Agent:
             observation = await job.observe(now)
         except Exception as exc:
             self.metrics.collector_errors.labels(job.name).inc()
-        if job.name == "host":
-            self._notify_ready()
-
-    def _notify_ready(self) -> None:
-        if not self._systemd_ready_sent:
-            self._systemd_ready_sent = True
-            self.systemd.ready(f"serving on port {self.server.port if self.server else '?'}")
             log.error("job failed", job=job.name, error=f"{type(exc).__name__}: {exc}", exc_info=True)
             return
         finally:
