@@ -2,12 +2,18 @@
 
 The page is one self-contained HTML document (``statuspage.html``: inline CSS and
 JavaScript, no external assets) that polls ``/api/v1/status`` and draws its charts
-from ``/api/v1/query_range``. Queries run on the event loop, because the series
-store is not thread-safe; the cap on points per series bounds how long one takes.
+from ``/api/v1/query_range``. A query never runs on the event loop, where it would
+stall checks, rules and healing: the samples it needs are copied from the store on
+the loop in slices of a fraction of a millisecond (the store is not thread-safe),
+then it is evaluated and encoded in a worker thread. ``api.query_max_samples``,
+``api.query_timeout`` and ``api.query_max_concurrency`` bound the work, as
+Prometheus' ``--query.*`` flags do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import re
 from collections.abc import Callable
@@ -18,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from agent.api import error, success
+from agent.api import error
 from rules.durations import parse_duration
 from rules.gofmt import format_float
 from rules.promql import (
@@ -32,6 +38,8 @@ from rules.promql import (
     parse,
 )
 from rules.promql.ast import SCALAR, VECTOR, Expr
+from rules.promql.budget import QueryBudget, QueryTimeoutError
+from rules.promql.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -95,10 +103,15 @@ class _BadParameter(Exception):
     """A request parameter Prometheus would reject with ``bad_data``."""
 
 
+# Evaluates a parsed query against its snapshot within its budget.
+_Evaluate = Callable[[Snapshot, QueryBudget], Result]
+
+
 class _StatusPage:
     def __init__(self, agent: Agent, html: bytes) -> None:
         self.agent = agent
         self.html = html
+        self.slots = asyncio.Semaphore(agent.config.api.query_max_concurrency)
 
     async def index(self, request: web.Request) -> web.Response:
         # The page polls the API itself; a cached copy would only be stale markup.
@@ -112,9 +125,9 @@ class _StatusPage:
             raw_time = request.query.get("time")
             t_ms = round(self.agent.clock() * 1000) if raw_time is None else _param(parse_time, "time", raw_time)
             node = _parse(expr)
-            return _evaluate(lambda: engine.instant(node, self.agent.store, t_ms), t_ms)
         except _BadParameter as exc:
             return error(400, "bad_data", str(exc))
+        return await self._run(node, t_ms, t_ms, lambda snapshot, budget: engine.instant(node, snapshot, t_ms, budget))
 
     async def query_range(self, request: web.Request) -> web.Response:
         engine = self.agent.engine
@@ -136,9 +149,35 @@ class _StatusPage:
             if node.type not in (SCALAR, VECTOR):
                 raise _BadParameter(f'invalid parameter "query": invalid expression type "{node.type}" for range '
                                     "query, must be Scalar or instant Vector")
-            return _evaluate(lambda: engine.range(node, self.agent.store, start_ms, end_ms, step_ms), end_ms)
         except _BadParameter as exc:
             return error(400, "bad_data", str(exc))
+        return await self._run(node, start_ms, end_ms,
+                               lambda snapshot, budget: engine.range(node, snapshot, start_ms, end_ms, step_ms, budget))
+
+    async def _run(self, node: Expr, start_ms: int, end_ms: int, evaluate: _Evaluate) -> web.Response:
+        """Wait for a slot, copy the samples ``node`` reads on the loop, evaluate and encode in a thread."""
+        api = self.agent.config.api
+        budget = QueryBudget(api.query_max_samples, api.query_timeout)
+        try:
+            async with asyncio.timeout(budget.time_left()):
+                await self.slots.acquire()
+        except TimeoutError:
+            return error(503, "timeout", str(QueryTimeoutError("query queue")))
+        try:
+            snapshot = Snapshot(node, start_ms, end_ms, self.agent.engine.lookback_ms)
+            for _ in snapshot.fill(self.agent.store, budget):
+                await asyncio.sleep(0)  # let checks, rules and other requests run between slices
+            body = await asyncio.to_thread(_encode, evaluate, snapshot, budget, end_ms)
+        except QueryTimeoutError as exc:
+            return error(503, "timeout", str(exc))
+        except PromQLEvalError as exc:
+            return error(422, "execution", str(exc))
+        except asyncio.CancelledError:
+            budget.cancelled = True  # the worker thread stops at its next charge
+            raise
+        finally:
+            self.slots.release()
+        return web.Response(text=body, content_type="application/json")
 
 
 def _param(convert: Callable[[str], int], name: str, text: str) -> int:
@@ -158,13 +197,9 @@ def _parse(expr: str) -> Expr:
         raise _BadParameter('invalid parameter "query": expression is nested too deeply') from None
 
 
-def _evaluate(run: Callable[[], Result], t_ms: int) -> web.Response:
-    """Run a parsed query; evaluation errors are ``execution`` errors, as in Prometheus."""
-    try:
-        result = run()
-    except PromQLEvalError as exc:
-        return error(422, "execution", str(exc))
-    return success(_result_json(result, t_ms))
+def _encode(evaluate: _Evaluate, snapshot: Snapshot, budget: QueryBudget, t_ms: int) -> str:
+    """The success body of an evaluation (a large result takes long to encode too: this runs in the thread)."""
+    return json.dumps({"status": "success", "data": _result_json(evaluate(snapshot, budget), t_ms)})
 
 
 def _result_json(result: Result, t_ms: int) -> dict[str, Any]:

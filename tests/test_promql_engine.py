@@ -7,7 +7,10 @@ import math
 import pytest
 
 from rules.model import Labels
-from rules.promql import Engine, MatrixResult, PromQLEvalError, ScalarResult, StringResult, VectorResult
+from rules.promql import Engine, MatrixResult, PromQLEvalError, ScalarResult, StringResult, VectorResult, parse
+from rules.promql.ast import Expr
+from rules.promql.budget import QueryBudget, QueryLimitError, QueryTimeoutError
+from rules.promql.snapshot import Snapshot
 from rules.store import SeriesStore
 
 MINUTE = 60_000
@@ -161,3 +164,47 @@ def test_logarithms_round_like_go() -> None:
     assert log10 == {"0.3": -0.5228787452803376, "7.0": 0.8450980400142568, "9.0": 0.954242509439325, "1000.0": 3.0}
     assert log2 == {"0.3": -1.736965594166206, "7.0": 2.807354922057604, "9.0": 3.1699250014423126,
                     "1000.0": 9.965784284662087}
+
+
+# -- query bounds and snapshots (issue #12) ---------------------------------------------
+
+
+def _snapshot(engine: Engine, node: Expr, store: SeriesStore, start_ms: int, end_ms: int) -> Snapshot:
+    snapshot = Snapshot(node, start_ms, end_ms, engine.lookback_ms)
+    for _ in snapshot.fill(store, QueryBudget()):
+        pass
+    return snapshot
+
+
+@pytest.mark.parametrize("expr", [
+    "up", "up offset 3m", "up @ 120", "rate(up[2m])", "max_over_time(up[5m:30s])",
+    "max_over_time(rate(up[1m])[4m:1m] offset 2m)", "up @ start() - up @ end()", "timestamp(up)",
+    "absent_over_time(nothing[1m])", "count_over_time(up[30s] @ end())",
+])
+def test_a_snapshot_answers_like_the_live_store(expr: str) -> None:
+    """Evaluated against a snapshot taken for its range, a query returns exactly what the live store gives."""
+    store = _store({Labels.of("up", {"job": job}): [(i * 15_000, float(i * n)) for i in range(60)]
+                    for n, job in enumerate("abc", start=1)})
+    engine = Engine(lookback_s=60)
+    start_ms, end_ms, step_ms = 5 * MINUTE, 14 * MINUTE, 45_000
+    node = parse(expr)
+    if node.type in ("vector", "scalar"):
+        ranged = engine.range(node, _snapshot(engine, node, store, start_ms, end_ms), start_ms, end_ms, step_ms)
+        assert ranged == engine.range(node, store, start_ms, end_ms, step_ms)
+    snapshot = _snapshot(engine, node, store, end_ms, end_ms)
+    assert engine.instant(node, snapshot, end_ms) == engine.instant(node, store, end_ms)
+
+
+def test_the_sample_budget_covers_subquery_steps() -> None:
+    """A subquery of a million steps over no data at all still runs out of a 10,000-sample budget."""
+    with pytest.raises(QueryLimitError, match="query processing would load too many samples"):
+        Engine().instant("sum_over_time(vector(1)[1000s:1ms])", SeriesStore(), 1_000_000, QueryBudget(10_000))
+
+
+def test_the_deadline_is_checked_while_evaluating() -> None:
+    """With a clock that advances a second per reading, a 5 s budget stops a long subquery with a timeout."""
+    ticks = iter(range(10**9))
+    budget = QueryBudget(timeout_s=5, clock=lambda: float(next(ticks)))
+    with pytest.raises(QueryTimeoutError, match="query timed out in query execution"):
+        Engine().instant("sum_over_time(vector(1)[1000s:1ms])", SeriesStore(), 1_000_000, budget)
+    assert budget.clock() < 100

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -33,13 +34,28 @@ from rules.promql.ast import (
     VectorSelector,
     format_float,
 )
+from rules.promql.budget import QueryBudget
 from rules.promql.errors import PromQLEvalError
 from rules.promql.lexer import go_quote
 from rules.promql.parser import parse
 from rules.promql.values import MatrixResult, RangeSeries, Result, Sample, ScalarResult, StringResult, VectorResult
-from rules.store import Series, SeriesStore
+from rules.promql.snapshot import Snapshot
+from rules.store import SeriesStore
 
 Value = float | str | list[Sample] | list[RangeSeries]
+
+
+class SeriesView(Protocol):
+    """What evaluation reads of a series: a live ``rules.store.Series`` or a snapshot's copy."""
+
+    labels: Labels
+
+    def window(self, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def last(self, end_ms: int, lookback_ms: int) -> tuple[int, float] | None: ...
+
+
+Source = SeriesStore | Snapshot
 
 _DUPLICATE_LABELSET = "vector cannot contain metrics with the same labelset"
 _MAX_INT64 = 2.0**63
@@ -54,10 +70,14 @@ class Engine:
         self.lookback_ms = round(lookback_s * 1000)
         self.subquery_step_ms = round(subquery_step_s * 1000)
 
-    def instant(self, expr: str | Expr, store: SeriesStore, t_ms: int) -> Result:
-        """Evaluate at ``t_ms``; returns a vector, scalar, string or (for range expressions) matrix."""
+    def instant(self, expr: str | Expr, store: Source, t_ms: int, budget: QueryBudget | None = None) -> Result:
+        """Evaluate at ``t_ms``; returns a vector, scalar, string or (for range expressions) matrix.
+
+        ``store`` is the live store (on its owning thread) or a ``Snapshot`` of it taken
+        for this expression and time (from any thread); ``budget`` bounds the work.
+        """
         node = parse(expr) if isinstance(expr, str) else expr
-        run = _Evaluation(store, self.lookback_ms, t_ms, t_ms, self.subquery_step_ms)
+        run = _Evaluation(store, self.lookback_ms, t_ms, t_ms, self.subquery_step_ms, budget or QueryBudget())
         value = run.eval(node, t_ms)
         if node.type == SCALAR:
             return ScalarResult(float(value))  # type: ignore[arg-type]
@@ -67,7 +87,10 @@ class Engine:
             return MatrixResult(_finish_matrix(value))  # type: ignore[arg-type]
         return VectorResult(_finish_vector(value))  # type: ignore[arg-type]
 
-    def range(self, expr: str | Expr, store: SeriesStore, start_ms: int, end_ms: int, step_ms: int) -> MatrixResult:
+    def range(
+        self, expr: str | Expr, store: Source, start_ms: int, end_ms: int, step_ms: int,
+        budget: QueryBudget | None = None,
+    ) -> MatrixResult:
         """Evaluate at every step from ``start_ms`` to ``end_ms`` (inclusive); series sorted by labels."""
         node = parse(expr) if isinstance(expr, str) else expr
         if node.type not in (SCALAR, VECTOR):
@@ -78,13 +101,16 @@ class Engine:
             raise PromQLEvalError("zero or negative query resolution step widths are not accepted")
         if end_ms < start_ms:
             raise PromQLEvalError("end timestamp must not be before start time")
-        run = _Evaluation(store, self.lookback_ms, start_ms, end_ms, self.subquery_step_ms)
+        budget = budget or QueryBudget()
+        run = _Evaluation(store, self.lookback_ms, start_ms, end_ms, self.subquery_step_ms, budget)
         points: dict[Labels, list[tuple[int, float]]] = {}
         for t in range(start_ms, end_ms + 1, step_ms):
             value = run.eval(node, t)
             if node.type == SCALAR:
+                budget.charge(1)
                 points.setdefault(Labels(), []).append((t, float(value)))  # type: ignore[arg-type]
                 continue
+            budget.charge(max(1, len(value)))  # type: ignore[arg-type]
             for labels, sample_value in _finish_vector(value):  # type: ignore[arg-type]
                 points.setdefault(labels, []).append((t, sample_value))
         return MatrixResult(sorted(points.items()))
@@ -160,13 +186,16 @@ def _grouping_key(labels: Labels, grouping: tuple[str, ...], without: bool) -> L
 class _Evaluation:
     """State of one query: selected series and subquery results are computed once."""
 
-    def __init__(self, store: SeriesStore, lookback_ms: int, start_ms: int, end_ms: int, subquery_step_ms: int) -> None:
+    def __init__(
+        self, store: Source, lookback_ms: int, start_ms: int, end_ms: int, subquery_step_ms: int, budget: QueryBudget
+    ) -> None:
         self.store = store
         self.lookback_ms = lookback_ms
         self.start_ms = start_ms
         self.end_ms = end_ms
         self.subquery_step_ms = subquery_step_ms
-        self._selected: dict[int, list[Series]] = {}
+        self.budget = budget
+        self._selected: dict[int, list[SeriesView]] = {}
         self._subquery_steps: dict[tuple[int, int], list[Sample]] = {}
         self._handlers: dict[type, Callable[[Expr, int], Value]] = {
             NumberLiteral: lambda node, t: node.value,  # type: ignore[attr-defined]
@@ -186,11 +215,15 @@ class _Evaluation:
 
     # -- selectors -----------------------------------------------------------
 
-    def _series(self, selector: VectorSelector) -> list[Series]:
+    def _series(self, selector: VectorSelector) -> list[SeriesView]:
         found = self._selected.get(id(selector))
         if found is None:
+            store = self.store
+            selected: Sequence[SeriesView] = (
+                store.series(selector) if isinstance(store, Snapshot) else store.select(selector.matchers)
+            )
             # Prometheus returns series sorted by labels; functions like topk rely on that order.
-            found = sorted(self.store.select(selector.matchers), key=lambda s: s.labels)
+            found = sorted(selected, key=lambda s: s.labels)
             self._selected[id(selector)] = found
         return found
 
@@ -256,6 +289,8 @@ class _Evaluation:
             vector = self._subquery_steps.get(key)
             if vector is None:
                 vector = self.eval(node.expr, inner_t)  # type: ignore[assignment]
+                # Every step is charged, empty or not: a step costs time and a cache entry either way.
+                self.budget.charge(max(1, len(vector)))  # type: ignore[arg-type]
                 self._subquery_steps[key] = vector  # type: ignore[assignment]
             for sample in vector:  # type: ignore[union-attr]
                 times, values, drops = collected.setdefault(sample.labels, ([], [], []))
