@@ -206,6 +206,7 @@ class Agent:
         server = HttpServer(
             self.exposition, self.ready, host, port,
             middlewares=[protect(api, api_token(api))], max_body_bytes=api.max_body_bytes, ssl_context=ssl_context,
+            max_connections=api.max_connections, idle_timeout_s=api.idle_timeout,
         )
         add_api_routes(server.app, self, more_paths=STATUS_PAGE_PATHS)
         add_status_page(server.app, self)
