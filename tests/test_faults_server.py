@@ -58,7 +58,7 @@ def loop_lag_during(agent: Agent, request: httpx.Request) -> tuple[httpx.Respons
 
 
 def test_an_abusive_query_is_refused_without_stalling_the_event_loop() -> None:
-    """A subquery of millions of steps gets Prometheus' execution error, and the loop never stalls 100 ms meanwhile."""
+    """A subquery of millions of steps gets Prometheus' execution error, and the loop never stalls 250 ms meanwhile."""
     agent = Agent(parse_config(CONFIG + f"listen: 127.0.0.1:{free_port()}\n", "agent.yaml"))
     started = time.monotonic()
     response, lag_s = loop_lag_during(agent, httpx.Request("GET", "http://x/api/v1/query",
@@ -67,7 +67,7 @@ def test_an_abusive_query_is_refused_without_stalling_the_event_loop() -> None:
     assert response.status_code == 422
     assert response.json() == {"status": "error", "errorType": "execution", "error":
                                "query processing would load too many samples into memory in query execution"}
-    assert lag_s < 0.1
+    assert lag_s < 0.25  # GC pauses and GIL hand-offs on a busy 2-core machine; unbounded it was 20+ s
 
 
 def test_a_slow_query_times_out_with_prometheus_timeout_error() -> None:
