@@ -12,6 +12,9 @@ Semantics are those of a Kubernetes *liveness* probe:
   turns healthy again only after ``window - count + 1`` successes in a row (at least
   ``success_threshold``), so a 1-0-1-0 service stays unhealthy instead of flapping.
 - Every crossing of a threshold emits one ``CheckStateChanged`` through ``on_change``.
+- A run the agent itself could not make (out of descriptors, memory or processes) is neither a
+  success nor a failure: the state and the last result stay as they were, so the agent's own
+  exhaustion never heals a healthy service; ``healwatch_check_errors_total`` counts such runs.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent.collectors.probes import Probe, ProbeResult
 from agent.config import CheckConfig
+from healers.backends.children import agent_side_errno
 from healers.events import CheckStateChanged
 
 log = structlog.get_logger(__name__)
@@ -43,8 +48,12 @@ class Check:
         on_change: Callable[[CheckStateChanged], None],
         *,
         started_at: float | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
-        """``started_at`` anchors ``initial_delay``; when None, the first ``run(now)`` is the start."""
+        """``started_at`` anchors ``initial_delay``; when None, the first ``run(now)`` is the start.
+
+        ``redact`` scrubs each probe's error (an exec check quotes its output) before it is kept or reported.
+        """
         self.service = service
         self.config = config
         self.started_at = started_at
@@ -53,8 +62,11 @@ class Check:
         self.consecutive_successes = 0
         self.last_result: ProbeResult | None = None
         self.runs_total = {"success": 0, "failure": 0}
+        self.agent_errors_total: dict[str, int] = {}  # by errno name
+        self.agent_error = ""  # why the latest run could not probe; "" once a probe ran again
         self._probe = probe
         self._on_change = on_change
+        self._redact = redact
         window = config.failures_within.window if config.failures_within is not None else 0
         self._recent: deque[bool] = deque(maxlen=window)
 
@@ -76,14 +88,27 @@ class Check:
         try:
             result = await self._probe()
         except Exception as exc:
-            # A probe bug must not stop the check: it counts as a failed probe.
+            # A probe bug must not stop the check: it counts as a failed probe, unless the agent ran out of something.
             log.exception("probe_crashed", service=self.service, check=self.name)
             reason = f"probe crashed: {type(exc).__name__}"
-            result = ProbeResult(False, time.monotonic() - began, None, reason)
+            result = ProbeResult(False, time.monotonic() - began, None, reason, agent_side_errno(exc))
+        if result.error:
+            result = replace(result, error=self._redact(result.error))
+        if result.agent_error:
+            self._agent_failed(result)
+            return result
+        self.agent_error = ""
         self.last_result = result
         self.runs_total["success" if result.success else "failure"] += 1
         self._advance(result, now)
         return result
+
+    def _agent_failed(self, result: ProbeResult) -> None:
+        """Count and log a run the agent could not make; thresholds and the last result are left alone."""
+        reason = result.agent_error
+        self.agent_errors_total[reason] = self.agent_errors_total.get(reason, 0) + 1
+        self.agent_error = f"{reason}: {result.error}"
+        log.warning("check_not_run", service=self.service, check=self.name, reason=reason, error=result.error)
 
     def _advance(self, result: ProbeResult, now: float) -> None:
         self._recent.append(result.success)
@@ -132,7 +157,14 @@ class Check:
         )
         for outcome, count in self.runs_total.items():
             runs.add_metric([*key, outcome], count)
-        families: list[Metric] = [healthy, runs]
+        errors = CounterMetricFamily(
+            "healwatch_check_errors",
+            "Runs the agent could not make for want of its own resources (descriptors, memory, processes).",
+            labels=[*_LABELS, "reason"],
+        )
+        for reason, count in sorted(self.agent_errors_total.items()):
+            errors.add_metric([*key, reason], count)
+        families: list[Metric] = [healthy, runs, errors]
         result = self.last_result
         if result is None:
             return families

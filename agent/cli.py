@@ -16,6 +16,7 @@ from agent.config import AgentConfig, load_config, parse_config
 from agent.configref import markdown_reference
 from agent.healing_config import fleet_warnings
 from agent.ruler import rule_files_of
+from agent.limits import raise_fd_limit
 from agent.logsetup import LEVELS, configure_logging
 from agent import __version__
 from rules.durations import format_duration
@@ -89,6 +90,10 @@ def _run(args: argparse.Namespace) -> int:
         log.error("invalid --listen", error=str(exc).splitlines()[-1].strip())
         return 1
     from agent.daemon import Agent  # imported late: `check` and `schema` need none of it
+
+    before, after = raise_fd_limit()
+    if after != before:
+        log.info("descriptor limit raised", soft_before=before, soft=after)
 
     agent = Agent(config, config_path=args.config, listen=args.listen)
     try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from agent.config import CheckConfig, ExecProbe, HttpProbe
+from healers.backends.children import agent_side_errno, child_env
 from rules.durations import format_duration
 
 # How much of an exec probe's output is kept for the failure reason.
@@ -26,12 +27,17 @@ _EOF_GRACE_S = 1.0
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """One probe run: ``error`` is a short human reason when ``success`` is false."""
+    """One probe run: ``error`` is a short human reason when ``success`` is false.
+
+    ``agent_error`` (an errno name such as "EMFILE") says the agent itself could not probe, for
+    want of descriptors, memory or processes: the run tells nothing about the service.
+    """
 
     success: bool
     duration_s: float
     status_code: int | None = None
     error: str = ""
+    agent_error: str = ""
 
 
 Probe = Callable[[], Awaitable[ProbeResult]]
@@ -80,7 +86,14 @@ class Fetched:
 
 
 class FetchError(Exception):
-    """A request that got no usable response; the message is a short reason without header values."""
+    """A request that got no usable response; the message is a short reason without header values.
+
+    ``agent_error`` names the errno when the agent, not the server, was out of a resource.
+    """
+
+    def __init__(self, reason: str, agent_error: str = "") -> None:
+        super().__init__(reason)
+        self.agent_error = agent_error
 
 
 async def fetch(
@@ -122,8 +135,11 @@ async def fetch(
         # Its message quotes the offending header, and header values may be tokens.
         raise FetchError("invalid request (LocalProtocolError), check the configured headers") from None
     except httpx.TransportError as exc:
-        raise FetchError(_transport_reason(exc)) from None
+        raise FetchError(_transport_reason(exc), agent_side_errno(exc)) from None
     except Exception as exc:
+        if agent_error := agent_side_errno(exc):
+            # httpcore lets a failed socket() through unwrapped (EMFILE when the agent is out of descriptors).
+            raise FetchError(f"the agent cannot open a connection: {_agent_reason(exc)}", agent_error) from None
         # Request-building errors (bad header values, bad URL) quote their input, and
         # header values may be tokens: name the kind of failure only.
         raise FetchError(f"invalid request ({type(exc).__name__}), check the URL and headers") from None
@@ -149,6 +165,14 @@ def _transport_reason(exc: httpx.TransportError) -> str:
     return f"{kind}: {exc}" if str(exc) else kind
 
 
+def _agent_reason(exc: BaseException) -> str:
+    """The strerror of the resource error under ``exc``; MemoryError has none."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    return _os_reason(cause) if cause is not None else "out of memory"
+
+
 def _os_reason(exc: OSError) -> str:
     # asyncio replaces strerror with "Connect call failed (...)"; the errno says more.
     if exc.errno is not None and exc.errno > 0:
@@ -169,7 +193,7 @@ async def probe_http(client: httpx.AsyncClient, probe: HttpProbe, timeout_s: flo
             read_limit=probe.max_body_bytes if probe.body_regex is not None else 0,
         )
     except FetchError as exc:
-        return ProbeResult(False, time.monotonic() - start, None, str(exc))
+        return ProbeResult(False, time.monotonic() - start, None, str(exc), exc.agent_error)
     duration_s = time.monotonic() - start
     status = response.status_code
     if not _status_expected(status, probe.expect_status):
@@ -204,7 +228,8 @@ async def probe_tcp(address: str, timeout_s: float) -> ProbeResult:
         reason = f"timed out after {format_duration(timeout_s)}"
         return ProbeResult(False, time.monotonic() - start, None, reason)
     except OSError as exc:
-        return ProbeResult(False, time.monotonic() - start, None, f"connect failed: {_os_reason(exc)}")
+        reason = f"connect failed: {_os_reason(exc)}"
+        return ProbeResult(False, time.monotonic() - start, None, reason, agent_side_errno(exc))
     return ProbeResult(True, time.monotonic() - start)
 
 
@@ -212,7 +237,7 @@ async def probe_tcp(address: str, timeout_s: float) -> ProbeResult:
 
 
 async def probe_exec(probe: ExecProbe, timeout_s: float) -> ProbeResult:
-    """Run the argv (no shell) in its own process group; healthy on exit status 0.
+    """Run the argv (no shell) in its own process group with a minimal environment; healthy on exit status 0.
 
     On timeout the whole group is killed and reaped, so a probe never leaves children behind.
     """
@@ -224,7 +249,7 @@ async def probe_exec(probe: ExecProbe, timeout_s: float) -> ProbeResult:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **probe.env} if probe.env else None,
+            env=child_env(probe.env),
             start_new_session=True,
         )
     except FileNotFoundError:
@@ -232,7 +257,8 @@ async def probe_exec(probe: ExecProbe, timeout_s: float) -> ProbeResult:
     except PermissionError:
         return ProbeResult(False, time.monotonic() - start, None, f"permission denied: {argv[0]}")
     except OSError as exc:
-        return ProbeResult(False, time.monotonic() - start, None, f"cannot run {argv[0]}: {_os_reason(exc)}")
+        reason = f"cannot run {argv[0]}: {_os_reason(exc)}"
+        return ProbeResult(False, time.monotonic() - start, None, reason, agent_side_errno(exc, spawning=True))
 
     assert process.stdout is not None  # stdout=PIPE above
     tail = bytearray()

@@ -1,0 +1,53 @@
+"""What the agent's child processes get (a minimal environment) and which failures are the agent's own.
+
+Children (exec checks, restart and traffic commands, exec steps) never inherit the agent's
+environment: it holds the API token and whatever secrets the config was filled from. Like
+systemd, which starts a service with PATH, LANG and little else, and Monit, which gives a
+program PATH and its own ``MONIT_*`` variables, a child gets the locale, time zone, HOME and
+PATH of the agent (PATH defaulting to systemd's) plus exactly the variables its config names.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Mapping
+
+# systemd's default PATH for services (systemd.exec(5), "Environment variables in spawned processes").
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Inherited when set: how text and time are shown, and where a tool finds its per-user config.
+INHERITED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ")
+INHERITED_PREFIX = "LC_"
+
+# The agent ran out of a resource: descriptors (per process, system-wide), memory, socket buffers.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+# fork/clone also fails with EAGAIN when the process limit (RLIMIT_NPROC, pid_max) is reached.
+SPAWN_ERRNOS = RESOURCE_ERRNOS | {errno.EAGAIN}
+
+
+def child_env(configured: Mapping[str, str] = (), base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child: the inherited basics of ``base`` (the agent's), then ``configured``."""
+    source = os.environ if base is None else base
+    env = {name: value for name, value in source.items() if name in INHERITED or name.startswith(INHERITED_PREFIX)}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.update(configured)
+    return env
+
+
+def agent_side_errno(exc: BaseException, *, spawning: bool = False) -> str:
+    """The errno name ("EMFILE", ...) when ``exc`` or one of its causes is the agent's own exhaustion, else "".
+
+    Such a failure says nothing about the service being probed or healed. ``spawning`` also counts
+    EAGAIN, which fork returns at the process limit but a socket may return for the peer's reasons.
+    """
+    wanted = SPAWN_ERRNOS if spawning else RESOURCE_ERRNOS
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, MemoryError):
+            return "ENOMEM"
+        if isinstance(cause, OSError) and cause.errno in wanted:
+            return errno.errorcode[cause.errno]
+        cause = cause.__cause__ or cause.__context__
+    return ""

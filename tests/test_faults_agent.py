@@ -1,0 +1,278 @@
+"""The agent under its own faults (issue #12): out of descriptors it neither fails nor heals a healthy
+service and keeps its log bounded; its children get a minimal environment and their output is redacted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import io
+import json
+import logging
+import os
+import resource
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+
+from agent.checks import Check
+from agent.collectors.probes import make_probe, new_http_client
+from agent.config import CheckConfig
+from agent.logsetup import RateLimiter, configure_logging
+from healers.backends.children import agent_side_errno
+from healers.events import CheckStateChanged
+from tests.agentproc import ROOT, WebApp
+from tests.realparts import free_port, stop, wait_for
+
+# --- out of descriptors: unit level --------------------------------------------------------------
+
+
+def test_only_the_agents_own_exhaustion_is_classified_as_an_agent_error() -> None:
+    """EMFILE, ENFILE, ENOMEM and MemoryError (also as a cause) are the agent's; refusals and EAGAIN on a socket are not."""
+    wrapped = httpx.ConnectError("connect failed")
+    wrapped.__cause__ = OSError(errno.EMFILE, "Too many open files")
+
+    assert agent_side_errno(OSError(errno.EMFILE, "x")) == "EMFILE"
+    assert agent_side_errno(OSError(errno.ENFILE, "x")) == "ENFILE"
+    assert agent_side_errno(MemoryError()) == "ENOMEM"
+    assert agent_side_errno(wrapped) == "EMFILE"
+    assert agent_side_errno(OSError(errno.ECONNREFUSED, "x")) == ""
+    assert agent_side_errno(OSError(errno.EAGAIN, "x")) == ""
+    assert agent_side_errno(OSError(errno.EAGAIN, "x"), spawning=True) == "EAGAIN"
+    assert agent_side_errno(ValueError("bad header")) == ""
+
+
+@contextlib.contextmanager
+def descriptors_exhausted() -> Iterator[None]:
+    """Lower this process's soft RLIMIT_NOFILE and hold every descriptor left, as idle clients would."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+    try:
+        while True:
+            try:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+                break
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class _Healthy(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        pass
+
+
+@pytest.fixture
+def healthy_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/health"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.mark.parametrize("kind", ["http", "tcp", "exec"])
+def test_a_check_the_agent_cannot_run_keeps_its_state_and_counts_an_error(kind: str, healthy_url: str) -> None:
+    """Out of descriptors, a healthy service's check stays healthy with its last result, and the run is counted as the agent's error."""
+    port = healthy_url.split(":")[2].split("/")[0]
+    probes = {
+        "http": {"http": {"url": healthy_url}},
+        "tcp": {"tcp": {"address": f"127.0.0.1:{port}"}},
+        "exec": {"exec": {"command": [sys.executable, "-c", "pass"]}},
+    }
+    config = CheckConfig.model_validate({"name": "live", "failure_threshold": 1, "timeout": "5s", **probes[kind]})
+    events: list[CheckStateChanged] = []
+
+    async def main() -> tuple[Check, list[bool]]:
+        async with new_http_client() as client:
+            check = Check("api", config, make_probe(config, http_client=client), events.append, started_at=0.0)
+            await check.run(1.0)
+            with descriptors_exhausted():
+                for now in (2.0, 3.0, 4.0):
+                    await check.run(now)
+                during = [check.healthy, check.last_result is not None and check.last_result.success]
+            return check, during
+
+    check, during = asyncio.run(main())
+
+    assert during == [True, True]
+    assert events == []
+    assert check.agent_errors_total == {"EMFILE": 3}
+    assert check.agent_error.startswith("EMFILE: ")
+    assert check.runs_total == {"success": 1, "failure": 0}
+    errors = next(f for f in check.families() if f.name == "healwatch_check_errors")
+    assert [(s.labels["reason"], s.value) for s in errors.samples] == [("EMFILE", 3.0)]
+
+
+# --- the log under a flood of identical errors ------------------------------------------------------
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    yield stream
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if type(h).__name__ != "_ToStructlog"]
+    root.setLevel(logging.WARNING)
+
+
+def test_identical_errors_are_rate_limited_with_a_count_of_those_suppressed(log_stream: io.StringIO) -> None:
+    """A burst of identical errors (from structlog and from asyncio's stdlib logger) writes N lines, one marked, then the count."""
+    now = [100.0]
+    configure_logging("info", log_stream, limiter=RateLimiter(burst=3, window_s=60.0, clock=lambda: now[0]))
+    log = structlog.get_logger("test")
+    for _ in range(500):
+        try:
+            raise OSError(errno.EMFILE, "Too many open files")
+        except OSError:
+            logging.getLogger("asyncio").error("socket.accept() out of system resource", exc_info=True)
+        log.warning("check_not_run", service="web", reason="EMFILE")
+    log.info("distinct", n=1)
+    log.info("distinct", n=1)
+    now[0] += 60.0
+    log.warning("check_not_run", service="web", reason="EMFILE")
+
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    accept = [line for line in lines if line["event"] == "socket.accept() out of system resource"]
+    not_run = [line for line in lines if line["event"] == "check_not_run"]
+    assert len(accept) == 4 and "Too many open files" in accept[0]["exception"]
+    assert [line.get("suppressing", False) for line in accept] == [False, False, False, True]
+    assert len(not_run) == 5 and not_run[-1]["suppressed_similar"] == 496
+    assert sum(line["event"] == "distinct" for line in lines) == 2  # info lines are never limited
+
+
+# --- a real agent out of descriptors ---------------------------------------------------------------
+
+
+def _agent_config(tmp_path: Path, web: WebApp, pidfile: Path, marker: Path) -> Path:
+    config = tmp_path / "healwatch.yaml"
+    config.write_text(json.dumps({
+        "state_path": str(tmp_path / "state.db"),
+        "default_rules": False,
+        "host": {"enabled": False},
+        "services": {"web": {
+            "process": {"pidfile": str(pidfile)},
+            "checks": [{"name": "health", "http": {"url": f"{web.url}/health"}, "interval": "200ms",
+                        "timeout": "2s", "failure_threshold": 2}],
+            "restart": {"exec": [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]},
+            "autoheal": True,
+        }},
+    }))
+    return config
+
+
+def _open_idle_connections(port: int, count: int) -> list[socket.socket]:
+    """Connect ``count`` idle clients (as many as the backlog takes); a full backlog ends the loop."""
+    held = []
+    for _ in range(count):
+        try:
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=1))
+        except OSError:
+            break
+    return held
+
+
+def _events(log_path: Path) -> list[dict[str, object]]:
+    """The agent's JSON log lines; the last may be half-written."""
+    events = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    return [event for event in events if isinstance(event, dict)]
+
+
+@pytest.mark.integration
+def test_agent_out_of_descriptors_neither_fails_nor_heals_a_healthy_service(tmp_path: Path) -> None:
+    """With its descriptors exhausted by idle clients, the agent starts no incident against a healthy service and logs little."""
+    prlimit = "/usr/bin/prlimit"
+    pidfile, marker = tmp_path / "web.pid", tmp_path / "restarted"
+    web = WebApp(pidfile)
+    port = free_port()
+    log_path = tmp_path / "agent.log"
+    agent = subprocess.Popen(
+        [prlimit, "--nofile=64:64", sys.executable, "-m", "agent.cli", "run", "-c",
+         str(_agent_config(tmp_path, web, pidfile, marker)), "--listen", f"127.0.0.1:{port}"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+        stderr=log_path.open("wb"),
+    )
+    held: list[socket.socket] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200, timeout_s=20)
+        # A few descriptors above what it holds now, so idle clients exhaust it even within a server connection cap.
+        limit = len(os.listdir(f"/proc/{agent.pid}/fd")) + 4
+        subprocess.run([prlimit, "--pid", str(agent.pid), f"--nofile={limit}:{limit}"], check=True)
+        held = _open_idle_connections(port, 300)
+
+        def not_run_or_failed() -> bool:
+            events = _events(log_path)
+            failed = any(e["event"] == "check_state_changed" and e.get("healthy") is False for e in events)
+            return failed or sum(e["event"] == "check_not_run" for e in events) >= 4
+
+        wait_for(not_run_or_failed, timeout_s=30)
+        for sock in held:
+            sock.close()
+        held = []
+        wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200, timeout_s=20)
+        status = httpx.get(f"{url}/api/v1/status", timeout=5)
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+    finally:
+        for sock in held:
+            sock.close()
+        stop(agent)
+        web.stop()
+
+    events = _events(log_path)
+    assert not any(e["event"] == "check_state_changed" for e in events), "the healthy service's check changed state"
+    assert not any(e["event"] == "playbook started" for e in events)
+    assert not marker.exists()
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
+        assert db.execute("SELECT COUNT(*) FROM incidents").fetchone() == (0,)
+    assert status.json()["data"]["services"]["web"]["checks"][0]["healthy"] is True
+    assert 'healwatch_check_errors_total{check="health",reason="EMFILE",service="web"}' in metrics
+    # Unlimited, asyncio alone wrote ~90,000 lines in 8 s here.
+    assert len(log_path.read_text(errors="replace").splitlines()) < 300
+
+
+# --- children: a minimal environment -----------------------------------------------------------
+
+
+def test_an_exec_check_never_inherits_the_agents_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real exec check's child prints its environment into the failure reason: the token is absent."""
+    monkeypatch.setenv("HEALWATCH_TOKEN", "token-from-the-agent")
+    script = "import os, sys; print(sorted(os.environ)); sys.exit(1)"
+    config = CheckConfig.model_validate(
+        {"name": "env", "exec": {"command": [sys.executable, "-c", script], "env": {"MODE": "check"}}, "timeout": "5s"}
+    )
+
+    async def main() -> str:
+        async with new_http_client() as client:
+            return (await make_probe(config, http_client=client)()).error
+
+    error = asyncio.run(main())
+
+    assert "'MODE'" in error and "'PATH'" in error
+    assert "HEALWATCH_TOKEN" not in error
