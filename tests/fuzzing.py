@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import json
 import random
@@ -198,7 +199,7 @@ def _value(rng: random.Random, kind: str, key: str) -> Any:
         return rng.choice(SERIES_VALUES)
     if key in ("eval_time", "interval", "evaluation_interval", "for", "keep_firing_for"):
         return rng.choice(EVAL_TIMES + ("1ms", "0s", "-1s"))
-    return rng.choice(INTERESTING)
+    return copy.deepcopy(rng.choice(INTERESTING))  # a copy: later mutations must not edit the pool
 
 
 def _promql(rng: random.Random) -> str:
