@@ -9,6 +9,7 @@ tracebacks a second.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -23,6 +24,9 @@ LEVELS = ("debug", "info", "warning", "error")
 LIMITED_LEVELS = frozenset({"warning", "error", "critical", "exception"})
 # Fields that differ between otherwise identical lines.
 _VOLATILE = frozenset({"timestamp", "level"})
+# Numbers and addresses in a message: the standard library's messages embed timer deadlines and object ids
+# ("handle: <TimerHandle when=1022.16 ...>"); the agent's own events are constant names with separate fields.
+_MESSAGE_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
 
 
 @dataclass
@@ -35,7 +39,8 @@ class _Window:
 class RateLimiter:
     """A structlog processor: at most ``burst`` identical warning-or-worse lines per ``window_s``.
 
-    Lines are identical when all fields but the timestamp agree (the exception text included).
+    Lines are identical when all fields but the timestamp agree (the exception text included) and
+    their messages differ at most in numbers.
     The first line over the limit goes out marked ``suppressing: true``; the first line after the
     window carries ``suppressed_similar: N``, the count of lines dropped in between.
     """
@@ -57,7 +62,10 @@ class RateLimiter:
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         if method_name not in LIMITED_LEVELS and event_dict.get("level") not in LIMITED_LEVELS:
             return event_dict
-        key = repr(sorted((name, repr(value)) for name, value in event_dict.items() if name not in _VOLATILE))
+        key = repr(sorted(
+            (name, _MESSAGE_NUMBERS.sub("#", value) if name == "event" and isinstance(value, str) else repr(value))
+            for name, value in event_dict.items() if name not in _VOLATILE
+        ))
         now = self._clock()
         window = self._windows.get(key)
         if window is None or now - window.started >= self.window_s:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import io
 import json
 import logging
@@ -15,9 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -52,51 +51,51 @@ def test_only_the_agents_own_exhaustion_is_classified_as_an_agent_error() -> Non
 
 
 @contextlib.contextmanager
-def descriptors_exhausted() -> Iterator[None]:
-    """Lower this process's soft RLIMIT_NOFILE and hold every descriptor left, as idle clients would."""
+def descriptors_exhausted() -> Iterator[Callable[[], None]]:
+    """Lower this process's soft RLIMIT_NOFILE and hold every descriptor left, as idle clients would.
+
+    Yields ``refill``, which takes any descriptor freed since (a late-closed socket) before the next probe.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     held: list[int] = []
-    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
-    try:
+
+    def refill() -> None:
         while True:
             try:
                 held.append(os.open(os.devnull, os.O_RDONLY))
             except OSError as exc:
                 assert exc.errno == errno.EMFILE
-                break
-        yield
+                return
+
+    gc.collect()  # closes sockets only garbage still holds, so none is freed during the probes
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+    try:
+        refill()
+        yield refill
     finally:
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-class _Healthy(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self.send_response(200)
-        self.send_header("Content-Length", "3")
-        self.end_headers()
-        self.wfile.write(b"ok\n")
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
-        pass
-
-
 @pytest.fixture
-def healthy_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/health"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+def healthy_url(tmp_path: Path) -> Iterator[str]:
+    """A real HTTP server in its own process, so none of its descriptors come and go in ours."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(lambda: httpx.get(url, timeout=1).status_code == 200)
+        yield url
+    finally:
+        stop(server)
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp", "exec"])
 def test_a_check_the_agent_cannot_run_keeps_its_state_and_counts_an_error(kind: str, healthy_url: str) -> None:
     """Out of descriptors, a healthy service's check stays healthy with its last result, and the run is counted as the agent's error."""
-    port = healthy_url.split(":")[2].split("/")[0]
+    port = healthy_url.split(":")[2].rstrip("/")
     probes = {
         "http": {"http": {"url": healthy_url}},
         "tcp": {"tcp": {"address": f"127.0.0.1:{port}"}},
@@ -109,8 +108,9 @@ def test_a_check_the_agent_cannot_run_keeps_its_state_and_counts_an_error(kind: 
         async with new_http_client() as client:
             check = Check("api", config, make_probe(config, http_client=client), events.append, started_at=0.0)
             await check.run(1.0)
-            with descriptors_exhausted():
+            with descriptors_exhausted() as refill:
                 for now in (2.0, 3.0, 4.0):
+                    refill()
                     await check.run(now)
                 during = [check.healthy, check.last_result is not None and check.last_result.success]
             return check, during
@@ -140,7 +140,10 @@ def log_stream() -> Iterator[io.StringIO]:
 
 
 def test_identical_errors_are_rate_limited_with_a_count_of_those_suppressed(log_stream: io.StringIO) -> None:
-    """A burst of identical errors (from structlog and from asyncio's stdlib logger) writes N lines, one marked, then the count."""
+    """A burst of identical errors (from structlog and from asyncio's stdlib logger) writes N lines, one marked, then the count.
+
+    Messages differing only in numbers count as identical: asyncio's name each timer's deadline.
+    """
     now = [100.0]
     configure_logging("info", log_stream, limiter=RateLimiter(burst=3, window_s=60.0, clock=lambda: now[0]))
     log = structlog.get_logger("test")
@@ -150,6 +153,8 @@ def test_identical_errors_are_rate_limited_with_a_count_of_those_suppressed(log_
         except OSError:
             logging.getLogger("asyncio").error("socket.accept() out of system resource", exc_info=True)
         log.warning("check_not_run", service="web", reason="EMFILE")
+        logging.getLogger("asyncio").error("Exception in callback\nhandle: <TimerHandle when=%f>", 1022.1 + now[0])
+        now[0] += 0.01
     log.info("distinct", n=1)
     log.info("distinct", n=1)
     now[0] += 60.0
@@ -161,6 +166,7 @@ def test_identical_errors_are_rate_limited_with_a_count_of_those_suppressed(log_
     assert len(accept) == 4 and "Too many open files" in accept[0]["exception"]
     assert [line.get("suppressing", False) for line in accept] == [False, False, False, True]
     assert len(not_run) == 5 and not_run[-1]["suppressed_similar"] == 496
+    assert sum(line["event"].startswith("Exception in callback") for line in lines) == 4
     assert sum(line["event"] == "distinct" for line in lines) == 2  # info lines are never limited
 
 
