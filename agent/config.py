@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (
     BaseModel,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     model_validator,
@@ -33,6 +35,8 @@ from rules.yamlfile import Path as YamlPath
 from rules.yamlfile import Positions, load_yaml, read_source
 
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+# ``${NAME}`` as load_yaml substitutes it; ``$$`` is a literal dollar and names nothing.
+_ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class ProcessMatch(Section):
@@ -250,6 +254,12 @@ class AgentConfig(Section):
     healing: HealingConfig = HealingConfig()
     coordination: CoordinationConfig = CoordinationConfig()
     notify: NotifyConfig = NotifyConfig()
+    # Names of the environment variables the file referenced as ${NAME}: their values may be secrets.
+    _env_references: frozenset[str] = PrivateAttr(frozenset())
+
+    @property
+    def env_references(self) -> frozenset[str]:
+        return self._env_references
 
     @model_validator(mode="after")
     def _healing_references(self) -> AgentConfig:
@@ -274,9 +284,11 @@ def parse_config(text: str, file: str) -> AgentConfig:
     for secret in _secret_values(AgentConfig, data):
         positions.hide(secret, "<secret>")
     try:
-        return AgentConfig.model_validate(data)
+        config = AgentConfig.model_validate(data)
     except ValidationError as exc:
         raise SourceError(_issues(exc, positions)) from None
+    config._env_references = frozenset(filter(None, (m.group(1) for m in _ENV_REFERENCE.finditer(text))))
+    return config
 
 
 def _secret_values(annotation: Any, value: Any) -> Iterator[str]:

@@ -35,6 +35,7 @@ from agent.config import AgentConfig, ServiceConfig
 from agent.events import EventChannel
 from agent.healing_config import fleet_warnings, playbook_specs
 from agent.pidwatch import ProcessWatcher
+from agent.secrets import config_redactor
 from healers.backends import ReadinessGate, make_restart_backend, make_traffic_backend
 from healers.backends.base import (
     ActionContext,
@@ -124,6 +125,7 @@ class Healing:
         self, config: AgentConfig, trackers: Mapping[str, ProcessTracker] | None, checks: Mapping[str, Sequence[Check]]
     ) -> None:
         self.config = config
+        self.runner.redact = config_redactor(config)
         self.checks = {service: list(found) for service, found in checks.items()}
         self.specs = playbook_specs(config)
         self.fleet = self._fleet_budgets(config)

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 
 Argv = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, description="argv; never a shell.")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+ChildEnv = Annotated[
+    dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str],
+    Field(description="Variables added to the command's minimal environment (PATH, HOME, LANG, LC_*, TZ); "
+                      "pass one of the agent's own with NAME: ${NAME}."),
+]
 DEFAULT_STORE_URLS = {"redis": "redis://127.0.0.1:6379/0", "etcd": "http://127.0.0.1:2379"}
 _STORE_SCHEMES = {"redis": ("redis://", "rediss://", "unix://"), "etcd": ("http://", "https://")}
 
@@ -77,6 +82,7 @@ class RestartConfig(Section):
     signal: str | None = Field(None, description="Signal the matched process; its parent restarts it.")
     supervisor: SupervisorConfig | None = None
     docker: DockerConfig | None = None
+    env: ChildEnv = {}
 
     @field_validator("signal")
     @classmethod
@@ -86,11 +92,13 @@ class RestartConfig(Section):
     @model_validator(mode="after")
     def _one(self) -> RestartConfig:
         _exactly_one(self, ("exec", "signal", "supervisor", "docker"))
+        if self.env and self.exec is None:
+            raise ValueError("env applies only to an exec restart")
         return self
 
     def settings(self) -> RestartSettings:
         if self.exec is not None:
-            return ExecRestart(tuple(self.exec))
+            return ExecRestart(tuple(self.exec), tuple(self.env.items()))
         if self.signal is not None:
             return SignalRestart(self.signal)
         if self.supervisor is not None:
@@ -127,6 +135,7 @@ class FileConfig(Section):
 class ExecTrafficConfig(Section):
     cut: Argv
     restore: Argv
+    env: ChildEnv = {}
 
 
 class TrafficConfig(Section):
@@ -151,7 +160,7 @@ class TrafficConfig(Section):
         if self.file is not None:
             return FileTraffic(self.file.path)
         assert self.exec is not None
-        return ExecTraffic(tuple(self.exec.cut), tuple(self.exec.restore))
+        return ExecTraffic(tuple(self.exec.cut), tuple(self.exec.restore), tuple(self.exec.env.items()))
 
 
 # -- playbooks -----------------------------------------------------------------------
@@ -215,6 +224,7 @@ class StepConfig(Section):
     wait_healthy: WaitHealthyArgs | None = None
     sleep: PositiveDuration | None = None
     notify: NotifyArgs | None = None
+    env: ChildEnv = {}
     timeout: PositiveDuration | None = None
     on_failure: Literal["abort", "continue", "escalate"] = "abort"
 
@@ -226,6 +236,8 @@ class StepConfig(Section):
     @model_validator(mode="after")
     def _one(self) -> StepConfig:
         _exactly_one(self, STEP_ACTIONS)
+        if self.env and self.exec is None:
+            raise ValueError("env applies only to an exec step")
         return self
 
     @property
@@ -239,7 +251,7 @@ class StepConfig(Section):
         if self.traffic is not None:
             args = {"op": self.traffic}
         elif self.exec is not None:
-            args = {"command": tuple(self.exec)}
+            args = {"command": tuple(self.exec), "env": dict(self.env)}
         elif self.signal is not None:
             args = {"signal": self.signal}
         elif self.wait_healthy is not None:

@@ -25,6 +25,7 @@ from agent.collectors.process import (
 )
 from agent.collectors.scrape import ScrapeTarget
 from agent.config import AgentConfig
+from agent.secrets import config_redactor
 from healers.events import CheckStateChanged
 from rules.model import Labels
 
@@ -117,6 +118,7 @@ def build_jobs(
     """Jobs for ``config``; jobs of ``previous`` whose spec is unchanged are kept with their state."""
     old = previous.jobs if previous else {}
     result = JobSet()
+    redact = config_redactor(config)
 
     def add(job_name: str, spec: Any, make: Callable[[], Job]) -> Job:
         kept = old.get(job_name)
@@ -158,6 +160,7 @@ def build_jobs(
                         check_config,
                         make_probe(check_config, http_client=client, alive=alive),
                         on_check_change,
+                        redact=redact,
                     ),
                 ),
             )

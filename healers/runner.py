@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from healers.backends.base import (
@@ -67,7 +67,11 @@ class RunResult:
 
 
 class Runner:
-    """Executes playbook runs and records them in the journal."""
+    """Executes playbook runs and records them in the journal.
+
+    ``redact`` scrubs every step's detail and output before it is journaled, logged or notified:
+    commands print what they like, and the journal is served by the API.
+    """
 
     def __init__(
         self,
@@ -76,8 +80,10 @@ class Runner:
         notify: Callable[[Notice], None],
         log: Log,
         clock: Callable[[], float],
+        redact: Callable[[str], str] = str,
     ) -> None:
         self.journal = journal
+        self.redact = redact
         self._notify = notify
         self._log = log
         self._clock = clock
@@ -139,6 +145,7 @@ class Runner:
         log.info("step started", step=step.describe(), backend=backend, index=index)
         ctx = ActionContext(actions.service, incident_id, step.timeout_s, pid=actions.pid(), dry_run=dry_run)
         result, state = await self._execute(step, actions, ctx, incident_id)
+        result = replace(result, detail=self.redact(result.detail), output_tail=self.redact(result.output_tail))
         if result.ok and not dry_run and step.action == "traffic" and step.args.get("op") == "restore":
             self.journal.set_traffic_cut(actions.service, None)
         self.journal.finish_step(
@@ -181,7 +188,7 @@ class Runner:
                 return ActionResult(False, f"{actions.service} has no restart backend configured")
             return await actions.restart.restart(ctx)
         if step.action == "exec":
-            return await run_command(step.args["command"], ctx, "exec step")
+            return await run_command(step.args["command"], ctx, "exec step", step.args.get("env"))
         if step.action == "signal":
             return await SignalRestartBackend(str(step.args["signal"])).restart(ctx)
         if step.action == "wait_healthy":

@@ -25,12 +25,18 @@ import structlog
 
 from agent.checks import Check
 from agent.collectors.probes import make_probe, new_http_client
-from agent.config import CheckConfig
+from agent.config import CheckConfig, parse_config
 from agent.logsetup import RateLimiter, configure_logging
-from healers.backends.children import agent_side_errno
+from healers.backends import ActionContext, ExecRestart, ExecTraffic, make_restart_backend, make_traffic_backend
+from healers.backends.children import agent_side_errno, child_env
+from healers.backends.traffic import ReadinessGate
 from healers.events import CheckStateChanged
+from rules.errors import SourceError
 from tests.agentproc import ROOT, WebApp
 from tests.realparts import free_port, stop, wait_for
+
+PRINT_ENV = "import json, os; print(json.dumps(dict(os.environ)))"
+
 
 # --- out of descriptors: unit level --------------------------------------------------------------
 
@@ -263,7 +269,42 @@ def test_agent_out_of_descriptors_neither_fails_nor_heals_a_healthy_service(tmp_
     assert len(log_path.read_text(errors="replace").splitlines()) < 300
 
 
-# --- children: a minimal environment -----------------------------------------------------------
+# --- children: a minimal environment and redacted output ----------------------------------------
+
+
+def test_child_env_keeps_path_locale_and_home_plus_what_is_configured() -> None:
+    """A child's environment is PATH, HOME, LANG, LC_*, TZ of the agent's plus the configured variables, nothing else."""
+    agent_env = {"PATH": "/opt/bin", "HOME": "/root", "LC_ALL": "C.UTF-8", "TZ": "UTC",
+                 "HEALWATCH_TOKEN": "tok", "AWS_SECRET_ACCESS_KEY": "aws"}
+
+    assert child_env({"DB_HOST": "db"}, agent_env) == {
+        "PATH": "/opt/bin", "HOME": "/root", "LC_ALL": "C.UTF-8", "TZ": "UTC", "DB_HOST": "db"}
+    assert child_env({}, {})["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _context() -> ActionContext:
+    return ActionContext("api", "inc-1", timeout_s=10.0)
+
+
+def test_restart_and_traffic_commands_never_inherit_the_agents_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real exec restart and traffic commands print their environment: no HEALWATCH_TOKEN, but the configured env."""
+    monkeypatch.setenv("HEALWATCH_TOKEN", "token-from-the-agent")
+    argv = (sys.executable, "-c", PRINT_ENV)
+
+    async def main() -> list[dict[str, str]]:
+        restart = make_restart_backend(ExecRestart(argv, (("DB_HOST", "db1"),)))
+        traffic = make_traffic_backend(ExecTraffic(argv, argv, (("LB", "lb1"),)), ReadinessGate())
+        results = [await restart.restart(_context()), await traffic.cut(_context())]
+        assert all(result.ok for result in results), results
+        return [json.loads(result.output_tail) for result in results]
+
+    restart_env, traffic_env = asyncio.run(main())
+
+    assert "HEALWATCH_TOKEN" not in restart_env and "HEALWATCH_TOKEN" not in traffic_env
+    assert restart_env["DB_HOST"] == "db1" and traffic_env["LB"] == "lb1"
+    assert restart_env["HEALWATCH_SERVICE"] == "api" and restart_env["HEALWATCH_INCIDENT_ID"] == "inc-1"
+    assert set(restart_env) <= {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "DB_HOST", "HEALWATCH_SERVICE",
+                                "HEALWATCH_INCIDENT_ID"} | {n for n in restart_env if n.startswith("LC_")}
 
 
 def test_an_exec_check_never_inherits_the_agents_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -282,3 +323,64 @@ def test_an_exec_check_never_inherits_the_agents_secrets(monkeypatch: pytest.Mon
 
     assert "'MODE'" in error and "'PATH'" in error
     assert "HEALWATCH_TOKEN" not in error
+
+
+def test_env_on_a_restart_that_is_not_exec_is_a_positioned_error() -> None:
+    """``env:`` beside a signal restart names the file, line and column instead of being ignored."""
+    text = "services:\n  api:\n    restart:\n      signal: SIGTERM\n      env: {A: b}\n"
+
+    with pytest.raises(SourceError) as raised:
+        parse_config(text, "healwatch.yaml")
+
+    assert str(raised.value.issues[0]) == "healwatch.yaml:4:7: services -> api -> restart: env applies only to an exec restart"
+
+
+@pytest.mark.integration
+def test_children_never_see_the_token_and_their_output_is_served_redacted(tmp_path: Path) -> None:
+    """A real agent's exec check and restart print their environment and a ${ENV} secret: the API shows neither."""
+    password, token = "pw-0123456789", "tok-abcdefghijk"
+    show = "import json, os, sys; print(json.dumps(dict(os.environ))); print('password is', os.environ['DB_PASSWORD'])"
+    config = tmp_path / "healwatch.yaml"
+    config.write_text(
+        "default_rules: false\nhost: {enabled: false}\n"
+        f"state_path: {json.dumps(str(tmp_path / 'state.db'))}\n"
+        "services:\n  db:\n"
+        "    checks:\n      - name: env\n        interval: 200ms\n        timeout: 5s\n        failure_threshold: 1\n"
+        f"        exec: {{command: [{json.dumps(sys.executable)}, -c, {json.dumps(show + '; sys.exit(1)')}],"
+        " env: {DB_PASSWORD: '${DB_PASSWORD}'}}\n"
+        f"    restart: {{exec: [{json.dumps(sys.executable)}, -c, {json.dumps(show)}],"
+        " env: {DB_PASSWORD: '${DB_PASSWORD}'}}\n"
+        "playbooks:\n  - name: heal-db\n    when: [{check_failed: {service: db}}]\n    steps:\n      - restart: {}\n"
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "-c", str(config), "--listen", f"127.0.0.1:{port}"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=(tmp_path / "agent.log").open("wb"),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), HEALWATCH_TOKEN=token, DB_PASSWORD=password),
+    )
+    try:
+        wait_for(lambda: httpx.get(f"{url}/-/healthy", timeout=1).status_code == 200, timeout_s=20)
+        incidents = wait_for(lambda: httpx.get(f"{url}/api/v1/incidents", timeout=2).json()["data"]["incidents"],
+                             timeout_s=20)
+        incident_id = incidents[-1]["id"]  # type: ignore[index]
+        incident = wait_for(lambda: _finished(httpx.get(f"{url}/api/v1/incidents/{incident_id}", timeout=2)),
+                            timeout_s=20)
+        status = httpx.get(f"{url}/api/v1/status", timeout=2).json()["data"]["services"]["db"]
+    finally:
+        stop(agent)
+
+    served = json.dumps([incident, status])
+    step = incident["steps"][0]  # type: ignore[index]
+    assert step["result"] == "ok" and "password is <redacted>" in step["outputTail"]
+    assert "password is <redacted>" in status["checks"][0]["lastError"]
+    assert password not in served and token not in served
+    assert "HEALWATCH_TOKEN" not in served
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
+        stored = json.dumps(db.execute("SELECT * FROM incident_steps").fetchall())
+    assert password not in stored and "password is <redacted>" in stored
+
+
+def _finished(response: httpx.Response) -> dict[str, object] | None:
+    incident: dict[str, object] = response.json()["data"]
+    return incident if incident["outcome"] != "running" else None

@@ -104,7 +104,7 @@ def test_exec_restart_starts_a_sigkilled_http_server_again(tmp_path: Path) -> No
 
 def test_exec_restart_reports_a_failing_command_with_its_output_tail() -> None:
     """A non-zero exit is ok=False naming the status, with at most 1 KiB of the output's end."""
-    script = "import sys; print('x' * 5000); print('cannot restart api', file=sys.stderr); sys.exit(3)"
+    script = "import sys; print('x' * 5000, flush=True); print('cannot restart api', file=sys.stderr); sys.exit(3)"
 
     result = asyncio.run(make_restart_backend(ExecRestart((sys.executable, "-c", script))).restart(context()))
 

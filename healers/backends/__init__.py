@@ -53,9 +53,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ExecRestart:
-    """Run this argv to restart the service."""
+    """Run this argv to restart the service, with these variables added to its minimal environment."""
 
     argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,11 @@ class FileTraffic:
 
 @dataclass(frozen=True)
 class ExecTraffic:
-    """Cut and restore traffic by running these argvs."""
+    """Cut and restore traffic by running these argvs, with these variables added to their minimal environment."""
 
     cut: tuple[str, ...]
     restore: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
 
 
 RestartSettings = ExecRestart | SignalRestart | SupervisorRestart | DockerRestart
@@ -119,8 +121,8 @@ TrafficSettings = ReadinessTraffic | HaproxyTraffic | FileTraffic | ExecTraffic
 def make_restart_backend(settings: RestartSettings) -> RestartBackend:
     """The restart backend ``settings`` describe; ``ValueError`` when they cannot work."""
     match settings:
-        case ExecRestart(argv=argv):
-            return ExecRestartBackend(argv)
+        case ExecRestart(argv=argv, env=env):
+            return ExecRestartBackend(argv, dict(env))
         case SignalRestart(signal=signal_name):
             return SignalRestartBackend(signal_name)
         case SupervisorRestart(url=url, program=program):
@@ -142,6 +144,6 @@ def make_traffic_backend(settings: TrafficSettings, gate: ReadinessGate, service
             return HaproxyTrafficBackend(backend, server, socket_path=socket_path, address=address, mode=mode)
         case FileTraffic(path=path):
             return FileTrafficBackend(path)
-        case ExecTraffic(cut=cut, restore=restore):
-            return ExecTrafficBackend(cut, restore)
+        case ExecTraffic(cut=cut, restore=restore, env=env):
+            return ExecTrafficBackend(cut, restore, dict(env))
     raise ValueError(f"unknown traffic settings {settings!r}")

@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import xmlrpc.client
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -16,6 +16,7 @@ from xml.parsers.expat import ExpatError
 import httpx
 
 from healers.backends.base import ActionContext, ActionResult
+from healers.backends.children import child_env
 
 OUTPUT_TAIL_BYTES = 1024
 # After a command exits, a child it left running may still hold the output pipe open;
@@ -82,16 +83,19 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def run_command(argv: Sequence[str], ctx: ActionContext, purpose: str) -> ActionResult:
+async def run_command(
+    argv: Sequence[str], ctx: ActionContext, purpose: str, env: Mapping[str, str] | None = None
+) -> ActionResult:
     """Run ``argv`` (no shell) within ``ctx.timeout_s``; on timeout its whole process group is killed.
 
-    The service and incident id reach the command as HEALWATCH_SERVICE and HEALWATCH_INCIDENT_ID.
+    The command gets a minimal environment (``child_env``) with ``env`` and, last, the service and
+    incident id as HEALWATCH_SERVICE and HEALWATCH_INCIDENT_ID; never the agent's own environment.
     ``purpose`` names the action in the result's detail ("restart", "traffic cut", ...).
     """
     program = Path(argv[0]).name
     if ctx.dry_run:
         return ActionResult(True, f"dry run: would run the {purpose} command {program}")
-    env = {**os.environ, "HEALWATCH_SERVICE": ctx.service, "HEALWATCH_INCIDENT_ID": ctx.incident_id}
+    env = child_env({**(env or {}), "HEALWATCH_SERVICE": ctx.service, "HEALWATCH_INCIDENT_ID": ctx.incident_id})
     loop = asyncio.get_running_loop()
     try:
         transport, watch = await loop.subprocess_exec(
@@ -143,15 +147,16 @@ def check_argv(purpose: str, argv: Sequence[str]) -> tuple[str, ...]:
 
 
 class ExecRestartBackend:
-    """Restarts by running an argv such as ``["systemctl", "restart", "api"]``."""
+    """Restarts by running an argv such as ``["systemctl", "restart", "api"]``, with ``env`` added to its environment."""
 
     name = "exec"
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
         self.argv = check_argv("restart", argv)
+        self.env = dict(env or {})
 
     async def restart(self, ctx: ActionContext) -> ActionResult:
-        return await run_command(self.argv, ctx, "restart")
+        return await run_command(self.argv, ctx, "restart", self.env)
 
 
 class SignalRestartBackend:

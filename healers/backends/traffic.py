@@ -7,7 +7,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from healers.backends.base import ActionContext, ActionResult
@@ -257,19 +257,20 @@ class FileTrafficBackend:
 
 
 class ExecTrafficBackend:
-    """Cuts and restores traffic by running one argv each; the state cannot be read back."""
+    """Cuts and restores traffic by running one argv each, with ``env`` added; the state cannot be read back."""
 
     name = "exec"
 
-    def __init__(self, cut: Sequence[str], restore: Sequence[str]) -> None:
+    def __init__(self, cut: Sequence[str], restore: Sequence[str], env: Mapping[str, str] | None = None) -> None:
         self.cut_argv = check_argv("traffic cut", cut)
         self.restore_argv = check_argv("traffic restore", restore)
+        self.env = dict(env or {})
 
     async def cut(self, ctx: ActionContext) -> ActionResult:
-        return await run_command(self.cut_argv, ctx, "traffic cut")
+        return await run_command(self.cut_argv, ctx, "traffic cut", self.env)
 
     async def restore(self, ctx: ActionContext) -> ActionResult:
-        return await run_command(self.restore_argv, ctx, "traffic restore")
+        return await run_command(self.restore_argv, ctx, "traffic restore", self.env)
 
     async def is_cut(self) -> bool | None:
         return None
