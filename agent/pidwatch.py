@@ -3,6 +3,9 @@
 A pidfd (``os.pidfd_open``, Linux 5.3+) becomes readable the moment its process exits, so
 the loop wakes within a scheduling tick instead of on the next collection. Where pidfds are
 unavailable (older kernels, other systems, seccomp filters) the tracker is polled.
+
+Out of descriptors (or memory) the agent cannot tell whether the process runs: that is never
+taken for an exit, and it does not turn pidfds off for good.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import psutil
 import structlog
 
 from agent.collectors.process import ProcessTracker
+from healers.backends.children import agent_side_errno
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +68,13 @@ class ProcessWatcher:
     async def run(self) -> None:
         """Watch until cancelled."""
         while True:
-            process = await asyncio.to_thread(self.tracker.refresh)
+            try:
+                process = await asyncio.to_thread(self.tracker.refresh)
+            except OSError as exc:
+                if not agent_side_errno(exc):
+                    raise
+                log.warning("process watch cannot look", service=self.service, reason=agent_side_errno(exc))
+                process = None
             if process is None:
                 self._found.clear()
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that races the event.
@@ -89,8 +99,9 @@ class ProcessWatcher:
                 fd = os.pidfd_open(process.pid)
             except ProcessLookupError:
                 return  # exited between the lookup and now
-            except OSError:
-                self.use_pidfd = False  # e.g. ENOSYS under a seccomp filter: poll from now on
+            except OSError as exc:
+                # ENOSYS under a seccomp filter: poll from now on; out of descriptors: poll this process only.
+                self.use_pidfd = bool(agent_side_errno(exc))
             else:
                 await self._wait_readable(fd, process)
                 return
@@ -111,7 +122,12 @@ class ProcessWatcher:
 
 
 def _running(process: psutil.Process) -> bool:
+    """Alive and not a zombie; when the agent cannot read /proc for want of descriptors, presumed alive."""
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+    except OSError as exc:
+        if agent_side_errno(exc):
+            return True
+        raise

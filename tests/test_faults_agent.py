@@ -16,17 +16,21 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import structlog
 
 from agent.checks import Check
 from agent.collectors.probes import make_probe, new_http_client
-from agent.config import CheckConfig, parse_config
+from agent.collectors.process import ProcessTracker
+from agent.config import CheckConfig, ProcessMatch, parse_config
 from agent.logsetup import RateLimiter, configure_logging
+from agent.pidwatch import ProcessWatcher
 from healers.backends import ActionContext, ExecRestart, ExecTraffic, make_restart_backend, make_traffic_backend
 from healers.backends.children import agent_side_errno, child_env
 from healers.backends.traffic import ReadinessGate
@@ -130,6 +134,58 @@ def test_a_check_the_agent_cannot_run_keeps_its_state_and_counts_an_error(kind: 
     assert check.runs_total == {"success": 1, "failure": 0}
     errors = next(f for f in check.families() if f.name == "healwatch_check_errors")
     assert [(s.labels["reason"], s.value) for s in errors.samples] == [("EMFILE", 3.0)]
+
+
+class CountingProcess(psutil.Process):
+    """A real psutil process that counts the liveness checks made on it."""
+
+    checks = 0
+
+    def is_running(self) -> bool:
+        CountingProcess.checks += 1
+        return super().is_running()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_the_process_watcher_survives_descriptor_exhaustion_and_still_sees_the_exit(tmp_path: Path) -> None:
+    """Out of descriptors, the polling watcher neither reports the live process as exited nor dies; the real exit is seen after."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    pidfile = tmp_path / "svc.pid"
+    pidfile.write_text(str(child.pid))
+    tracker = ProcessTracker(ProcessMatch(pidfile=str(pidfile)), process_factory=CountingProcess)
+    exits: list[int] = []
+
+    async def main() -> None:
+        watcher = ProcessWatcher("svc", tracker, lambda _, pid: exits.append(pid), rearm_interval_s=0.01,
+                                 poll_interval_s=0.01, use_pidfd=False)
+        task = asyncio.create_task(watcher.run())
+        try:
+            await _until(lambda: watcher.watching == child.pid)
+            with descriptors_exhausted():
+                polled = CountingProcess.checks
+                await _until(lambda: CountingProcess.checks >= polled + 5 or task.done())
+                assert not task.done(), task.exception()
+            assert exits == []
+            child.kill()
+            child.wait(5)
+            await _until(lambda: bool(exits))
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(child)
+
+    assert exits == [child.pid]
 
 
 # --- the log under a flood of identical errors ------------------------------------------------------
