@@ -21,6 +21,7 @@ from pydantic import (
 
 from agent.configtypes import DEFAULT_PORT, Duration, HostPort, HttpUrl, PositiveDuration, Regex, Section
 from agent.healing_config import (
+    ChildEnv,
     CoordinationConfig,
     HealingConfig,
     PlaybookConfig,
@@ -73,7 +74,7 @@ class TcpProbe(Section):
 
 class ExecProbe(Section):
     command: list[str] = Field(min_length=1, description="argv list; never run through a shell.")
-    env: dict[str, str] = {}
+    env: ChildEnv = {}
 
 
 class ProcessProbe(Section):
