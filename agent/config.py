@@ -209,6 +209,12 @@ class EvaluationConfig(Section):
     for_outage_tolerance: PositiveDuration = Field(3600.0, description="Max downtime for which `for` state is restored.")
     for_grace_period: Duration = Field(600.0, description="Minimum `for` left after a restore.")
     resend_delay: PositiveDuration = Field(60.0, description="Re-send firing alerts this often.")
+    query_max_samples: int = Field(
+        50_000_000, gt=0, description="Samples and points one rule's query may load or compute (Prometheus' "
+        "--query.max-samples); a rule over it fails its evaluation with Prometheus' error.")
+    # Rules run on the agent's event loop, so Prometheus' 2m would stall checks and healing that long.
+    query_timeout: PositiveDuration = Field(
+        10.0, description="A rule's query (or a template's) is stopped after this and the rule fails its evaluation.")
 
 
 class TlsConfig(Section):

@@ -76,7 +76,9 @@ class Agent:
         # Scrape jobs (sources "scrape:<service>") share one pool, so a huge target cannot starve the rest.
         self.store = SeriesStore(retention_s=config.store.retention, max_series=config.store.max_series,
                                  pool_limits={"scrape": config.store.scraped_series_limit})
-        self.engine = Engine(lookback_s=config.evaluation.lookback_delta)
+        evaluation = config.evaluation
+        self.engine = Engine(lookback_s=evaluation.lookback_delta, max_samples=evaluation.query_max_samples,
+                             timeout_s=evaluation.query_timeout)
         self.rule_files: list[str] = []
         self.rule_specs: list[GroupSpec] = []
         self._rule_stamps: dict[str, tuple[int, int] | None] = {}

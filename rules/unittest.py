@@ -42,6 +42,11 @@ LOOKBACK_S = 300.0
 MAX_SERIES_VALUES = 100_000
 MAX_FILE_VALUES = 1_000_000
 MAX_EVAL_STEPS = 100_000
+# Each query (expression test, rule, template query) is bounded like promtool's test engine bounds it
+# (50M samples), and by a time far above any real test's query: a subquery such as [1h:1ms] in a test
+# is an error after 2 s instead of minutes.
+QUERY_MAX_SAMPLES = 50_000_000
+QUERY_TIMEOUT_S = 2.0
 
 FILE_KEYS = ("rule_files", "evaluation_interval", "group_eval_order", "fuzzy_compare", "tests")
 GROUP_KEYS = ("name", "interval", "input_series", "alert_rule_test", "promql_expr_test",
@@ -433,7 +438,8 @@ class _GroupRun:
         self.test = group
         self.step_ms = test_file.evaluation_interval_ms
         self.fuzzy = test_file.fuzzy_compare
-        self.engine = Engine(lookback_s=LOOKBACK_S, subquery_step_s=self.step_ms / 1000)
+        self.engine = Engine(lookback_s=LOOKBACK_S, subquery_step_s=self.step_ms / 1000,
+                             max_samples=QUERY_MAX_SAMPLES, timeout_s=QUERY_TIMEOUT_S)
         self.store = SeriesStore(retention_s=None)  # promtool's test storage keeps everything
         self.groups = [
             RuleGroup(spec, spec.interval_s or group.interval_ms / 1000, self.engine,

@@ -208,3 +208,21 @@ def test_the_deadline_is_checked_while_evaluating() -> None:
     with pytest.raises(QueryTimeoutError, match="query timed out in query execution"):
         Engine().instant("sum_over_time(vector(1)[1000s:1ms])", SeriesStore(), 1_000_000, budget)
     assert budget.clock() < 100
+
+
+def test_a_subquery_that_can_never_fit_is_refused_before_its_first_step() -> None:
+    """[10000d:1ms] is 864 billion steps: refused at once against the engine's own default budget."""
+    ticks = iter(range(10**9))
+    engine = Engine(max_samples=50_000_000)
+    with pytest.raises(QueryLimitError):
+        engine.instant("max_over_time(vector(1)[10000d:1ms])", SeriesStore(), 1_000_000,
+                       QueryBudget(50_000_000, timeout_s=10**8, clock=lambda: float(next(ticks))))
+    with pytest.raises(QueryLimitError):
+        engine.instant("max_over_time(vector(1)[10000d:1ms])", SeriesStore(), 1_000_000)
+
+
+def test_an_engine_bounds_queries_that_bring_no_budget() -> None:
+    """The engine's max_samples applies to every query not given a budget, as rule evaluations are not."""
+    with pytest.raises(QueryLimitError):
+        Engine(max_samples=10_000).instant("sum_over_time(vector(1)[1000s:10ms])", SeriesStore(), 1_000_000)
+    assert Engine().instant("sum_over_time(vector(1)[1000s:1s])", SeriesStore(), 1_000_000) is not None

@@ -124,3 +124,21 @@ def test_history_needed_covers_ranges_offsets_subqueries_and_lookback() -> None:
     assert history_needed_s(parse("up"), 300) == 300
     assert history_needed_s(parse("predict_linear(x[30m] offset 5m, 3600) < 0 and up"), 300) == 2100
     assert history_needed_s(parse("max_over_time(rate(x[1m])[10m:1m])"), 300) == 660
+
+
+def test_a_rule_over_the_engines_bounds_fails_alone() -> None:
+    """A recording rule whose subquery needs more samples than allowed fails its evaluation; the next rule runs."""
+    (spec,) = parse_rules("""
+groups:
+  - name: g
+    rules:
+      - record: too_big
+        expr: max_over_time(vector(1)[1h:1ms])
+      - record: fine
+        expr: vector(2)
+""", "g.rules.yaml")
+    group = RuleGroup(spec, 15.0, Engine(max_samples=100_000))
+    written = group.evaluate(SeriesStore(), T0)
+    assert [rule.health for rule in group.rules] == ["err", "ok"]
+    assert "too many samples" in group.rules[0].last_error
+    assert [labels.get("__name__") for labels, _ in written] == ["fine"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -343,3 +344,22 @@ def test_series_values_stop_at_the_limit_without_expanding() -> None:
         expand_values("0+1x99999 _x1")
     with pytest.raises(ValueError, match="past the limit"):
         expand_values("1x" + "9" * 5000)
+
+
+def test_expression_tests_are_bounded_like_promtools_engine(tmp_path: Path) -> None:
+    """A subquery too large for 50M samples is refused at once, one too slow stops at the 2 s query timeout."""
+    test = """
+        rule_files: [rules.yml]
+        tests:
+          - interval: 1m
+            input_series: [{series: 'up{job="a"}', values: '1 1'}]
+            promql_expr_test:
+              - {expr: 'max_over_time(up[10000d:1ms])', eval_time: 1m, exp_samples: []}
+              - {expr: 'sum_over_time(vector(1)[1h:1ms])', eval_time: 1m, exp_samples: []}
+    """
+    started = time.monotonic()
+    code, out = run(tmp_path, test)
+    assert code == 1
+    assert "query processing would load too many samples into memory" in out
+    assert "query timed out in query execution" in out
+    assert time.monotonic() - started < 8

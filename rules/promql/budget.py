@@ -53,6 +53,11 @@ class QueryBudget:
         if self.cancelled or self.deadline is not None and self.clock() > self.deadline:
             raise QueryTimeoutError()
 
+    def ensure(self, samples: int) -> None:
+        """Raise QueryLimitError now if ``samples`` more could never fit, before any of the work is done."""
+        if self.remaining is not None and samples > self.remaining:
+            raise QueryLimitError()
+
     def time_left(self) -> float | None:
         """Seconds until the deadline (possibly negative), or None without one."""
         return None if self.deadline is None else self.deadline - self.clock()

@@ -64,11 +64,21 @@ _MAX_INT64 = 2.0**63
 class Engine:
     """PromQL evaluator with Prometheus 3 semantics (left-open windows, staleness, lookback)."""
 
-    def __init__(self, lookback_s: float = 300.0, subquery_step_s: float = 60.0) -> None:
+    def __init__(
+        self, lookback_s: float = 300.0, subquery_step_s: float = 60.0, *,
+        max_samples: int | None = None, timeout_s: float | None = None,
+    ) -> None:
+        """``max_samples`` and ``timeout_s`` bound every query not given a budget of its own (None: unbounded)."""
         if not lookback_s > 0:
             raise ValueError(f"lookback must be positive, not {lookback_s!r}")
         self.lookback_ms = round(lookback_s * 1000)
         self.subquery_step_ms = round(subquery_step_s * 1000)
+        self.max_samples = max_samples
+        self.timeout_s = timeout_s
+
+    def budget(self) -> QueryBudget:
+        """A fresh budget with this engine's default bounds."""
+        return QueryBudget(self.max_samples, self.timeout_s)
 
     def instant(self, expr: str | Expr, store: Source, t_ms: int, budget: QueryBudget | None = None) -> Result:
         """Evaluate at ``t_ms``; returns a vector, scalar, string or (for range expressions) matrix.
@@ -77,7 +87,7 @@ class Engine:
         for this expression and time (from any thread); ``budget`` bounds the work.
         """
         node = parse(expr) if isinstance(expr, str) else expr
-        run = _Evaluation(store, self.lookback_ms, t_ms, t_ms, self.subquery_step_ms, budget or QueryBudget())
+        run = _Evaluation(store, self.lookback_ms, t_ms, t_ms, self.subquery_step_ms, budget or self.budget())
         value = run.eval(node, t_ms)
         if node.type == SCALAR:
             return ScalarResult(float(value))  # type: ignore[arg-type]
@@ -101,7 +111,7 @@ class Engine:
             raise PromQLEvalError("zero or negative query resolution step widths are not accepted")
         if end_ms < start_ms:
             raise PromQLEvalError("end timestamp must not be before start time")
-        budget = budget or QueryBudget()
+        budget = budget or self.budget()
         run = _Evaluation(store, self.lookback_ms, start_ms, end_ms, self.subquery_step_ms, budget)
         points: dict[Labels, list[tuple[int, float]]] = {}
         for t in range(start_ms, end_ms + 1, step_ms):
@@ -283,6 +293,8 @@ class _Evaluation:
         step = node.step_ms or self.subquery_step_ms
         # Inner steps are absolute multiples of the step, as in Prometheus.
         first = (start // step + 1) * step
+        # Each step costs at least one sample: a subquery that cannot fit is refused before its first step.
+        self.budget.ensure(max(0, (end - first) // step + 1))
         collected: dict[Labels, tuple[list[int], list[float], list[bool]]] = {}
         for inner_t in range(first, end + 1, step):
             key = (id(node), inner_t)
