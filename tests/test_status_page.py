@@ -136,7 +136,7 @@ def test_range_queries_step_through_the_window(tmp_path: Path) -> None:
     ("/api/v1/query", {"query": "sum(up"}, 400, "bad_data",
      'invalid parameter "query": 1:4: parse error: unclosed left parenthesis'),
     ("/api/v1/query", {}, 400, "bad_data", 'invalid parameter "query": 1:1: parse error: no expression found'),
-    ("/api/v1/query", {"query": "(" * 3000 + "1" + ")" * 3000}, 400, "bad_data", "nested too deeply"),
+    ("/api/v1/query", {"query": "(" * 3000 + "1" + ")" * 3000}, 400, "bad_data", "nested more than 100 levels deep"),
     ("/api/v1/query", {"query": "up", "time": "yesterday"}, 400, "bad_data",
      'invalid parameter "time": cannot parse "yesterday" to a valid timestamp'),
     ("/api/v1/query", {"query": 'label_replace(up, "x", "", "y", "(")'}, 422, "execution", "invalid regular"),
