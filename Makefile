@@ -3,13 +3,18 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test system-deps bench see-it-heal
+.PHONY: run test typecheck system-deps bench see-it-heal
 
 run: $(VENV)/.installed
 	$(BIN)/healwatch run
 
 test: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# mypy --strict over the packages, tests, benchmarks and example, as [tool.mypy] in pyproject.toml
+# says; its cache in .mypy_cache/ makes a re-run take seconds.
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
 
 system-deps:
 	@bash .ci/system-deps

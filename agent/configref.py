@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from agent.configtypes import Duration
 from rules.durations import format_duration
 
 # The pattern the Duration type puts in the schema marks a value as a duration, wherever it is nested.
 DURATION_PATTERN: str = next(
-    meta.json_schema["pattern"] for meta in Duration.__metadata__ if hasattr(meta, "json_schema")
+    meta.json_schema["pattern"] for meta in get_args(Duration)[1:] if hasattr(meta, "json_schema")
 )
 HEADER = """# healwatch config reference
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -135,11 +135,13 @@ class HttpServer:
         return len(self._connections)
 
     @web.middleware
-    async def _track_busy(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    async def _track_busy(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         protocol = request.protocol
         self._busy[protocol] = self._busy.get(protocol, 0) + 1
         try:
-            return await handler(request)  # type: ignore[no-any-return]
+            return await handler(request)
         finally:
             if self._busy[protocol] == 1:
                 del self._busy[protocol]
@@ -233,8 +235,9 @@ class _Connection(asyncio.Protocol):
         if self.admitted:
             self.handler.data_received(data)
 
-    def eof_received(self) -> bool | None:
-        return self.handler.eof_received() if self.admitted else None
+    def eof_received(self) -> None:
+        if self.admitted:
+            self.handler.eof_received()
 
     def pause_writing(self) -> None:
         self.handler.pause_writing()

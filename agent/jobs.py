@@ -143,7 +143,8 @@ def build_jobs(
                     ServiceProcessCollector(service, match, tracker=ProcessTracker(match, scanner=scanner)),
                 ),
             )
-            alive = process_job.collector.tracker.alive  # type: ignore[attr-defined]
+            assert isinstance(process_job, CollectorJob) and isinstance(process_job.collector, ServiceProcessCollector)
+            alive = process_job.collector.tracker.alive
         result.checks[service] = []
         for check_config in svc.checks:
             name = f"check:{service}/{check_config.name}"
@@ -164,7 +165,8 @@ def build_jobs(
                     ),
                 ),
             )
-            result.checks[service].append(job.check)  # type: ignore[attr-defined]
+            assert isinstance(job, CheckJob)
+            result.checks[service].append(job.check)
         if svc.scrape is not None:
             scrape = svc.scrape
             add(

@@ -10,7 +10,7 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -403,7 +403,7 @@ def _alert_line(alert: dict[str, Any]) -> str:
     return f"{alert['state'].upper():8} {name} {{{rest}}} since {alert['activeAt']}" + (f": {summary}" if summary else "")
 
 
-def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+def _table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=out)

@@ -21,7 +21,7 @@ def offset_of(name: str, interval_s: float) -> float:
     return zlib.crc32(name.encode()) % interval_ms / 1000
 
 
-class PhasedInterval(BaseTrigger):
+class PhasedInterval(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no types: BaseTrigger is Any
     """Fires at once, then at ``k * interval_s + offset`` (Unix time), never twice within half an interval."""
 
     __slots__ = ("interval_s", "offset_s")

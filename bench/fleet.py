@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import platform
 import shutil
@@ -251,8 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as scratch, stores(Path(scratch)) as urls:
         workdir = Path(scratch)
-        latency = {backend: timed(f"slot latency ({backend})", lambda backend=backend: asyncio.run(
-            slot_latency(backend, urls[backend], rounds, warmup=max(rounds // 20, 5)))) for backend in STORES}
+
+        def measure(backend: str) -> dict[str, Any]:
+            return asyncio.run(slot_latency(backend, urls[backend], rounds, warmup=max(rounds // 20, 5)))
+
+        latency = {backend: timed(f"slot latency ({backend})", functools.partial(measure, backend)) for backend in STORES}
         wait = timed("free-budget wait", lambda: free_budget_wait(workdir / "wait", urls, heals))
         timeline = timed("ten agents", lambda: ten_agents(workdir / "ten", urls["redis"], args.chart))
     results = {

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,19 +185,22 @@ async def run_agent(config_path: str, state_path: str) -> None:
     from agent.checks import Check
     from agent.collectors.probes import make_probe, new_http_client
     from agent.config import AgentConfig
-    from agent.events import EventChannel
     from agent.healing import Healing
+    from healers.events import CheckStateChanged
     from agent.state import StateDB
     from healers.journal import MIGRATIONS
 
     config = AgentConfig.model_validate(json.loads(Path(config_path).read_text()))
     db = StateDB(state_path)
     db.migrate("healers", MIGRATIONS)
-    events = EventChannel()
     client = new_http_client()
-    checks = {name: [Check(name, c, make_probe(c, http_client=client), events.publish) for c in svc.checks]
+
+    def changed(event: CheckStateChanged) -> None:
+        healing.runtime.on_check_changed(event)
+
+    checks = {name: [Check(name, c, make_probe(c, http_client=client), changed) for c in svc.checks]
               for name, svc in config.services.items()}
-    healing = Healing(config, db.conn, events, checks=checks)
+    healing = Healing(config, db.conn, checks)
     await healing.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -236,7 +240,8 @@ def bench_healwatch(workdir: Path, kills: int, trigger: str) -> dict[str, list[f
     def idle() -> bool:
         with sqlite3.connect(state) as conn:
             try:
-                return conn.execute("SELECT COUNT(*) FROM incidents WHERE outcome = 'running'").fetchone()[0] == 0
+                running: int = conn.execute("SELECT COUNT(*) FROM incidents WHERE outcome = 'running'").fetchone()[0]
+                return running == 0
             except sqlite3.OperationalError:
                 return False  # the agent has not created its tables yet: still starting on a busy host
 
@@ -327,7 +332,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="healwatch-mttr-") as tmp:
         workdir = Path(tmp)
-        runs = {
+        runs: dict[str, Callable[[], dict[str, list[float]]]] = {
             "healwatch": lambda: bench_healwatch(workdir, args.kills, "process_exited"),
             "healwatch-check": lambda: bench_healwatch(workdir, args.kills, "check_failed"),
             "monit": lambda: bench_monit(workdir, args.kills),

@@ -154,7 +154,8 @@ def validate_rows(data: Any) -> list[dict[str, Any]]:
         if name in seen:
             raise ContractBroken(f"report row {name!r} appears twice")
         seen.add(name)
-    return data["report"]
+    report: list[dict[str, Any]] = data["report"]
+    return report
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

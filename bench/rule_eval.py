@@ -47,7 +47,7 @@ from bench.scrape_latency import listening_port, stop, version_number
 from rules.group import RuleGroup
 from rules.model import Labels
 from rules.promql import Engine
-from rules.promql.ast import Expr, VectorSelector
+from rules.promql.ast import Expr, VectorSelector, children
 from rules.rulefile import parse_rules
 from rules.store import SeriesStore
 
@@ -308,11 +308,8 @@ def selectors(expr: Expr) -> Iterator[VectorSelector]:
     if isinstance(expr, VectorSelector):
         yield expr
         return
-    for item in dataclasses.fields(expr):
-        value = getattr(expr, item.name)
-        for child in value if isinstance(value, (list, tuple)) else (value,):
-            if isinstance(child, Expr):
-                yield from selectors(child)
+    for child in children(expr):
+        yield from selectors(child)
 
 
 # -- Prometheus remote write: protobuf by hand, snappy as one literal -------------------

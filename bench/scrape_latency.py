@@ -65,14 +65,16 @@ def listening_port(process: subprocess.Popen[bytes]) -> int:
     """The TCP port ``process`` listens on, waiting (bounded) for it to bind."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     observed = psutil.Process(process.pid)
+    assert isinstance(process.args, list)  # started from an argv list
+    program = os.fsdecode(process.args[0])
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with status {process.returncode}")
+            raise RuntimeError(f"{program} exited with status {process.returncode}")
         ports = [c.laddr.port for c in observed.net_connections("tcp") if c.status == "LISTEN"]
         if ports:
             return ports[0]
         time.sleep(0.05)
-    raise RuntimeError(f"{process.args[0]} did not listen within {STARTUP_TIMEOUT_S} s")
+    raise RuntimeError(f"{program} did not listen within {STARTUP_TIMEOUT_S} s")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -219,8 +219,9 @@ def _encode(
             return encoder(_Families(families)), families
         except Exception as error:
             # prometheus_client appends the family it failed on to the error's args.
-            bad = error.args[-1] if error.args else None
-            if not any(family is bad for family in families):
+            culprit = error.args[-1] if error.args else None
+            bad = next((family for family in families if family is culprit), None)
+            if bad is None:
                 raise
             problems.append(f"{bad.name!r} cannot be rendered ({error.args[0]}); dropped")
             families = [family for family in families if family is not bad]

@@ -83,7 +83,8 @@ def _unescape(raw: str) -> str:
 
 def _split_commas(text: str) -> list[str]:
     """Split at commas outside double-quoted values."""
-    parts, current = [], []
+    parts: list[str] = []
+    current: list[str] = []
     in_quotes = escaped = False
     for char in text:
         if escaped:

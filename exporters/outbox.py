@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import random as random_module
@@ -92,7 +93,7 @@ class Backoff:
     max_s: float = 300.0
 
     def ceiling_s(self, attempts: int) -> float:
-        return min(self.max_s, self.initial_s * 2 ** max(attempts - 1, 0))
+        return min(self.max_s, self.initial_s * 2.0 ** max(attempts - 1, 0))
 
 
 def encode(notification: Notification) -> str:
@@ -198,7 +199,8 @@ class Outbox:
             f"SELECT MIN(next_attempt_at) FROM outbox WHERE seq IN ({_HEADS}) "
             f"AND seq NOT IN ({', '.join('?' * len(busy))})", busy,
         ).fetchone()
-        return row[0]
+        earliest: float | None = row[0]
+        return earliest
 
     def due(self, now: float) -> list[Entry]:
         """Group heads due at ``now`` and not in flight, oldest schedule first."""
@@ -229,9 +231,12 @@ class Outbox:
             in_flight[entry.receiver] = in_flight.get(entry.receiver, 0) + 1
             task = asyncio.create_task(self._attempt(client, entry, now), name=f"deliver-{entry.seq}")
             self._in_flight[entry.seq] = (entry.receiver, task)
-            task.add_done_callback(lambda _, seq=entry.seq: self._in_flight.pop(seq, None))
+            task.add_done_callback(functools.partial(self._forget, entry.seq))
             started.append(task)
         return started
+
+    def _forget(self, seq: int, _: asyncio.Task[None]) -> None:
+        self._in_flight.pop(seq, None)
 
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
         """Attempt every group head due now and wait for those attempts; return how many were made."""

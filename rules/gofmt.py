@@ -13,22 +13,23 @@ which carry their Go type name.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 
-class GoMap(dict):  # type: ignore[type-arg]
-    """A Go map; ``go_type`` is its Go type name, ``elem_zero`` the zero value of its elements."""
+class GoMap(dict[str, object]):
+    """A Go map with string keys (the only maps templates see); ``go_type`` is its Go type name,
+    ``elem_zero`` the zero value of its elements."""
 
-    def __init__(self, items: Iterable[tuple[object, object]] | dict[object, object] = (),
+    def __init__(self, items: Iterable[tuple[str, object]] | Mapping[str, object] = (),
                  go_type: str = "map[string]string", elem_zero: object = "") -> None:
         super().__init__(items)
         self.go_type = go_type
         self.elem_zero = elem_zero
 
 
-class GoSlice(list):  # type: ignore[type-arg]
+class GoSlice(list[object]):
     """A Go slice; ``go_type`` is its Go type name."""
 
     def __init__(self, items: Iterable[object] = (), go_type: str = "[]interface {}") -> None:
@@ -228,8 +229,11 @@ def _fmt_integer(value: int, verb: str, spec: _Spec) -> str:
     base_digits = {"d": (10, ""), "v": (10, ""), "b": (2, "0b"), "o": (8, "0"), "O": (8, "0o"),
                    "x": (16, "0x"), "X": (16, "0X")}
     base, prefix = base_digits[verb]
-    digits = {10: str, 2: lambda n: format(n, "b"), 8: lambda n: format(n, "o"),
-              16: lambda n: format(n, "x" if verb == "x" else "X")}[base](magnitude)
+    formats: dict[int, Callable[[int], str]] = {
+        10: str, 2: lambda n: format(n, "b"), 8: lambda n: format(n, "o"),
+        16: lambda n: format(n, "x" if verb == "x" else "X"),
+    }
+    digits = formats[base](magnitude)
     if spec.prec is not None:
         if spec.prec == 0 and magnitude == 0:
             digits = ""

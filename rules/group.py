@@ -8,7 +8,6 @@ so a series a rule stops producing gets a staleness marker.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from rules.alerting import AlertEvalError, AlertingRule
 from rules.model import NAME_LABEL, Alert, Labels
 from rules.promql import Engine, PromQLError, ScalarResult, VectorResult, parse
-from rules.promql.ast import Expr, MatrixSelector, SubqueryExpr, VectorSelector
+from rules.promql.ast import Expr, MatrixSelector, SubqueryExpr, VectorSelector, children
 from rules.rulefile import GroupSpec, RuleSpec
 from rules.store import SeriesStore
 from rules.template import QuerySample, Template, TemplateError
@@ -196,11 +195,4 @@ def history_needed_s(expr: Expr, lookback_s: float) -> float:
         return (expr.selector.offset_ms + expr.range_ms) / 1000
     if isinstance(expr, SubqueryExpr):
         return (expr.offset_ms + expr.range_ms) / 1000 + history_needed_s(expr.expr, lookback_s)
-    needed = 0.0
-    for item in dataclasses.fields(expr):
-        value = getattr(expr, item.name)
-        children = value if isinstance(value, (list, tuple)) else (value,)
-        for child in children:
-            if isinstance(child, Expr):
-                needed = max(needed, history_needed_s(child, lookback_s))
-    return needed
+    return max((history_needed_s(child, lookback_s) for child in children(expr)), default=0.0)

@@ -313,7 +313,8 @@ class _Reader:
 
     def input_series(self, data: Any, at: YamlPath) -> InputSeries:
         item = self.mapping(data, at, SERIES_KEYS, "an input series")
-        labels, values = Labels(), []
+        labels = Labels()
+        values: list[float | None] = []
         try:
             labels = parse_series(self.string(item.get("series"), at + ("series",), "series"))
         except ValueError as exc:

@@ -142,14 +142,15 @@ class _BoundedLoader(yaml.SafeLoader):
         self.depth = 0
         self.nodes = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.depth >= MAX_DEPTH:
-            raise _too_deep(self.peek_event().start_mark)
+            # types-PyYAML leaves Parser.peek_event unannotated.
+            raise _too_deep(self.peek_event().start_mark)  # type: ignore[no-untyped-call]
         if not self.check_event(yaml.AliasEvent):
             self.nodes += 1
         self.depth += 1
         try:
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self.depth -= 1
 
@@ -174,9 +175,11 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (index,)) for index, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
         self.positions.styles[path] = node.style
-        if node.style in ("|", ">") and node.start_mark.buffer is not None:
-            self.positions.block_columns[path] = _block_column(node)
+        buffer = node.start_mark.buffer
+        if node.style in ("|", ">") and buffer is not None:
+            self.positions.block_columns[path] = _block_column(buffer, node)
         value = self._construct(node)
         if self.substitute_env and isinstance(value, str) and node.tag == "tag:yaml.org,2002:str":
             value = self._substitute(value, path)
@@ -231,9 +234,9 @@ class _Builder:
         self.issues.append(SourceIssue(self.positions.file, mark.line + 1, mark.column + 1, message))
 
 
-def _block_column(node: yaml.ScalarNode) -> int:
+def _block_column(buffer: str, node: yaml.ScalarNode) -> int:
     """Column of a block scalar's content: the indentation of its first non-blank line, plus one."""
-    lines = node.start_mark.buffer[node.start_mark.pointer:node.end_mark.pointer].split("\n")[1:]
+    lines = buffer[node.start_mark.pointer:node.end_mark.pointer].split("\n")[1:]
     for line in lines:
         if line.strip():
             return len(line) - len(line.lstrip(" ")) + 1

@@ -155,8 +155,8 @@ def split_series(line: str) -> tuple[Labels, str]:
     """Split ``metric{a="b"} values`` into labels and the values text."""
     histogram_at = line.find("{{")
     if histogram_at >= 0:
-        labels, _ = split_series(line[:histogram_at])
-        return labels, line[histogram_at:]
+        head, _ = split_series(line[:histogram_at])
+        return head, line[histogram_at:]
     lexer = Lexer(line)
     token = lexer.next_token()
     labels: dict[str, str] = {}

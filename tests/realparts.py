@@ -8,8 +8,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 
 def require_binary(name: str) -> str:
@@ -29,7 +32,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.05) -> object:
+def wait_for(condition: Callable[[], T | None], timeout_s: float = 10.0, interval_s: float = 0.05) -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None

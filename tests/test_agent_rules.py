@@ -12,7 +12,7 @@ import pytest
 from agent.config import parse_config
 from agent.ruler import build_rule_jobs
 from agent.state import StateDB
-from rules.model import AlertState, Labels
+from rules.model import Alert, AlertState, Labels
 from rules.persistence import MIGRATIONS
 from rules.promql import Engine
 from rules.rulefile import parse_rules
@@ -126,7 +126,7 @@ def test_restore_follows_prometheus_for_a_pending_alert() -> None:
     state.migrate("rules", MIGRATIONS)
     down = Labels.of("healwatch_process_up", {"service": "web"})
 
-    def run(store: SeriesStore, start: float, steps: int) -> dict[Labels, object]:
+    def run(store: SeriesStore, start: float, steps: int) -> dict[Labels, Alert]:
         jobs = build_rule_jobs([spec], engine=Engine(), store=store, evaluation=evaluation, state=state.conn,
                                on_alerts=lambda alerts: None, previous={})
         (job,) = jobs.values()
@@ -134,7 +134,7 @@ def test_restore_follows_prometheus_for_a_pending_alert() -> None:
             now = start + 60 * step
             store.append(down, round(now * 1000), 0.0)
             asyncio.run(job.observe(now))
-        return job.group.alerting_rules()[0].active  # type: ignore[return-value]
+        return job.group.alerting_rules()[0].active
 
     run(SeriesStore(retention_s=None), t0, 11)  # active at t0, last saved at t0 + 600
     restart = t0 + 900  # 5 minutes down

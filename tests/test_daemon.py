@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from agent.config import parse_config
 from agent.daemon import Agent
+from agent.jobs import Observation
 from healers.events import CheckStateChanged
 from tests.realparts import free_port
 
@@ -64,17 +65,18 @@ def test_a_hung_probe_neither_overlaps_itself_nor_delays_other_jobs() -> None:
     run_agent(text, body)
 
 
-def test_check_transitions_are_published_to_subscribers() -> None:
-    """A failing check publishes one CheckStateChanged(healthy=False) on the event channel."""
+def test_check_transitions_reach_the_healing_hook() -> None:
+    """A failing check calls the healing runtime's on_check_changed once, with CheckStateChanged(healthy=False)."""
     text = config_text(
         "  db:\n    checks:\n      - {name: port, tcp: {address: '127.0.0.1:1'}, interval: 100ms, timeout: 100ms,"
         " failure_threshold: 2}\n"
     )
 
     async def body(agent: Agent) -> None:
-        queue = agent.events.subscribe()
-        event = await asyncio.wait_for(queue.get(), 5)
-        assert isinstance(event, CheckStateChanged)
+        assert agent.healing is not None
+        changes: asyncio.Queue[CheckStateChanged] = asyncio.Queue()
+        agent.healing.runtime.on_check_changed = changes.put_nowait  # type: ignore[method-assign,assignment]
+        event = await asyncio.wait_for(changes.get(), 5)
         assert (event.service, event.check, event.healthy) == ("db", "port", False)
         assert "refused" in event.reason.lower()
         assert agent.ready("db") is False and agent.ready("nope") is None
@@ -91,13 +93,16 @@ def test_a_crashing_job_is_contained_and_counted() -> None:
     async def body(agent: Agent) -> None:
         broken = agent.jobset.jobs["check:a/port"]
 
-        async def explode(now: float) -> None:
+        async def explode(now: float) -> Observation:
             raise RuntimeError("boom")
 
         broken.observe = explode  # type: ignore[method-assign]
-        errors = lambda: agent.metrics.registry.get_sample_value(  # noqa: E731
-            "healwatch_collector_errors_total", {"collector": "check:a/port"}
-        )
+
+        def errors() -> float | None:
+            return agent.metrics.registry.get_sample_value(
+                "healwatch_collector_errors_total", {"collector": "check:a/port"}
+            )
+
         await until(lambda: (errors() or 0) >= 2)
         await asyncio.to_thread(agent.exposition.render)
         assert exposed(agent, "healwatch_build_info{version=\"0.1.0\"}") == 1

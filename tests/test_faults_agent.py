@@ -106,7 +106,7 @@ def healthy_url(tmp_path: Path) -> Iterator[str]:
 def test_a_check_the_agent_cannot_run_keeps_its_state_and_counts_an_error(kind: str, healthy_url: str) -> None:
     """Out of descriptors, a healthy service's check stays healthy with its last result, and the run is counted as the agent's error."""
     port = healthy_url.split(":")[2].rstrip("/")
-    probes = {
+    probes: dict[str, dict[str, object]] = {
         "http": {"http": {"url": healthy_url}},
         "tcp": {"tcp": {"address": f"127.0.0.1:{port}"}},
         "exec": {"exec": {"command": [sys.executable, "-c", "pass"]}},
@@ -419,7 +419,7 @@ def test_children_never_see_the_token_and_their_output_is_served_redacted(tmp_pa
         wait_for(lambda: httpx.get(f"{url}/-/healthy", timeout=1).status_code == 200, timeout_s=20)
         incidents = wait_for(lambda: httpx.get(f"{url}/api/v1/incidents", timeout=2).json()["data"]["incidents"],
                              timeout_s=20)
-        incident_id = incidents[-1]["id"]  # type: ignore[index]
+        incident_id = incidents[-1]["id"]
         incident = wait_for(lambda: _finished(httpx.get(f"{url}/api/v1/incidents/{incident_id}", timeout=2)),
                             timeout_s=20)
         status = httpx.get(f"{url}/api/v1/status", timeout=2).json()["data"]["services"]["db"]

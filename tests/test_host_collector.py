@@ -42,9 +42,13 @@ NODE_EXPORTER_COLLECTORS = ("cpu", "stat", "loadavg", "meminfo", "filesystem", "
 PROC_FILES = ("stat", "loadavg", "meminfo", "diskstats", "net/dev", "sys/fs/file-nr")
 
 
-def samples(families: list[Metric]) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+# Sample name -> {sorted label pairs: value}.
+HostSamples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def samples(families: list[Metric]) -> HostSamples:
     """Sample name -> {sorted label pairs: value}."""
-    table: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+    table: HostSamples = defaultdict(dict)
     for family in families:
         for sample in family.samples:
             table[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
@@ -60,7 +64,7 @@ def values_of(series: dict[tuple[tuple[str, str], ...], float], label: str) -> s
 
 
 @pytest.fixture(scope="module")
-def node_exporter_samples() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def node_exporter_samples() -> HostSamples:
     """One scrape of the real node_exporter, limited to the collectors we mirror."""
     binary = require_binary("prometheus-node-exporter")
     argv = [binary, "--web.listen-address=127.0.0.1:0", "--collector.disable-defaults",
@@ -78,19 +82,19 @@ def node_exporter_samples() -> dict[str, dict[tuple[tuple[str, str], ...], float
 
 
 @pytest.fixture()
-def ours() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def ours() -> HostSamples:
     return samples(HostCollector(HostConfig()).collect(time.time()))
 
 
 @pytest.mark.integration
-def test_core_families_exist_in_both(node_exporter_samples, ours) -> None:
+def test_core_families_exist_in_both(node_exporter_samples: HostSamples, ours: HostSamples) -> None:
     """Every core host sample name is produced both by node_exporter and by us."""
     assert CORE_SAMPLES - set(node_exporter_samples) == set()
     assert CORE_SAMPLES - set(ours) == set()
 
 
 @pytest.mark.integration
-def test_shared_families_have_node_exporters_label_names(node_exporter_samples, ours) -> None:
+def test_shared_families_have_node_exporters_label_names(node_exporter_samples: HostSamples, ours: HostSamples) -> None:
     """Every sample name we share with node_exporter carries exactly its label names."""
     shared = sorted(set(ours) & set(node_exporter_samples))
     assert len(shared) >= len(CORE_SAMPLES)
@@ -102,7 +106,7 @@ def test_shared_families_have_node_exporters_label_names(node_exporter_samples, 
 
 
 @pytest.mark.integration
-def test_same_series_and_stable_values_as_node_exporter(node_exporter_samples, ours) -> None:
+def test_same_series_and_stable_values_as_node_exporter(node_exporter_samples: HostSamples, ours: HostSamples) -> None:
     """CPUs, modes, disks, interfaces and slow-moving values agree with node_exporter."""
     for name, label in [("node_cpu_seconds_total", "cpu"), ("node_cpu_seconds_total", "mode"),
                         ("node_disk_read_bytes_total", "device"), ("node_network_receive_bytes_total", "device")]:
@@ -212,7 +216,8 @@ def test_guarded_statvfs_retries_a_mount_once_its_call_returns(tmp_path: Path) -
     release.set()
     assert returned.wait(5)
     wait_for(lambda: not any(t.name == f"statvfs {tmp_path}" for t in threading.enumerate()), timeout_s=5)
-    assert guarded.many([str(tmp_path)])[str(tmp_path)].f_blocks > 0
+    stat = guarded.many([str(tmp_path)])[str(tmp_path)]
+    assert isinstance(stat, os.statvfs_result) and stat.f_blocks > 0
 
 
 def test_meminfo_names_follow_node_exporter(proc_root: Path) -> None:

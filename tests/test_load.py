@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,7 +218,7 @@ def test_api_serves_200_requests_per_second_while_rules_and_a_playbook_run(
     last_eval_after = group_values(after, "healwatch_rule_group_last_evaluation_timestamp_seconds")
     answered = [latency for per_path in load.latencies_s.values() for latency in per_path]
     agent_cpu_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-    numbers = {
+    numbers: dict[str, Any] = {
         "requests": int(RATE_PER_S * LOAD_S),
         "failed": len(load.failures),
         "rate_per_s": round(len(answered) / load.duration_s, 1),

@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from rules import matchers as matchers_module
 from rules.matchers import Matcher, MatchOp
 
 
@@ -87,7 +86,7 @@ def test_regex_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> re.Pattern[str]:
         raise AssertionError("regex compiled again")
 
-    monkeypatch.setattr(matchers_module.re, "compile", refuse)
+    monkeypatch.setattr(re, "compile", refuse)
     assert matcher.matches("api-12")
     assert not matcher.matches("api-x")
 

@@ -103,7 +103,9 @@ def test_receiver_down_then_up_delivers_all_once_in_order(tmp_path: Path) -> Non
         assert schedule == [1.0, 2.0, 4.0, 8.0]
         assert registry.get_sample_value("healwatch_notifications_total", {"receiver": "hook", "outcome": "retry"}) == 8
         await server.start()
-        clock.now = outbox.next_attempt_at()
+        next_at = outbox.next_attempt_at()
+        assert next_at is not None
+        clock.now = next_at
         await drain(outbox, client)
         assert ids_by_group(server.received) == {"a": ["a-1", "a-2", "a-3"], "b": ["b-1", "b-2"]}
         assert outbox.pending() == 0 and outbox.next_attempt_at() is None

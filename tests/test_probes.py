@@ -58,7 +58,7 @@ def serve(served: Served, ssl_context: ssl.SSLContext | None = None) -> Abstract
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def check(**fields: object) -> CheckConfig:

@@ -219,8 +219,10 @@ def test_name_matches_comm_or_argv0_basename(spawn: Spawn, tmp_path: Path) -> No
     argv0 = f"hw-argv0-{uuid.uuid4().hex}"
     by_argv0 = spawn(f"/opt/made/up/{argv0}", "-c", SLEEP, executable=sys.executable)
     assert psutil.Process(by_argv0.pid).name() != argv0
-    assert ProcessTracker(ProcessMatch(name=comm)).refresh().pid == by_comm.pid
-    assert ProcessTracker(ProcessMatch(name=argv0)).refresh().pid == by_argv0.pid
+    found_by_comm = ProcessTracker(ProcessMatch(name=comm)).refresh()
+    found_by_argv0 = ProcessTracker(ProcessMatch(name=argv0)).refresh()
+    assert found_by_comm is not None and found_by_comm.pid == by_comm.pid
+    assert found_by_argv0 is not None and found_by_argv0.pid == by_argv0.pid
 
 
 def test_children_are_summed_when_asked(spawn: Spawn, tmp_path: Path) -> None:

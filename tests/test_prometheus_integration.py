@@ -25,7 +25,8 @@ def agent(tmp_path: Path) -> Iterator[AgentProcess]:
 def query(url: str, promql: str) -> list[dict[str, object]]:
     response = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5)
     response.raise_for_status()
-    return response.json()["data"]["result"]
+    result: list[dict[str, object]] = response.json()["data"]["result"]
+    return result
 
 
 def test_prometheus_ingests_the_agents_series(tmp_path: Path, agent: AgentProcess) -> None:

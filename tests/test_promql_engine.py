@@ -158,8 +158,10 @@ def test_logarithms_round_like_go() -> None:
     for value in (0.3, 7.0, 9.0, 1000.0):
         store.append(Labels.of("x", {"v": repr(value)}), 0, value)
     engine = Engine()
-    log10 = {labels.get("v"): value for labels, value in engine.instant("log10(x)", store, 0).samples}
-    log2 = {labels.get("v"): value for labels, value in engine.instant("log2(x)", store, 0).samples}
+    log10_result, log2_result = engine.instant("log10(x)", store, 0), engine.instant("log2(x)", store, 0)
+    assert isinstance(log10_result, VectorResult) and isinstance(log2_result, VectorResult)
+    log10 = {labels.get("v"): value for labels, value in log10_result.samples}
+    log2 = {labels.get("v"): value for labels, value in log2_result.samples}
     # Values printed by promtool 2.42 for the same inputs.
     assert log10 == {"0.3": -0.5228787452803376, "7.0": 0.8450980400142568, "9.0": 0.954242509439325, "1000.0": 3.0}
     assert log2 == {"0.3": -1.736965594166206, "7.0": 2.807354922057604, "9.0": 3.1699250014423126,

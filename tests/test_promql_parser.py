@@ -151,7 +151,7 @@ def test_printer_round_trips(expr: str) -> None:
 
 _metric = st.sampled_from(["up", "http_requests_total", "node:cpu:rate5m", "sum", "by"])
 _label = st.sampled_from(["job", "instance", "le", "on", "__name__"])
-_value = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
+_value = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=6)
 _quoted = _value.map(lambda v: '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"')
 _matcher = st.builds(lambda l, op, v: f"{l}{op}{v}", _label.filter(lambda l: l != "__name__"), st.sampled_from(["=", "!="]), _quoted)
 _selector = st.builds(

@@ -10,7 +10,7 @@ from agent.config import parse_config
 from agent.notify_config import NotifyConfig
 from exporters.dispatcher import group_key
 from exporters.matchers import format_matchers, parse_matcher, parse_matchers, sort_matchers
-from exporters.routing import RouteOptions, RouteSpec, build_route
+from exporters.routing import Route, RouteOptions, RouteSpec, build_route
 from rules.errors import SourceError
 from rules.matchers import MatchOp
 
@@ -52,7 +52,7 @@ route:
 """
 
 
-def _tree():
+def _tree() -> Route:
     route = NotifyConfig.model_validate(yaml.safe_load(TREE)).build_route()
     assert route is not None
     return route

@@ -275,6 +275,6 @@ def test_sample_limit_defaults_to_ten_thousand_and_zero_means_none() -> None:
 )
 def test_label_limits_fail_the_scrape_naming_the_metric(limit: dict[str, int], error: str) -> None:
     """Each label limit fails the whole scrape with Prometheus' message; counts include __name__ and service."""
-    result, _ = scrape_once("/many", **limit)
+    result, _ = scrape_once("/many", None, **limit)
     assert (result.up, result.samples, result.error) == (False, [], error)
-    assert scrape_once("/many", **{key: value + 10 for key, value in limit.items()})[0].up
+    assert scrape_once("/many", None, **{key: value + 10 for key, value in limit.items()})[0].up

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import struct
 import tracemalloc
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def filled(points: list[tuple[int, float]], retention_s: float | None = None) ->
 
 
 def bits(value: float) -> int:
-    return struct.unpack("<Q", struct.pack("<d", value))[0]
+    return int(struct.unpack("<Q", struct.pack("<d", value))[0])
 
 
 # --- window -----------------------------------------------------------------
@@ -331,7 +332,8 @@ def test_bad_settings_are_value_errors(retention_s: float, max_series: int) -> N
 
 def values_of(store: SeriesStore, job: str) -> list[float]:
     (series,) = store.select([Matcher("job", MatchOp.EQ, job)])
-    return series.window(-1, 10**9)[1].tolist()
+    values: list[float] = series.window(-1, 10**9)[1].tolist()
+    return values
 
 
 def test_ingest_marks_vanished_series_stale_once() -> None:
@@ -636,7 +638,7 @@ queries = st.lists(st.tuples(st.integers(-5, 5), st.integers(-30_000, 2 * UINT32
 @given(retention_s=st.sampled_from([None, 5.0, 60.0]), ops=operations, query_specs=queries)
 def test_window_and_last_match_naive_list(
     retention_s: float | None,
-    ops: list[tuple],
+    ops: list[tuple[Any, ...]],
     query_specs: list[tuple[int, int]],
 ) -> None:
     """Random appends, evictions and reads agree with a plain list of samples."""

@@ -10,6 +10,7 @@ Used by ``run.py`` (by hand) and ``tests/test_incident.py`` (CI), so both exerci
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -276,6 +277,7 @@ def supervisor_state(sock_path: Path, program: str) -> str:
         (info,), _ = xmlrpc.client.loads(conn.getresponse().read())
     finally:
         conn.close()
+    assert isinstance(info, dict)
     return str(info["statename"])
 
 
@@ -421,7 +423,7 @@ class Stack:
         self.receivers.start()
         self._spawn("supervisord", ["supervisord", "-n", "-c", str(self.dir / "supervisord.conf")])
         for name, port in (("web1", self.ports["WEB1_PORT"]), ("web2", self.ports["WEB2_PORT"])):
-            wait_until(lambda port=port: self._serves(f"http://127.0.0.1:{port}/health"), 15, f"{name} to serve")
+            wait_until(functools.partial(self._serves, f"http://127.0.0.1:{port}/health"), 15, f"{name} to serve")
         self._spawn("haproxy", ["haproxy", "-db", "-f", str(self.dir / "haproxy.cfg")])
         wait_until(lambda: self._serves(self.frontend_url), 10, "HAProxy to serve")
         self._spawn("alertmanager", [
@@ -603,8 +605,10 @@ def run_case(stack: Stack, case: Case) -> CaseReport:
     wait_until(lambda: timeline.first("prometheus", key, "firing", began), 20, f"{key} to fire in Prometheus")
     wait_until(lambda: timeline.first("alertmanager", key, "active", began), 10, f"{key} to show in Alertmanager")
     for path in RECEIVER_PATHS:
-        wait_until(lambda path=path: "resolved" in stack.receivers.statuses(path, case.alertname, SICK, began), 60,
-                   f"{path} to receive {key} resolved")
+        def resolved(path: str = path) -> bool:
+            return "resolved" in stack.receivers.statuses(path, case.alertname, SICK, began)
+
+        wait_until(resolved, 60, f"{path} to receive {key} resolved")
     # Every alert about web1 (a restart's WebRestarted too) over, in both places: the next case starts clean.
     wait_until(lambda: not timeline.active("healwatch", SICK) and not timeline.active("prometheus", SICK)
                and not timeline.active("alertmanager", SICK), 60, f"every alert about {SICK} to resolve")

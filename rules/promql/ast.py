@@ -67,12 +67,23 @@ class Expr:
         raise NotImplementedError
 
 
+def children(node: Expr) -> list[Expr]:
+    """The expressions directly inside ``node`` (operands, arguments, the selector of a range)."""
+    found: list[Expr] = []
+    for value in vars(node).values():
+        if isinstance(value, Expr):
+            found.append(value)
+        elif isinstance(value, tuple):
+            found.extend(item for item in value if isinstance(item, Expr))
+    return found
+
+
 @dataclass(eq=False)
 class NumberLiteral(Expr):
     value: float
     pos: int = field(default=0, compare=False)
 
-    type = SCALAR  # type: ignore[assignment]
+    type = SCALAR
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, NumberLiteral):
@@ -80,7 +91,7 @@ class NumberLiteral(Expr):
         both_nan = math.isnan(self.value) and math.isnan(other.value)
         return both_nan or self.value == other.value
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as __eq__ treats NaN as equal to NaN
 
     def __str__(self) -> str:
         # "+Inf" would re-parse as a unary plus that binds looser than ^.
@@ -92,7 +103,7 @@ class StringLiteral(Expr):
     value: str
     pos: int = field(default=0, compare=False)
 
-    type = STRING  # type: ignore[assignment]
+    type = STRING
 
     def __str__(self) -> str:
         return go_quote(self.value)
@@ -120,7 +131,7 @@ class VectorSelector(Expr):
     at: AtModifier | None = None
     pos: int = field(default=0, compare=False)
 
-    type = VECTOR  # type: ignore[assignment]
+    type = VECTOR
 
     def selector_str(self) -> str:
         shown = list(self.matchers)
@@ -151,7 +162,7 @@ class MatrixSelector(Expr):
     range_ms: int
     pos: int = field(default=0, compare=False)
 
-    type = MATRIX  # type: ignore[assignment]
+    type = MATRIX
 
     def __str__(self) -> str:
         return f"{self.selector.selector_str()}[{_format_ms(self.range_ms)}]{self.selector.modifiers_str()}"
@@ -166,7 +177,7 @@ class SubqueryExpr(Expr):
     at: AtModifier | None = None
     pos: int = field(default=0, compare=False)
 
-    type = MATRIX  # type: ignore[assignment]
+    type = MATRIX
 
     def __str__(self) -> str:
         step = _format_ms(self.step_ms) if self.step_ms else ""
@@ -203,7 +214,7 @@ class AggregateExpr(Expr):
     without: bool
     pos: int = field(default=0, compare=False)
 
-    type = VECTOR  # type: ignore[assignment]
+    type = VECTOR
 
     def __str__(self) -> str:
         text = self.op

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -90,12 +90,12 @@ class Engine:
         run = _Evaluation(store, self.lookback_ms, t_ms, t_ms, self.subquery_step_ms, budget or self.budget())
         value = run.eval(node, t_ms)
         if node.type == SCALAR:
-            return ScalarResult(float(value))  # type: ignore[arg-type]
+            return ScalarResult(_scalar(value))
         if isinstance(value, str):
             return StringResult(value)
         if node.type == MATRIX:
-            return MatrixResult(_finish_matrix(value))  # type: ignore[arg-type]
-        return VectorResult(_finish_vector(value))  # type: ignore[arg-type]
+            return MatrixResult(_finish_matrix(cast("list[RangeSeries]", value)))
+        return VectorResult(_finish_vector(_vector(value)))
 
     def range(
         self, expr: str | Expr, store: Source, start_ms: int, end_ms: int, step_ms: int,
@@ -118,12 +118,24 @@ class Engine:
             value = run.eval(node, t)
             if node.type == SCALAR:
                 budget.charge(1)
-                points.setdefault(Labels(), []).append((t, float(value)))  # type: ignore[arg-type]
+                points.setdefault(Labels(), []).append((t, _scalar(value)))
                 continue
-            budget.charge(max(1, len(value)))  # type: ignore[arg-type]
-            for labels, sample_value in _finish_vector(value):  # type: ignore[arg-type]
+            vector = _vector(value)
+            budget.charge(max(1, len(vector)))
+            for labels, sample_value in _finish_vector(vector):
                 points.setdefault(labels, []).append((t, sample_value))
         return MatrixResult(sorted(points.items()))
+
+
+def _scalar(value: Value) -> float:
+    """``value`` as the scalar the parser's type check guarantees it is (a Python float, not NumPy's)."""
+    assert isinstance(value, float)
+    return float(value)
+
+
+def _vector(value: Value) -> list[Sample]:
+    """``value`` as the instant vector the parser's type check guarantees it is."""
+    return cast("list[Sample]", value)
 
 
 def _finish_vector(vector: list[Sample]) -> list[tuple[Labels, float]]:
@@ -207,17 +219,18 @@ class _Evaluation:
         self.budget = budget
         self._selected: dict[int, list[SeriesView]] = {}
         self._subquery_steps: dict[tuple[int, int], list[Sample]] = {}
-        self._handlers: dict[type, Callable[[Expr, int], Value]] = {
-            NumberLiteral: lambda node, t: node.value,  # type: ignore[attr-defined]
-            StringLiteral: lambda node, t: node.value,  # type: ignore[attr-defined]
-            ParenExpr: lambda node, t: self.eval(node.expr, t),  # type: ignore[attr-defined]
-            UnaryExpr: self._unary,  # type: ignore[dict-item]
-            VectorSelector: self._vector_selector,  # type: ignore[dict-item]
+        # Each handler takes the node type it is filed under, which a dict's type cannot say: hence Any.
+        self._handlers: dict[type[Expr], Callable[[Any, int], Value]] = {
+            NumberLiteral: lambda node, t: node.value,
+            StringLiteral: lambda node, t: node.value,
+            ParenExpr: lambda node, t: self.eval(node.expr, t),
+            UnaryExpr: self._unary,
+            VectorSelector: self._vector_selector,
             MatrixSelector: lambda node, t: self._range_input(node, t)[0],
             SubqueryExpr: lambda node, t: self._range_input(node, t)[0],
-            Call: self._call,  # type: ignore[dict-item]
-            AggregateExpr: self._aggregate,  # type: ignore[dict-item]
-            BinaryExpr: self._binary,  # type: ignore[dict-item]
+            Call: self._call,
+            AggregateExpr: self._aggregate,
+            BinaryExpr: self._binary,
         }
 
     def eval(self, node: Expr, t: int) -> Value:
@@ -300,11 +313,11 @@ class _Evaluation:
             key = (id(node), inner_t)
             vector = self._subquery_steps.get(key)
             if vector is None:
-                vector = self.eval(node.expr, inner_t)  # type: ignore[assignment]
+                vector = _vector(self.eval(node.expr, inner_t))
                 # Every step is charged, empty or not: a step costs time and a cache entry either way.
-                self.budget.charge(max(1, len(vector)))  # type: ignore[arg-type]
-                self._subquery_steps[key] = vector  # type: ignore[assignment]
-            for sample in vector:  # type: ignore[union-attr]
+                self.budget.charge(max(1, len(vector)))
+                self._subquery_steps[key] = vector
+            for sample in vector:
                 times, values, drops = collected.setdefault(sample.labels, ([], [], []))
                 times.append(inner_t)
                 values.append(sample.value)
@@ -323,7 +336,7 @@ class _Evaluation:
             return value
         if isinstance(value, float):
             return -value
-        return [Sample(s.labels, -s.value, True) for s in value]  # type: ignore[union-attr]
+        return [Sample(s.labels, -s.value, True) for s in _vector(value)]
 
     def _binary(self, node: BinaryExpr, t: int) -> Value:
         lhs = self.eval(node.lhs, t)
@@ -334,17 +347,17 @@ class _Evaluation:
                 return 1.0 if fn.compare(op, lhs, rhs) else 0.0
             return fn.arithmetic(op, lhs, rhs)
         if isinstance(rhs, float):
-            return self._vector_scalar(op, lhs, rhs, False, node.return_bool)  # type: ignore[arg-type]
+            return self._vector_scalar(op, _vector(lhs), rhs, False, node.return_bool)
         if isinstance(lhs, float):
-            return self._vector_scalar(op, rhs, lhs, True, node.return_bool)  # type: ignore[arg-type]
+            return self._vector_scalar(op, _vector(rhs), lhs, True, node.return_bool)
         assert node.matching is not None
         if op == "and":
-            return self._and_unless(lhs, rhs, node.matching, True)  # type: ignore[arg-type]
+            return self._and_unless(_vector(lhs), _vector(rhs), node.matching, True)
         if op == "unless":
-            return self._and_unless(lhs, rhs, node.matching, False)  # type: ignore[arg-type]
+            return self._and_unless(_vector(lhs), _vector(rhs), node.matching, False)
         if op == "or":
-            return self._or(lhs, rhs, node.matching)  # type: ignore[arg-type]
-        return self._vector_vector(op, lhs, rhs, node.matching, node.return_bool)  # type: ignore[arg-type]
+            return self._or(_vector(lhs), _vector(rhs), node.matching)
+        return self._vector_vector(op, _vector(lhs), _vector(rhs), node.matching, node.return_bool)
 
     @staticmethod
     def _vector_scalar(op: str, vector: list[Sample], scalar: float, swap: bool, return_bool: bool) -> list[Sample]:
@@ -362,7 +375,7 @@ class _Evaluation:
         return out
 
     @staticmethod
-    def _signature(matching: VectorMatching) -> Callable[[Labels], tuple]:
+    def _signature(matching: VectorMatching) -> Callable[[Labels], tuple[object, ...]]:
         names = matching.labels
         if matching.on:
             return lambda labels: tuple(labels.get(name) for name in names)
@@ -392,7 +405,7 @@ class _Evaluation:
         swapped = matching.card == ONE_TO_MANY
         if swapped:
             lhs, rhs = rhs, lhs
-        right: dict[tuple, Sample] = {}
+        right: dict[tuple[object, ...], Sample] = {}
         for sample in rhs:
             key = signature(sample.labels)
             duplicate = right.get(key)
@@ -406,7 +419,7 @@ class _Evaluation:
                 )
             right[key] = sample
         comparison = op in COMPARISON_OPS
-        matched_sigs: dict[tuple, set[Labels] | None] = {}
+        matched_sigs: dict[tuple[object, ...], set[Labels] | None] = {}
         out = []
         for sample in lhs:
             key = signature(sample.labels)
@@ -469,7 +482,7 @@ class _Evaluation:
     # -- aggregation -----------------------------------------------------------------
 
     def _aggregate(self, node: AggregateExpr, t: int) -> list[Sample]:
-        vector: list[Sample] = self.eval(node.expr, t)  # type: ignore[assignment]
+        vector = _vector(self.eval(node.expr, t))
         op = node.op
         param = self.eval(node.param, t) if node.param is not None else None
         if op in ("topk", "bottomk"):
@@ -564,26 +577,26 @@ class _Evaluation:
         if name == "pi":
             return math.pi
         if name == "vector":
-            return [Sample(Labels(), self.eval(args[0], t))]  # type: ignore[arg-type]
+            return [Sample(Labels(), _scalar(self.eval(args[0], t)))]
         if name == "scalar":
-            vector = self.eval(args[0], t)
-            return vector[0].value if len(vector) == 1 else math.nan  # type: ignore[union-attr,index]
+            vector = _vector(self.eval(args[0], t))
+            return vector[0].value if len(vector) == 1 else math.nan
         if name == "absent":
-            vector = self.eval(args[0], t)
+            vector = _vector(self.eval(args[0], t))
             return [] if vector else [Sample(_absent_labels(args[0]), 1.0)]
         if name == "timestamp":
             inner = _unwrap(args[0])
             if isinstance(inner, VectorSelector):
                 return self._sample_timestamps(inner, t)
-            return [Sample(s.labels, t / 1000, True) for s in self.eval(args[0], t)]  # type: ignore[union-attr]
+            return [Sample(s.labels, t / 1000, True) for s in _vector(self.eval(args[0], t))]
         if name in fn.ELEMENTWISE:
-            vector: list[Sample] = self.eval(args[0], t)  # type: ignore[no-redef]
+            vector = _vector(self.eval(args[0], t))
             results = fn.apply_elementwise(name, np.array([s.value for s in vector], dtype=np.float64))
             return [Sample(s.labels, float(r), True) for s, r in zip(vector, results)]
         if name in ("day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "minute", "month", "year"):
             if not args:
                 return [Sample(Labels(), fn.date_part(name, t / 1000))]
-            return [Sample(s.labels, fn.date_part(name, s.value), True) for s in self.eval(args[0], t)]  # type: ignore[union-attr]
+            return [Sample(s.labels, fn.date_part(name, s.value), True) for s in _vector(self.eval(args[0], t))]
         if name in ("clamp", "clamp_min", "clamp_max", "round"):
             return self._clamp_round(node, t)
         if name == "histogram_quantile":
@@ -593,7 +606,7 @@ class _Evaluation:
         if name == "label_join":
             return self._label_join(node, t)
         if name in ("sort", "sort_desc"):
-            vector = self.eval(args[0], t)  # type: ignore[assignment]
+            vector = _vector(self.eval(args[0], t))
             descending = name == "sort_desc"
             return sorted(
                 vector,
@@ -606,11 +619,12 @@ class _Evaluation:
         matrix_index = 1 if name == "quantile_over_time" else 0
         matrix_arg = node.args[matrix_index]
         scalars = tuple(
-            float(self.eval(arg, t)) for i, arg in enumerate(node.args) if i != matrix_index  # type: ignore[arg-type]
+            _scalar(self.eval(arg, t)) for i, arg in enumerate(node.args) if i != matrix_index
         )
         series_list, start, end = self._range_input(matrix_arg, t)
         inner = _unwrap(matrix_arg)
-        at = inner.selector.at if isinstance(inner, MatrixSelector) else inner.at  # type: ignore[attr-defined]
+        assert isinstance(inner, (MatrixSelector, SubqueryExpr))
+        at = inner.selector.at if isinstance(inner, MatrixSelector) else inner.at
         # With @, Prometheus evaluates the step-invariant call once, at the query start.
         eval_ms = self.start_ms if at is not None else t
         context = fn.RangeContext(start, end, eval_ms, scalars)
@@ -624,8 +638,8 @@ class _Evaluation:
         return out
 
     def _clamp_round(self, node: Call, t: int) -> list[Sample]:
-        vector: list[Sample] = self.eval(node.args[0], t)  # type: ignore[assignment]
-        params = [float(self.eval(arg, t)) for arg in node.args[1:]]  # type: ignore[arg-type]
+        vector = _vector(self.eval(node.args[0], t))
+        params = [_scalar(self.eval(arg, t)) for arg in node.args[1:]]
         name = node.func
         if name == "round":
             to_nearest = params[0] if params else 1.0
@@ -640,8 +654,8 @@ class _Evaluation:
         return [Sample(s.labels, fn.go_min(params[0], s.value), True) for s in vector]
 
     def _histogram_quantile(self, node: Call, t: int) -> list[Sample]:
-        q = float(self.eval(node.args[0], t))  # type: ignore[arg-type]
-        vector: list[Sample] = self.eval(node.args[1], t)  # type: ignore[assignment]
+        q = _scalar(self.eval(node.args[0], t))
+        vector = _vector(self.eval(node.args[1], t))
         groups: dict[Labels, tuple[Labels, list[tuple[float, float]]]] = {}
         for sample in vector:
             try:
@@ -666,7 +680,7 @@ class _Evaluation:
             raise PromQLEvalError(f"invalid regular expression in label_replace(): {pattern}") from None
         if not _valid_label_name(dst):
             raise PromQLEvalError(f"invalid destination label name in label_replace(): {dst}")
-        vector: list[Sample] = self.eval(node.args[0], t)  # type: ignore[assignment]
+        vector = _vector(self.eval(node.args[0], t))
         out = []
         for sample in vector:
             match = regex.fullmatch(sample.labels.get(src))
@@ -685,7 +699,7 @@ class _Evaluation:
                 raise PromQLEvalError(f"invalid source label name in label_join(): {source}")
         if not _valid_label_name(dst):
             raise PromQLEvalError(f"invalid destination label name in label_join(): {dst}")
-        vector: list[Sample] = self.eval(node.args[0], t)  # type: ignore[assignment]
+        vector = _vector(self.eval(node.args[0], t))
         out = []
         for sample in vector:
             joined = separator.join(sample.labels.get(source) for source in sources)

@@ -324,7 +324,8 @@ RANGE_KERNELS: dict[str, RangeKernel] = {
 
 
 def _sgn(v: np.ndarray) -> np.ndarray:
-    return np.sign(v)
+    signs: np.ndarray = np.sign(v)  # NumPy types a ufunc's result as Any
+    return signs
 
 
 # Go's math.Log2 and math.Log10 (which Prometheus calls) are not libm's: Log2 splits off the
@@ -338,12 +339,14 @@ def _go_log2(v: np.ndarray) -> np.ndarray:
     frac, exp = np.frexp(v)
     with np.errstate(divide="ignore", invalid="ignore"):
         result = np.log(frac) * _LOG2_E + exp
-    return np.where(frac == 0.5, exp - 1.0, result)
+    log2: np.ndarray = np.where(frac == 0.5, exp - 1.0, result)
+    return log2
 
 
 def _go_log10(v: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(v) * _LOG10_E
+        log10: np.ndarray = np.log(v) * _LOG10_E
+    return log10
 
 
 ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 from rules.durations import parse_duration
 from rules.matchers import Matcher, MatchOp
@@ -30,10 +31,13 @@ from rules.promql.ast import (
     UnaryExpr,
     VectorMatching,
     VectorSelector,
+    children,
 )
 from rules.promql.errors import PromQLSyntaxError
 from rules.promql.functions import FUNCTIONS, UNSUPPORTED_FUNCTIONS
 from rules.promql.lexer import DURATION, EOF, IDENT, NUMBER, STRING as STRING_TOKEN, Lexer, Token, go_quote
+
+_E = TypeVar("_E", bound=Expr)
 
 AGGREGATORS = frozenset(
     {"sum", "avg", "count", "min", "max", "group", "stddev", "stdvar", "topk", "bottomk", "count_values", "quantile"}
@@ -71,17 +75,6 @@ MAX_DEPTH = 100
 def parse(expr: str) -> Expr:
     """Parse and type-check a PromQL expression; raise PromQLSyntaxError on any problem."""
     return _Parser(expr).parse()
-
-
-def _children(node: Expr) -> list[Expr]:
-    """The expressions directly inside ``node`` (operands, arguments, the selector of a range)."""
-    children: list[Expr] = []
-    for value in vars(node).values():
-        if isinstance(value, Expr):
-            children.append(value)
-        elif isinstance(value, tuple):
-            children.extend(item for item in value if isinstance(item, Expr))
-    return children
 
 
 def _describe(token: Token) -> str:
@@ -211,7 +204,7 @@ class _Parser:
     def too_deep(self, token: Token) -> PromQLSyntaxError:
         return self.error(f"expression nested more than {MAX_DEPTH} levels deep", token.pos)
 
-    def bounded(self, node: Expr, token: Token) -> Expr:
+    def bounded(self, node: _E, token: Token) -> _E:
         """``node``, unless its tree is deeper than MAX_DEPTH (long operator chains grow it without recursion)."""
         if self.height(node) > MAX_DEPTH:
             raise self.too_deep(token)
@@ -222,7 +215,7 @@ class _Parser:
         known = self.heights.get(id(node))
         if known is not None and known[0] is node:
             return known[1]
-        height = 1 + max((self.height(child) for child in _children(node)), default=0)
+        height = 1 + max((self.height(child) for child in children(node)), default=0)
         self.heights[id(node)] = (node, height)
         return height
 

@@ -169,7 +169,7 @@ class State:
             assert node.pipe is not None and node.list is not None
             value = self.eval_pipeline(dot, node.pipe)
             mark = self.mark()
-            pipe = node.pipe
+            pipe, body = node.pipe, node.list
 
             def one_iteration(index: object, elem: object) -> None:
                 if pipe.decl:
@@ -184,7 +184,7 @@ class State:
                     else:
                         self.set_top_var(2, index)
                 try:
-                    self.walk(elem, node.list)  # type: ignore[arg-type]
+                    self.walk(elem, body)
                 except _Continue:
                     pass
                 finally:

@@ -135,25 +135,21 @@ def _slice(item: object, *indexes: object) -> object:
     if isinstance(item, str):
         if len(indexes) == 3:
             raise CallError("cannot 3-index slice a string")
-        data: object = item.encode()
+        data: bytes | GoSlice = item.encode()
     elif isinstance(item, GoSlice):
         data = item
     else:
         raise CallError(f"can't slice item of type {type_name(item)}")
-    assert isinstance(data, (bytes, GoSlice))
+    positions = [_index_arg(index, len(data)) for index in indexes]
     bounds = [0, len(data)]
-    for i, index in enumerate(indexes):
-        position = _index_arg(index, len(data))
-        if i < 2:
-            bounds[i] = position
+    bounds[:len(positions[:2])] = positions[:2]
     if bounds[0] > bounds[1]:
         raise CallError(f"invalid slice index: {bounds[0]} > {bounds[1]}")
-    if len(indexes) == 3 and bounds[1] > indexes[2]:  # type: ignore[operator]
-        raise CallError(f"invalid slice index: {bounds[1]} > {indexes[2]}")
-    part = data[bounds[0]:bounds[1]]
-    if isinstance(part, bytes):
-        return part.decode(errors="replace")
-    return GoSlice(part, go_type=item.go_type)  # type: ignore[union-attr]
+    if len(positions) == 3 and bounds[1] > positions[2]:
+        raise CallError(f"invalid slice index: {bounds[1]} > {positions[2]}")
+    if isinstance(data, bytes):
+        return data[bounds[0]:bounds[1]].decode(errors="replace")
+    return GoSlice(data[bounds[0]:bounds[1]], go_type=data.go_type)
 
 
 _INT, _FLOAT, _STRING, _BOOL, _COMPLEX = "int", "float", "string", "bool", "complex"
@@ -214,7 +210,11 @@ def _lt(arg1: object, arg2: object) -> bool:
                         f"{type_name(arg2)}")
     if kind1 in (_BOOL, _COMPLEX):
         raise CallError("invalid type for comparison")
-    return arg1 < arg2  # type: ignore[operator]
+    # Same kind, int, float or string: comparable.
+    if isinstance(arg1, str) and isinstance(arg2, str):
+        return arg1 < arg2
+    assert isinstance(arg1, (int, float)) and isinstance(arg2, (int, float))
+    return arg1 < arg2
 
 
 def _le(arg1: object, arg2: object) -> bool:
@@ -435,6 +435,7 @@ def to_time(raw: object) -> GoTime:
 _DURATION_UNITS = {"y": (1, 365 * 86400 * 10**9), "w": (2, 7 * 86400 * 10**9),
                    "d": (3, 86400 * 10**9), "h": (4, 3600 * 10**9), "m": (5, 60 * 10**9),
                    "s": (6, 10**9), "ms": (7, 10**6)}
+_DURATION_PART = re.compile(r"([0-9]*)([^0-9]*)")
 
 
 def parse_duration(text: str) -> float:
@@ -446,14 +447,12 @@ def parse_duration(text: str) -> float:
     invalid = CallError(f"not a valid duration string: {quote(text)}")
     rest, total, last_position = text, 0, 0
     while rest:
-        digits = re.match(r"[0-9]*", rest).group()  # type: ignore[union-attr]
-        if not digits:
+        part = _DURATION_PART.match(rest)
+        assert part is not None  # both runs may be empty: it matches any string
+        digits, unit = part.groups()
+        if not digits or not unit:
             raise invalid
-        rest = rest[len(digits):]
-        unit = re.match(r"[^0-9]*", rest).group()  # type: ignore[union-attr]
-        if not unit:
-            raise invalid
-        rest = rest[len(unit):]
+        rest = rest[part.end():]
         if unit not in _DURATION_UNITS:
             raise CallError(f"unknown unit {quote(unit)} in duration {quote(text)}")
         position, multiplier = _DURATION_UNITS[unit]
@@ -581,7 +580,7 @@ def _label(name: str, sample: object) -> str:
 def _sort_by_label(name: str, result: object) -> object:
     if not isinstance(result, list):
         return QueryResult()
-    result.sort(key=lambda s: s.labels.get(name, "") if isinstance(s, SamplePtr) else "")
+    result.sort(key=lambda s: str(s.labels.get(name, "")) if isinstance(s, SamplePtr) else "")
     return result
 
 

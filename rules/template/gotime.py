@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from rules.gofmt import GoStringer, GoStruct
@@ -77,10 +78,10 @@ class GoTime(GoStringer, GoStruct):
             return text[0] + fraction if fraction else ""
         return text[0] + fraction
 
-    def method(self, name: str) -> tuple[list[str], object] | None:
+    def method(self, name: str) -> tuple[list[str], Callable[..., object]] | None:
         """The Go methods templates commonly call on a time: (parameter types, implementation)."""
         m = self.moment
-        methods: dict[str, tuple[list[str], object]] = {
+        methods: dict[str, tuple[list[str], Callable[..., object]]] = {
             "Format": (["string"], self.format),
             "String": ([], self.go_string),
             "Unix": ([], lambda: self.unix_nanos // 1_000_000_000),
