@@ -173,7 +173,7 @@ class HostConfig(Section):
 
 
 # node_exporter's default --collector.filesystem.fs-types-exclude.
-_PSEUDO_FILESYSTEMS = {
+_PSEUDO_FILESYSTEMS: set[str] = {
     "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
     "devtmpfs", "fusectl", "hugetlbfs", "iso9660", "mqueue", "nsfs", "overlay", "proc",
     "procfs", "pstore", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "sysfs", "tracefs",
