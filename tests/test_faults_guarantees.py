@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,8 +43,15 @@ class Receiver(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.attempts = 0
-        self.bodies: list[dict[str, object]] = []
+        self.bodies: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+
+
+def alertnames(receiver: Receiver) -> set[str]:
+    """The alert names of every accepted notification."""
+    with receiver.lock:
+        bodies = list(receiver.bodies)
+    return {alert["labels"]["alertname"] for body in bodies for alert in body["alerts"]}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -166,8 +174,7 @@ def test_nothing_lost_nothing_stalled_nothing_leaked_under_faults(
         config.write_text(config_text(tmp_path) + "listen: ${HOOK_URL}\n")
         agent.signal(signal.SIGHUP)
         wait_for(lambda: agent.value("healwatch_config_last_reload_successful") == 0, timeout_s=20)
-        wait_for(lambda: {a["labels"]["alertname"] for body in receiver.bodies
-                          for a in body["alerts"]} >= {"First", "Second"}, timeout_s=30)  # type: ignore[index]
+        wait_for(lambda: alertnames(receiver) >= {"First", "Second"}, timeout_s=30)
         wait_for(lambda: "db password is" in httpx.get(f"{agent.url}/api/v1/status", timeout=5).text, timeout_s=20)
         outputs = [served(agent), cli_output(agent, "status"), cli_output(agent, "alerts"),
                    cli_output(agent, "status", "--json"), cli_output(agent, "check", "config", str(config))]
