@@ -17,7 +17,7 @@ from collections.abc import Callable
 import psutil
 import structlog
 
-from agent.collectors.process import ProcessTracker
+from agent.collectors.process import ProcessTracker, running
 from healers.backends.children import agent_side_errno
 
 log = structlog.get_logger(__name__)
@@ -105,29 +105,22 @@ class ProcessWatcher:
             else:
                 await self._wait_readable(fd, process)
                 return
-        while await asyncio.to_thread(_running, process):
+        while await asyncio.to_thread(running, process):
             await asyncio.sleep(self._poll_interval_s)
 
     async def _wait_readable(self, fd: int, process: psutil.Process) -> None:
         loop = asyncio.get_running_loop()
-        exited = loop.create_future()
-        loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
         try:
             # The pid may have been reused between the lookup and pidfd_open: confirm it is our process.
-            if _running(process):
+            if running(process):
                 await exited
         finally:
             loop.remove_reader(fd)
             os.close(fd)
-
-
-def _running(process: psutil.Process) -> bool:
-    """Alive and not a zombie; when the agent cannot read /proc for want of descriptors, presumed alive."""
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-    except OSError as exc:
-        if agent_side_errno(exc):
-            return True
-        raise

@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from rules.model import Labels
 
-ACTIONS = ("traffic", "restart", "exec", "signal", "wait_healthy", "sleep", "notify")
-TRIGGER_KINDS = ("check_failed", "process_exited", "alert", "manual")
+# A traffic step's timeout unless the playbook says otherwise, and the bound on every restore the
+# runtime adds by itself (after an abort, an interrupted run, a dependency's recovery).
+DEFAULT_TRAFFIC_TIMEOUT_S = 10.0
 
 Action = Literal["traffic", "restart", "exec", "signal", "wait_healthy", "sleep", "notify"]
 OnFailure = Literal["abort", "continue", "escalate"]
@@ -37,6 +38,16 @@ class StepSpec:
         if self.action == "signal":
             return f"signal {self.args.get('signal', '?')}"
         return self.action
+
+    def cuts_traffic(self) -> bool:
+        return self.action == "traffic" and self.args.get("op") == "cut"
+
+    def restores_traffic(self) -> bool:
+        return self.action == "traffic" and self.args.get("op") == "restore"
+
+    def disrupts(self) -> bool:
+        """Whether the step takes the service out of traffic or down: what the fleet budget limits."""
+        return self.action in ("restart", "signal") or self.cuts_traffic()
 
 
 @dataclass(frozen=True)
@@ -93,5 +104,11 @@ class PlaybookSpec:
     dry_run: bool = False
     traffic_on_abort: TrafficOnAbort = "restore"
 
-    def cuts_traffic(self) -> bool:
-        return any(step.action == "traffic" and step.args.get("op") == "cut" for step in self.steps)
+    def disrupts(self) -> bool:
+        """Whether a run may cut traffic or take the service down (and so needs a fleet slot)."""
+        return any(step.disrupts() for step in self.steps)
+
+    def restore_step(self) -> StepSpec:
+        """A traffic restore with the playbook's own restore timeout, for restores the runtime adds."""
+        timeout_s = next((step.timeout_s for step in self.steps if step.restores_traffic()), DEFAULT_TRAFFIC_TIMEOUT_S)
+        return StepSpec("traffic", {"op": "restore"}, timeout_s=timeout_s)

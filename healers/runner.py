@@ -22,18 +22,19 @@ from healers.backends.base import (
 )
 from healers.backends.restart import SignalRestartBackend, run_command
 from healers.journal import Journal
-from healers.playbook import PlaybookSpec, StepSpec
+from healers.playbook import DEFAULT_TRAFFIC_TIMEOUT_S, PlaybookSpec, StepSpec
 
 Severity = Literal["info", "warning", "critical"]
 
 
 class Log(Protocol):
-    """The slice of a structlog logger the runner uses; the agent passes a real one."""
+    """The slice of a structlog logger the runner and the runtime use; the agent passes a real one."""
 
     def bind(self, **values: Any) -> Log: ...
     def info(self, event: str, **values: Any) -> Any: ...
     def warning(self, event: str, **values: Any) -> Any: ...
     def error(self, event: str, **values: Any) -> Any: ...
+    def exception(self, event: str, **values: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,11 @@ class Runner:
         log: Log,
         clock: Callable[[], float],
         redact: Callable[[str], str] = str,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``sleep`` waits out ``sleep`` steps: the runtime passes its clock's, so a test steps them too."""
         self.journal = journal
+        self._sleep = sleep
         self.redact = redact
         self._notify = notify
         self._log = log
@@ -106,7 +110,7 @@ class Runner:
         self._tell(dry_run, spec.service, incident_id, "info", f"healing {spec.service} with {spec.name}: {trigger}")
         outcome, detail = "succeeded", ""
         for index, step in enumerate(spec.steps):
-            if restart_blocked and not _is_cut(step):
+            if restart_blocked and not step.cuts_traffic():
                 self._skip(incident_id, index, step, actions, restart_blocked)
                 log.warning("step skipped", step=step.describe(), reason=restart_blocked)
                 outcome, detail = "blocked", restart_blocked
@@ -129,7 +133,7 @@ class Runner:
             self._tell(dry_run, spec.service, incident_id, "info", f"{spec.service} recovered: {spec.name} succeeded")
         return RunResult(incident_id, outcome, detail, left_cut)
 
-    def _tell(self, dry_run: bool, service: str, incident_id: str, severity: str, summary: str) -> None:
+    def _tell(self, dry_run: bool, service: str, incident_id: str, severity: Severity, summary: str) -> None:
         """A healing event for people (started, step failed, recovered); a dry run tells no one."""
         if not dry_run:
             self._notify(Notice(service, incident_id, severity, summary, self._clock()))
@@ -139,14 +143,14 @@ class Runner:
     ) -> ActionResult:
         backend = _backend_name(step, actions)
         self.journal.start_step(incident_id, index, step.describe(), backend, self._clock())
-        if _is_cut(step) and not dry_run:
+        if step.cuts_traffic() and not dry_run:
             # Recorded before acting: if the agent dies during the cut, the next start restores traffic.
             self.journal.set_traffic_cut(actions.service, incident_id)
         log.info("step started", step=step.describe(), backend=backend, index=index)
         ctx = ActionContext(actions.service, incident_id, step.timeout_s, pid=actions.pid(), dry_run=dry_run)
         result, state = await self._execute(step, actions, ctx, incident_id)
         result = replace(result, detail=self.redact(result.detail), output_tail=self.redact(result.output_tail))
-        if result.ok and not dry_run and step.action == "traffic" and step.args.get("op") == "restore":
+        if result.ok and not dry_run and step.restores_traffic():
             self.journal.set_traffic_cut(actions.service, None)
         self.journal.finish_step(
             incident_id, index, self._clock(), state, "" if result.ok else result.detail, result.output_tail
@@ -199,16 +203,15 @@ class Runner:
             seconds = float(step.args["seconds"])
             if ctx.dry_run:
                 return ActionResult(True, f"dry run: would sleep {seconds:g}s")
-            await asyncio.sleep(seconds)
+            await self._sleep(seconds)
             return ActionResult(True, f"slept {seconds:g}s")
-        if step.action == "notify":
-            summary = str(step.args.get("message", f"playbook step notification for {actions.service}"))
-            if ctx.dry_run:
-                return ActionResult(True, f"dry run: would notify: {summary}")
-            self._notify(Notice(actions.service, incident_id, step.args.get("severity", "warning"), summary,
-                                self._clock()))
-            return ActionResult(True, f"notified: {summary}")
-        return ActionResult(False, f"unknown action {step.action!r}")
+        assert step.action == "notify", f"unknown action {step.action!r}"  # Action is a closed set
+        summary = str(step.args.get("message", f"playbook step notification for {actions.service}"))
+        if ctx.dry_run:
+            return ActionResult(True, f"dry run: would notify: {summary}")
+        severity: Severity = step.args.get("severity", "warning")
+        self._notify(Notice(actions.service, incident_id, severity, summary, self._clock()))
+        return ActionResult(True, f"notified: {summary}")
 
     def _skip(self, incident_id: str, index: int, step: StepSpec, actions: ServiceActions, reason: str) -> None:
         now = self._clock()
@@ -224,7 +227,7 @@ class Runner:
             log.error("traffic left cut", reason="traffic_on_abort: keep")
             self._notify(Notice(spec.service, incident_id, "critical", summary, self._clock()))
             return True
-        restore = StepSpec("traffic", {"op": "restore"}, timeout_s=_restore_timeout(spec))
+        restore = spec.restore_step()
         index = self.journal.next_step_index(incident_id)
         result = await self._step(incident_id, index, restore, actions, False, log)
         if result.ok:
@@ -233,7 +236,6 @@ class Runner:
         log.error("traffic restore after abort failed", detail=result.detail)
         self._notify(Notice(spec.service, incident_id, "critical", summary, self._clock()))
         return True
-
 
     async def recover_interrupted(
         self, playbooks: Mapping[str, PlaybookSpec], actions_of: Callable[[str], ServiceActions | None]
@@ -261,7 +263,9 @@ class Runner:
         service = actions.service if actions is not None else "the service"
         policy = spec.traffic_on_abort if spec is not None else "restore"
         if policy == "restore" and actions is not None and actions.traffic is not None:
-            restore = StepSpec("traffic", {"op": "restore"}, timeout_s=_restore_timeout(spec))
+            restore = spec.restore_step() if spec is not None else StepSpec(
+                "traffic", {"op": "restore"}, timeout_s=DEFAULT_TRAFFIC_TIMEOUT_S
+            )
             result = await self._step(incident_id, self.journal.next_step_index(incident_id), restore, actions,
                                       False, log)
             if result.ok:
@@ -274,22 +278,6 @@ class Runner:
         log.error("traffic left cut after an interrupted playbook")
         self._notify(Notice(service, incident_id, "critical", summary, self._clock()))
         return outcome
-
-DEFAULT_RESTORE_TIMEOUT_S = 10.0
-
-
-def _restore_timeout(spec: PlaybookSpec | None) -> float:
-    """The playbook's own restore step timeout when it has one."""
-    if spec is not None:
-        for step in spec.steps:
-            if step.action == "traffic" and step.args.get("op") == "restore":
-                return step.timeout_s
-    return DEFAULT_RESTORE_TIMEOUT_S
-
-
-def _is_cut(step: StepSpec) -> bool:
-    return step.action == "traffic" and step.args.get("op") == "cut"
-
 
 def _backend_name(step: StepSpec, actions: ServiceActions) -> str:
     if step.action == "traffic":

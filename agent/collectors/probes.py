@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import re
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 import httpx
 
 from agent.config import CheckConfig, ExecProbe, HttpProbe
-from healers.backends.children import agent_side_errno, child_env
+from healers.backends.children import agent_side_errno, child_env, kill_group
 from rules.durations import format_duration
 
 # How much of an exec probe's output is kept for the failure reason.
@@ -277,7 +276,7 @@ async def probe_exec(probe: ExecProbe, timeout_s: float) -> ProbeResult:
             # Timed out or cancelled, or the leader exited leaving children on the pipe: kill
             # the group. Its pipe then reaches EOF at once; only a child that left the group
             # (setsid) could hold it open, hence the bound.
-            _kill_group(process.pid)
+            kill_group(process.pid)
             await asyncio.wait({reader}, timeout=_EOF_GRACE_S)
             reader.cancel()
         await process.wait()
@@ -299,11 +298,6 @@ async def _keep_tail(stream: asyncio.StreamReader, tail: bytearray, limit: int) 
     while chunk := await stream.read(65536):
         tail += chunk
         del tail[:-limit]
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 # --- process ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent.config import ProcessMatch
+from healers.backends.children import agent_side_errno
 
 # A pidfile holds one number; anything longer is not a pidfile.
 PIDFILE_MAX_BYTES = 4096
@@ -87,7 +88,7 @@ class ProcessTracker:
         """The matched process now, or None with ``reason`` saying why."""
         if self.match.pidfile is not None:
             process = self._from_pidfile(Path(self.match.pidfile))
-        elif self._process is not None and _running(self._process):
+        elif self._process is not None and running(self._process):
             return self._process
         else:
             process = self._scan()
@@ -126,7 +127,7 @@ class ProcessTracker:
             self.reason = f"pidfile {path}: expected a process id, got {shown!r}"
             return None
         pid = int(text)
-        if self._process is not None and self._process.pid == pid and _running(self._process):
+        if self._process is not None and self._process.pid == pid and running(self._process):
             return self._process
         try:
             process = self._process_factory(pid)
@@ -146,7 +147,7 @@ class ProcessTracker:
         # A shared snapshot may predate this process's death, hence the liveness check on matches.
         matches = [
             process for process in self._scanner.snapshot()
-            if self._matches(process.info["name"] or "", process.info["cmdline"] or []) and _running(process)
+            if self._matches(process.info["name"] or "", process.info["cmdline"] or []) and running(process)
         ]
         oldest = min(matches, key=_start_order, default=None)
         if oldest is None:
@@ -165,12 +166,20 @@ class ProcessTracker:
         return f"is named {self.match.name!r}"
 
 
-def _running(process: psutil.Process) -> bool:
-    """Alive and not a zombie; ``is_running`` also catches a pid reused by another process."""
+def running(process: psutil.Process) -> bool:
+    """Alive and not a zombie; ``is_running`` also catches a pid reused by another process.
+
+    When the agent cannot read /proc for want of descriptors (or memory) the process is presumed
+    alive: the agent's own exhaustion is never taken for an exit.
+    """
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+    except OSError as exc:
+        if agent_side_errno(exc):
+            return True
+        raise
 
 
 def _start_order(process: psutil.Process) -> tuple[float, int]:

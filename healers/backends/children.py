@@ -9,8 +9,10 @@ PATH of the agent (PATH defaulting to systemd's) plus exactly the variables its 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 from collections.abc import Mapping
 
 # systemd's default PATH for services (systemd.exec(5), "Environment variables in spawned processes").
@@ -25,12 +27,12 @@ RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENO
 SPAWN_ERRNOS = RESOURCE_ERRNOS | {errno.EAGAIN}
 
 
-def child_env(configured: Mapping[str, str] = (), base: Mapping[str, str] | None = None) -> dict[str, str]:
+def child_env(configured: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a child: the inherited basics of ``base`` (the agent's), then ``configured``."""
     source = os.environ if base is None else base
     env = {name: value for name, value in source.items() if name in INHERITED or name.startswith(INHERITED_PREFIX)}
     env.setdefault("PATH", DEFAULT_PATH)
-    env.update(configured)
+    env.update(configured or {})
     return env
 
 
@@ -51,3 +53,9 @@ def agent_side_errno(exc: BaseException, *, spawning: bool = False) -> str:
             return errno.errorcode[cause.errno]
         cause = cause.__cause__ or cause.__context__
     return ""
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a child's whole process group (it was started in its own session); gone or not ours is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import xmlrpc.client
@@ -16,7 +15,7 @@ from xml.parsers.expat import ExpatError
 import httpx
 
 from healers.backends.base import ActionContext, ActionResult
-from healers.backends.children import child_env
+from healers.backends.children import child_env, kill_group
 
 OUTPUT_TAIL_BYTES = 1024
 # After a command exits, a child it left running may still hold the output pipe open;
@@ -78,11 +77,6 @@ class _CommandWatch(asyncio.SubprocessProtocol):
             self.exited.set_result(None)
 
 
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 async def run_command(
     argv: Sequence[str], ctx: ActionContext, purpose: str, env: Mapping[str, str] | None = None
 ) -> ActionResult:
@@ -115,12 +109,12 @@ async def run_command(
             await asyncio.wait_for(asyncio.shield(watch.exited), ctx.timeout_s)
         except TimeoutError:
             timed_out = True
-            _kill_group(transport.get_pid())
+            kill_group(transport.get_pid())
             await watch.exited
         await asyncio.wait({watch.output_closed}, timeout=PIPE_DRAIN_S)
     finally:
         if not watch.exited.done():  # cancelled from outside: leave nothing of it running
-            _kill_group(transport.get_pid())
+            kill_group(transport.get_pid())
         transport.close()
     output = _tail(watch.tail)
     returncode = transport.get_returncode()

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
@@ -85,10 +87,11 @@ return redis.call('ZCARD', KEYS[1])
 
 def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Client:
     """A client that fails fast: short connect/read timeouts and no retries (the caller retries later)."""
-    return aioredis.Redis.from_url(
+    client: Client = aioredis.Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False, single_connection_client=False,
     )
+    return client
 
 
 class RedisBudget(BudgetState):
@@ -106,13 +109,13 @@ class RedisBudget(BudgetState):
     async def acquire(self, holder_id: str) -> bool:
         """Take a slot for ``holder_id`` (renewing it if already held); False when the budget denies it."""
         limit, settings = self.limit, self.settings
-        verdict, used = await self._call(
+        verdict, used = await self._call_pair(
             self._acquire, list(self._keys),
             [holder_id, _ms(self.lease_ttl_s), limit.count, -1 if limit.percent is None else limit.percent,
              settings.fleet_size or 0, settings.max_runs or 0, _ms(settings.within_s),
              f"{holder_id}:{uuid.uuid4().hex}"],
         )
-        self._in_use = int(used)
+        self._in_use = used
         if verdict == 1:
             self.last_denial = ""
             return True
@@ -126,23 +129,31 @@ class RedisBudget(BudgetState):
 
     async def renew(self, holder_id: str) -> bool:
         """Extend the lease; False when it had already expired (the slot is lost and may be someone else's)."""
-        renewed, used = await self._call(self._renew, [self._keys[0]], [holder_id, _ms(self.lease_ttl_s)])
-        self._in_use = int(used)
+        renewed, used = await self._call_pair(self._renew, [self._keys[0]], [holder_id, _ms(self.lease_ttl_s)])
+        self._in_use = used
         return renewed == 1
 
     async def release(self, holder_id: str) -> None:
         """Give the slot back; releasing a slot not held does nothing."""
-        self._in_use = int(await self._call(self._release, [self._keys[0]], [holder_id]))
+        self._in_use = await self._call(self._release, [self._keys[0]], [holder_id])
 
     async def register(self, member_id: str) -> int:
         """Announce ``member_id`` as live for ``member_ttl_s``; returns the group's live members."""
-        return int(await self._call(self._register, [self._keys[1]], [member_id, _ms(self.settings.member_ttl_s)]))
+        return await self._call(self._register, [self._keys[1]], [member_id, _ms(self.settings.member_ttl_s)])
 
-    async def _call(self, script: object, keys: list[str], args: list[object]) -> object:
+    async def _call(self, script: AsyncScript, keys: list[str], args: list[str | int | float]) -> int:
+        """The script's integer reply (``_call_pair`` for the scripts that answer two)."""
+        return int(await self._run(script, keys, args))
+
+    async def _call_pair(self, script: AsyncScript, keys: list[str], args: list[str | int | float]) -> tuple[int, int]:
+        first, second = await self._run(script, keys, args)
+        return int(first), int(second)
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[str | int | float]) -> Any:
         try:
             # The socket timeouts bound each exchange; this bounds connect + NOSCRIPT reload as a whole.
             async with asyncio.timeout(self.timeout_s * 3):
-                return await script(keys=keys, args=args)  # type: ignore[operator]
+                return await script(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise FleetUnavailable(f"fleet store: {type(exc).__name__}: {exc}") from None
 
