@@ -20,7 +20,8 @@ RUN /opt/healwatch/bin/pip install . \
            /opt/healwatch/lib/python3*/site-packages/numpy/tests
 
 FROM ${PYTHON_IMAGE}
-# tini reaps the orphans probes may leave and forwards signals to the agent.
+# tini reaps the orphans probes may leave and forwards signals to the agent; -s makes it a
+# subreaper where it is not PID 1 (a pod sharing its process namespace has the pause process there).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
  && apt-get clean \
@@ -42,6 +43,6 @@ EXPOSE 9877
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9877/-/healthy', timeout=2).status != 200)"]
 
-ENTRYPOINT ["tini", "--", "healwatch", "run", "--listen", "0.0.0.0:9877"]
+ENTRYPOINT ["tini", "-s", "--", "healwatch", "run", "--listen", "0.0.0.0:9877"]
 # Mount a config and pass it: docker run -v $PWD/agent.yaml:/etc/healwatch/agent.yaml healwatch:0.1.0 -c /etc/healwatch/agent.yaml
 CMD []

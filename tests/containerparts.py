@@ -30,7 +30,9 @@ CACHE_DIR = Path(os.environ.get("HEALWATCH_TEST_CACHE", "/var/cache/healwatch-te
 # Bump the suffix when the recipe below changes, so a stale cached base is not reused.
 BASE_RECIPE = "bookworm-python3-v2"
 BASE_TARBALL = CACHE_DIR / f"base-{BASE_RECIPE}.tar"
-BASE_IMAGE = f"localhost/healwatch-test-base:{BASE_RECIPE}"
+# python:3.11-slim's environment; the import adds it (bump the suffix when it changes).
+BASE_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8")
+BASE_IMAGE = f"localhost/healwatch-test-base:{BASE_RECIPE}-env1"
 IMAGE = "localhost/healwatch:0.1.0"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -108,7 +110,8 @@ def base_image() -> str:
             return BASE_IMAGE
         if not BASE_TARBALL.exists():
             _make_base_tarball()
-        podman("import", "--change", "CMD=/bin/bash", str(BASE_TARBALL), BASE_IMAGE, timeout_s=300)
+        changes = [arg for env in BASE_ENV for arg in ("--change", f"ENV {env}")]
+        podman("import", *changes, "--change", 'CMD ["/bin/bash"]', str(BASE_TARBALL), BASE_IMAGE, timeout_s=300)
     return BASE_IMAGE
 
 
@@ -127,5 +130,5 @@ def image_size_bytes(image: str) -> int:
 
 
 def remove_container(name: str) -> None:
-    """Remove a container of the tests' own, whatever state it is in."""
-    podman("rm", "--force", "--time", "0", name, check=False)
+    """Remove a container of the tests' own, whatever state it is in, with its anonymous volumes."""
+    podman("rm", "--force", "--volumes", "--time", "0", name, check=False)

@@ -92,7 +92,7 @@ def test_image_runs_as_10001_and_serves_host_metrics_on_all_addresses(image: str
     assert " 00000000:2695 00000000:0000 0A " in podman("exec", container, "cat", "/proc/net/tcp").stdout
     config = json.loads(podman("image", "inspect", image).stdout)[0]["Config"]
     assert config["User"] == "10001:10001"
-    assert config["Entrypoint"][:2] == ["tini", "--"]
+    assert config["Entrypoint"][:3] == ["tini", "-s", "--"]
 
 
 def test_mounted_config_is_used_with_c(image: str, names: list[str], tmp_path: Path) -> None:

@@ -164,13 +164,15 @@ def test_configmap_config_is_valid_and_wired_to_the_pod() -> None:
     assert Path(config.state_path).parent == Path(_mount_path(healwatch, "state"))
     assert config.api.token_file is not None
     assert Path(config.api.token_file).parent == Path(_mount_path(healwatch, "api-token"))
-    assert Path(config.api.token_file).name in _one("Secret", "healwatch-api-token")["stringData"]
+    assert Path(config.api.token_file).name in _one("Secret", "healwatch-api-token")["data"]
     assert healwatch["args"] == ["-c", f"{_mount_path(healwatch, 'config')}/agent.yaml"]
     web = config.services["web"]
     assert web.process is not None and web.process.name == _container("web")["command"][0]
-    assert web.restart is not None and web.restart.signal == "SIGTERM"
+    assert web.restart is not None and web.restart.signal == "SIGKILL"
     assert web.traffic is not None and web.traffic.readiness is not None
-    assert web.autoheal is True
+    assert not web.autoheal  # the two playbooks below take its place, for a runtime that restarts containers
+    triggers = {playbook.name: playbook.when[0] for playbook in config.playbooks}
+    assert triggers["web-exited"].process_exited is not None and triggers["web-unhealthy"].check_failed is not None
     assert {check.name for check in web.checks} >= {"http"}
 
 
