@@ -22,13 +22,14 @@ from aiohttp import hdrs, web
 
 from agent import __version__
 from agent.config import ApiConfig
-from agent.healing import Healing, HealingError
 from agent.jobs import ScrapeJob
 from agent.notifying import Notifying
 from agent.ruler import RuleJob
 from exporters.matchers import parse_matchers
 from exporters.silences import Silence, new_silence
 from healers.journal import IncidentRecord, StepRecord
+from healers.plan import HealingError
+from healers.runtime import HealingRuntime
 from rules.gofmt import format_float
 from rules.matchers import Matcher, MatchOp
 from rules.model import Alert, AlertState
@@ -158,9 +159,9 @@ class _Api:
             },
             "services": {name: self._service(name) for name in agent.config.services},
             "alerts": [self._alert_json(alert) for alert in self._alerts()],
-            "incidents": [] if agent.healing is None else [
-                _incident_json(record, agent.healing.journal.steps(record.id))
-                for record in agent.healing.journal.incidents(limit=STATUS_INCIDENTS)
+            "incidents": [] if (healing := self._healing_if_started()) is None else [
+                _incident_json(record, healing.journal.steps(record.id))
+                for record in healing.journal.incidents(limit=STATUS_INCIDENTS)
             ],
         })
 
@@ -323,10 +324,14 @@ class _Api:
 
     # -- helpers -------------------------------------------------------------------
 
-    def _healing(self) -> Healing:
-        if self.agent.healing is None:
+    def _healing(self) -> HealingRuntime:
+        healing = self._healing_if_started()
+        if healing is None:
             raise web.HTTPServiceUnavailable(reason="healing has not started yet")
-        return self.agent.healing
+        return healing
+
+    def _healing_if_started(self) -> HealingRuntime | None:
+        return None if self.agent.healing is None else self.agent.healing.runtime
 
     def _notifying(self) -> Notifying:
         if self.agent.notifying is None:
@@ -359,9 +364,10 @@ class _Api:
         ]
 
     def _healing_state(self, name: str) -> dict[str, Any] | None:
-        if self.agent.healing is None:
+        healing = self._healing_if_started()
+        if healing is None:
             return None
-        state = self.agent.healing.journal.service_state(name)
+        state = healing.journal.service_state(name)
         return {"maintenance": state.maintenance, "suspendedReason": state.suspended_reason,
                 "trafficCutBy": state.traffic_cut_by}
 

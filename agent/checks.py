@@ -74,6 +74,19 @@ class Check:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def interval_s(self) -> float:
+        return self.config.interval
+
+    def recovered(self) -> bool:
+        """The last probe succeeded and ``success_threshold`` probes in a row did (what ``wait_healthy`` waits for)."""
+        result = self.last_result
+        return result is not None and result.success and self.consecutive_successes >= self.config.success_threshold
+
+    def failure(self) -> str:
+        """Why the check is not passing: the last probe's error, or that it has not probed yet."""
+        return self.last_result.error if self.last_result is not None else "not probed yet"
+
     def starting(self, now: float) -> bool:
         """True while ``now`` is before the end of the initial delay."""
         return self.started_at is None or now < self.started_at + self.config.initial_delay

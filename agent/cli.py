@@ -14,7 +14,7 @@ import structlog
 from agent import remote
 from agent.config import AgentConfig, load_config, parse_config
 from agent.configref import markdown_reference
-from agent.healing_config import fleet_warnings
+from agent.playbooks import fleet_warnings
 from agent.ruler import rule_files_of
 from agent.limits import raise_fd_limit
 from agent.logsetup import LEVELS, configure_logging

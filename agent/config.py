@@ -6,7 +6,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -27,7 +27,6 @@ from agent.healing_config import (
     PlaybookConfig,
     RestartConfig,
     TrafficConfig,
-    reference_problems,
 )
 from agent.notify_config import NotifyConfig
 from rules.durations import format_duration
@@ -270,10 +269,45 @@ class AgentConfig(Section):
 
     @model_validator(mode="after")
     def _healing_references(self) -> AgentConfig:
-        problems = reference_problems(self.services, self.playbooks)
+        problems = _reference_problems(self.services, self.playbooks)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _reference_problems(services: Mapping[str, ServiceConfig], playbooks: Sequence[PlaybookConfig]) -> list[str]:
+    """Every name a playbook or ``depends_on`` uses that the config does not define, and unusable steps."""
+    problems = []
+    for name, service in services.items():
+        for dependency in service.depends_on:
+            if dependency not in services:
+                problems.append(f"services -> {name} -> depends_on: unknown service {dependency!r}")
+            elif dependency == name:
+                problems.append(f"services -> {name} -> depends_on: a service cannot depend on itself")
+        if service.autoheal and service.restart is None:
+            problems.append(f"services -> {name} -> autoheal: needs restart: to say how to restart it")
+    seen: set[str] = set()
+    for index, playbook in enumerate(playbooks):
+        where = f"playbooks -> {index}"
+        if playbook.name in seen:
+            problems.append(f"{where} -> name: duplicate playbook name {playbook.name!r}")
+        seen.add(playbook.name)
+        target = services.get(playbook.target)
+        if target is None:
+            problems.append(f"{where}: unknown service {playbook.target!r}")
+            continue
+        for number, when in enumerate(playbook.when):
+            check = when.check_failed.check if when.check_failed else None
+            if check is not None and check not in {c.name for c in target.checks}:
+                problems.append(f"{where} -> when -> {number}: service {playbook.target!r} has no check {check!r}")
+            if when.process_exited is not None and target.process is None:
+                problems.append(f"{where} -> when -> {number}: service {playbook.target!r} has no process: to watch")
+        for number, step in enumerate(playbook.steps):
+            if step.action == "restart" and target.restart is None:
+                problems.append(f"{where} -> steps -> {number}: service {playbook.target!r} has no restart: configured")
+            if step.action == "traffic" and target.traffic is None:
+                problems.append(f"{where} -> steps -> {number}: service {playbook.target!r} has no traffic: configured")
+    return problems
 
 
 def load_config(path: str | Path) -> AgentConfig:

@@ -27,7 +27,6 @@ from agent.collectors.base import samples_of
 from agent.collectors.probes import new_http_client
 from agent.collectors.process import ProcessScanner
 from agent.config import AgentConfig, load_config
-from agent.events import EventChannel
 from agent.healing import Healing
 from agent.http import HttpServer
 from agent.jobs import Job, JobSet, build_jobs
@@ -86,7 +85,6 @@ class Agent:
         self.rule_errors: list[str] = []
         self.started_at = clock()
         self.exposition = Exposition()
-        self.events = EventChannel()
         self.metrics = SelfMetrics(lambda: self.store)
         self.loop_lag = LoopLag(self.metrics.registry)
         self.jobset = JobSet()
@@ -136,12 +134,12 @@ class Agent:
         self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
         self._scheduler.start()
-        self.notifying = Notifying(self.config, self.state.conn, self.events, self.clock,
+        self.notifying = Notifying(self.config, self.state.conn, self.clock,
                                    exprs=lambda: alert_exprs(self.rule_specs))
-        await self.notifying.start()  # subscribed before any rule job publishes alerts
+        await self.notifying.start()
         self._schedule(self._build_jobset())
-        self.healing = Healing(self.config, self.state.conn, self.events, checks=self.jobset.checks,
-                               clock=self.clock, notify=self.notifying.notice)
+        self.healing = Healing(self.config, self.state.conn, self.jobset.checks, clock=self.clock,
+                               notify=self.notifying.notice)
         await self.healing.start()
         self._scheduler.add_job(
             self._housekeep, "interval", seconds=self.config.interval, id="housekeeping",
@@ -217,12 +215,12 @@ class Agent:
     def set_maintenance(self, service: str, on: bool) -> None:
         """Maintenance stops healing the service and silences its alerts, until switched off."""
         if self.healing is not None:
-            self.healing.set_maintenance(service, on)
+            self.healing.runtime.set_maintenance(service, on)
         if self.notifying is not None:
             self.notifying.set_maintenance(service, on)
 
     def in_maintenance(self, service: str) -> bool:
-        return self.healing is not None and self.healing.safety.state(service).maintenance
+        return self.healing is not None and self.healing.runtime.in_maintenance(service)
 
     def _reload_on_signal(self) -> None:
         self.reload()
@@ -424,15 +422,19 @@ class Agent:
         self.store.evict(round(now * 1000))
 
     def _on_alerts(self, alerts: list[Alert]) -> None:
-        """Alerts due for sending; notifiers subscribe to the event channel."""
-        self.events.publish(alerts)
+        """Alerts due for sending go to the notifiers, and to healing for playbooks an alert triggers."""
+        if self.notifying is not None:
+            self.notifying.on_alerts(alerts)
+        if self.healing is not None:
+            self.healing.runtime.on_alerts(alerts)
 
     def _on_check_change(self, event: CheckStateChanged) -> None:
         log.warning(
             "check turned healthy" if event.healthy else "check turned unhealthy",
             service=event.service, check=event.check, reason=event.reason,
         )
-        self.events.publish(event)
+        if self.healing is not None:
+            self.healing.runtime.on_check_changed(event)
 
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
         if event.scheduled_run_times:

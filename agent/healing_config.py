@@ -1,13 +1,14 @@
 """The healing part of the config: per-service restart/traffic/depends_on/autoheal, playbooks, healing defaults.
 
-Also converts the validated config into the plain values ``healers/`` works with (backend
-settings and ``PlaybookSpec``), adding a default playbook for services with ``autoheal: true``.
+Each section converts itself into the plain values ``healers/`` works with (backend settings,
+``StepSpec``); what needs the whole config (cross-references, the playbooks of every service)
+lives in ``agent.config`` and ``agent.healing``, so this module imports neither.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -28,10 +29,7 @@ from healers.backends import (
 from healers.backends.restart import parse_signal
 from healers.backends.traffic import check_haproxy_name, parse_address
 from healers.fleet import parse_limit
-from healers.playbook import Backoff, Budget, PlaybookSpec, StepSpec, Trigger
-
-if TYPE_CHECKING:
-    from agent.config import AgentConfig, ServiceConfig
+from healers.playbook import DEFAULT_TRAFFIC_TIMEOUT_S, Action, Backoff, Budget, PlaybookSpec, StepSpec, Trigger
 
 Argv = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, description="argv; never a shell.")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -210,8 +208,10 @@ class EmptyArgs(Section):
     """An action without settings: ``restart: {}``."""
 
 
-DEFAULT_TIMEOUTS_S = {"traffic": 10.0, "restart": 60.0, "exec": 30.0, "signal": 5.0, "notify": 10.0}
-STEP_ACTIONS = ("traffic", "restart", "exec", "signal", "wait_healthy", "sleep", "notify")
+DEFAULT_TIMEOUTS_S = {
+    "traffic": DEFAULT_TRAFFIC_TIMEOUT_S, "restart": 60.0, "exec": 30.0, "signal": 5.0, "notify": 10.0,
+}
+STEP_ACTIONS: tuple[Action, ...] = get_args(Action)  # each a key of StepConfig
 
 
 class StepConfig(Section):
@@ -241,7 +241,7 @@ class StepConfig(Section):
         return self
 
     @property
-    def action(self) -> str:
+    def action(self) -> Action:
         return next(action for action in STEP_ACTIONS if getattr(self, action) is not None)
 
     def spec(self) -> StepSpec:
@@ -261,7 +261,7 @@ class StepConfig(Section):
             default_timeout = self.sleep + 1.0
         elif self.notify is not None:
             args = {"message": self.notify.message, "severity": self.notify.severity}
-        return StepSpec(action, args, self.timeout or default_timeout, self.on_failure)  # type: ignore[arg-type]
+        return StepSpec(action, args, self.timeout or default_timeout, self.on_failure)
 
 
 class BudgetConfig(Section):
@@ -317,7 +317,7 @@ class CoordinationConfig(Section):
     @classmethod
     def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
         """The backend's default when omitted; else a URL of a scheme the backend speaks."""
-        backend = info.data.get("backend")  # absent when the backend itself is invalid: that error suffices
+        backend = str(info.data.get("backend"))  # "None" when the backend itself is invalid: that error suffices
         if value is None:
             return DEFAULT_STORE_URLS.get(backend)
         schemes = _STORE_SCHEMES.get(backend)
@@ -336,17 +336,6 @@ def _host_and_port(url: str) -> bool:
         return bool(parts.hostname) and (parts.port is None or parts.port > 0)
     except ValueError:  # a port out of range or not a number, a broken IPv6 address
         return False
-
-
-def fleet_warnings(config: AgentConfig) -> list[str]:
-    """Settings that validate but do nothing: ``fleet:`` on playbooks while coordination is off."""
-    if config.coordination.backend != "none":
-        return []
-    return [
-        f"playbooks -> {index} -> fleet: ignored, coordination.backend is none (the playbook heals without "
-        "a fleet budget)"
-        for index, playbook in enumerate(config.playbooks) if playbook.fleet is not None
-    ]
 
 
 class PlaybookConfig(Section):
@@ -374,95 +363,32 @@ class PlaybookConfig(Section):
     def target(self) -> str:
         return next(s for s in [self.service, *(w.service() for w in self.when)] if s is not None)
 
+    def spec(self, global_dry_run: bool) -> PlaybookSpec:
+        """The plain value the healing runtime runs; ``healing.dry_run`` makes every playbook a dry run."""
+        service = self.target
+        triggers = []
+        for when in self.when:
+            if when.check_failed is not None:
+                triggers.append(Trigger("check_failed", service, check=when.check_failed.check))
+            elif when.process_exited is not None:
+                triggers.append(Trigger("process_exited", service))
+            else:
+                triggers.append(Trigger("alert", service, alert_labels=tuple(sorted((when.alert or {}).items()))))
+        return PlaybookSpec(
+            name=self.name,
+            service=service,
+            triggers=tuple(triggers),
+            steps=tuple(step.spec() for step in self.steps),
+            budget=Budget(self.budget.max_runs, self.budget.within),
+            backoff=Backoff(self.backoff.initial, self.backoff.factor, self.backoff.max),
+            cooldown_s=self.cooldown,
+            dry_run=self.dry_run or global_dry_run,
+            traffic_on_abort=self.traffic_on_abort,
+        )
+
 
 class HealingConfig(Section):
     dry_run: bool = Field(False, description="Journal what every playbook would do and execute nothing.")
     resume_after_healthy: PositiveDuration = Field(
         600.0, description="A suspended service resumes auto-healing after being healthy this long."
-    )
-
-
-# -- cross-references and conversion ---------------------------------------------------
-
-
-def reference_problems(services: Mapping[str, ServiceConfig], playbooks: Sequence[PlaybookConfig]) -> list[str]:
-    """Every name a playbook or ``depends_on`` uses that the config does not define, and unusable steps."""
-    problems = []
-    for name, service in services.items():
-        for dependency in service.depends_on:
-            if dependency not in services:
-                problems.append(f"services -> {name} -> depends_on: unknown service {dependency!r}")
-            elif dependency == name:
-                problems.append(f"services -> {name} -> depends_on: a service cannot depend on itself")
-        if service.autoheal and service.restart is None:
-            problems.append(f"services -> {name} -> autoheal: needs restart: to say how to restart it")
-    seen: set[str] = set()
-    for index, playbook in enumerate(playbooks):
-        where = f"playbooks -> {index}"
-        if playbook.name in seen:
-            problems.append(f"{where} -> name: duplicate playbook name {playbook.name!r}")
-        seen.add(playbook.name)
-        service = services.get(playbook.target)
-        if service is None:
-            problems.append(f"{where}: unknown service {playbook.target!r}")
-            continue
-        for number, when in enumerate(playbook.when):
-            check = when.check_failed.check if when.check_failed else None
-            if check is not None and check not in {c.name for c in service.checks}:
-                problems.append(f"{where} -> when -> {number}: service {playbook.target!r} has no check {check!r}")
-            if when.process_exited is not None and service.process is None:
-                problems.append(f"{where} -> when -> {number}: service {playbook.target!r} has no process: to watch")
-        for number, step in enumerate(playbook.steps):
-            if step.action == "restart" and service.restart is None:
-                problems.append(f"{where} -> steps -> {number}: service {playbook.target!r} has no restart: configured")
-            if step.action == "traffic" and service.traffic is None:
-                problems.append(f"{where} -> steps -> {number}: service {playbook.target!r} has no traffic: configured")
-    return problems
-
-
-def playbook_specs(config: AgentConfig) -> list[PlaybookSpec]:
-    """The configured playbooks, plus a default one for each ``autoheal`` service no playbook names."""
-    specs = [_spec(playbook, config.healing.dry_run) for playbook in config.playbooks]
-    healed = {spec.service for spec in specs}
-    for name, service in config.services.items():
-        if service.autoheal and name not in healed:
-            specs.append(default_playbook(name, service, config.healing.dry_run))
-    return specs
-
-
-def default_playbook(name: str, service: ServiceConfig, dry_run: bool) -> PlaybookSpec:
-    """cut traffic (if configured) -> restart -> wait until healthy -> restore traffic, on any check or exit."""
-    triggers = [Trigger("check_failed", name)] if service.checks else []
-    if service.process is not None:
-        triggers.append(Trigger("process_exited", name))
-    steps = [StepSpec("restart", timeout_s=DEFAULT_TIMEOUTS_S["restart"])]
-    if service.checks:
-        steps.append(StepSpec("wait_healthy", timeout_s=WaitHealthyArgs().timeout))
-    if service.traffic is not None:
-        cut = StepSpec("traffic", {"op": "cut"}, timeout_s=DEFAULT_TIMEOUTS_S["traffic"])
-        restore = StepSpec("traffic", {"op": "restore"}, timeout_s=DEFAULT_TIMEOUTS_S["traffic"])
-        steps = [cut, *steps, restore]
-    return PlaybookSpec(f"autoheal-{name}", name, tuple(triggers), tuple(steps), dry_run=dry_run)
-
-
-def _spec(playbook: PlaybookConfig, global_dry_run: bool) -> PlaybookSpec:
-    service = playbook.target
-    triggers = []
-    for when in playbook.when:
-        if when.check_failed is not None:
-            triggers.append(Trigger("check_failed", service, check=when.check_failed.check))
-        elif when.process_exited is not None:
-            triggers.append(Trigger("process_exited", service))
-        else:
-            triggers.append(Trigger("alert", service, alert_labels=tuple(sorted((when.alert or {}).items()))))
-    return PlaybookSpec(
-        name=playbook.name,
-        service=service,
-        triggers=tuple(triggers),
-        steps=tuple(step.spec() for step in playbook.steps),
-        budget=Budget(playbook.budget.max_runs, playbook.budget.within),
-        backoff=Backoff(playbook.backoff.initial, playbook.backoff.factor, playbook.backoff.max),
-        cooldown_s=playbook.cooldown,
-        dry_run=playbook.dry_run or global_dry_run,
-        traffic_on_abort=playbook.traffic_on_abort,
     )

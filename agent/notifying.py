@@ -1,6 +1,6 @@
-"""The notification runtime the daemon owns: alerts in from the event channel, notifications out via the outbox.
+"""The notification runtime the daemon owns: alerts in through ``on_alerts``, notifications out via the outbox.
 
-Alerts the rule engine sends arrive as ``list[Alert]`` on the event channel.
+Alerts the rule engine sends arrive as one batch per call of ``on_alerts``.
 They go to the dispatcher (routing, grouping, silences, inhibition), whose due
 notifications are written to the outbox and delivered from there. Alertmanager
 receivers need no route: like Prometheus, they get every alert batch as it is
@@ -21,7 +21,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
 
 import httpx
 import structlog
@@ -29,7 +28,6 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent.config import AgentConfig
-from agent.events import EventChannel
 from agent.notify_config import ReceiverConfig
 from exporters import outbox as outbox_module
 from exporters import silences as silences_module
@@ -117,13 +115,12 @@ def default_external_url(config: AgentConfig) -> str:
 
 
 class Notifying:
-    """Owns the dispatcher, the outbox and the delivery loop; ``start`` subscribes, ``stop`` ends it all."""
+    """Owns the dispatcher, the outbox and the delivery loop; ``start`` starts the loops, ``stop`` ends it all."""
 
     def __init__(
         self,
         config: AgentConfig,
         conn: sqlite3.Connection,
-        events: EventChannel,
         clock: Callable[[], float] = time.time,
         *,
         exprs: Callable[[], Mapping[str, str]] = dict,
@@ -132,7 +129,6 @@ class Notifying:
         notify = config.notify
         self.clock = clock
         self.conn = conn
-        self.events = events
         self.exprs = exprs
         self.registry = CollectorRegistry(auto_describe=True)
         self.silences = Silences.load(conn)
@@ -154,7 +150,6 @@ class Notifying:
         # Notifications not yet in the outbox (the database refused them), oldest first.
         self._unsaved: list[Notification] = []
         self._retry = {"dispatch": _ErrorBackoff(), "deliver": _ErrorBackoff()}
-        self._queue: asyncio.Queue[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
         self._dispatch_wanted = asyncio.Event()
@@ -191,8 +186,7 @@ class Notifying:
         self._delivery_wanted.set()
 
     async def start(self) -> None:
-        """Subscribe to alerts and start dispatching and delivering; undelivered notifications go out first."""
-        self._queue = self.events.subscribe()
+        """Start dispatching and delivering; undelivered notifications go out first."""
         # No pool-wide cap: stuck receivers must not take the connections of healthy ones
         # (the outbox bounds the attempts in flight per receiver).
         self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
@@ -200,7 +194,6 @@ class Notifying:
         if pending:
             log.info("delivering notifications left in the outbox", pending=pending)
         self._tasks = [
-            asyncio.create_task(self._consume(), name="notify-consume"),
             asyncio.create_task(self._dispatch_loop(), name="notify-dispatch"),
             asyncio.create_task(self._delivery_loop(), name="notify-deliver"),
         ]
@@ -212,9 +205,6 @@ class Notifying:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.outbox.cancel()
-        if self._queue is not None:
-            self.events.unsubscribe(self._queue)
-            self._queue = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -266,16 +256,12 @@ class Notifying:
         return Notification(id=uuid.uuid4().hex, receiver=receiver, group_key=PUSH_GROUP_KEY, group_labels={},
                             alerts=tuple(payloads), created_at=now, external_url=self.external_url)
 
-    async def _consume(self) -> None:
-        assert self._queue is not None
-        while True:
-            event = await self._queue.get()
-            if not (isinstance(event, list) and all(isinstance(a, Alert) for a in event)):
-                continue  # other events on the channel (check state changes) are not alerts
-            try:
-                self.ingest(event)
-            except Exception as exc:  # a bad batch must not stop notifications for good
-                log.error("alerts not taken for notification", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+    def on_alerts(self, alerts: Sequence[Alert]) -> None:
+        """The rule engine's hook: ``ingest`` behind a crash barrier, so a bad batch never stops notifications."""
+        try:
+            self.ingest(alerts)
+        except Exception as exc:
+            log.error("alerts not taken for notification", error=f"{type(exc).__name__}: {exc}", exc_info=True)
 
     async def _dispatch_loop(self) -> None:
         while True:

@@ -185,19 +185,22 @@ async def run_agent(config_path: str, state_path: str) -> None:
     from agent.checks import Check
     from agent.collectors.probes import make_probe, new_http_client
     from agent.config import AgentConfig
-    from agent.events import EventChannel
     from agent.healing import Healing
+    from healers.events import CheckStateChanged
     from agent.state import StateDB
     from healers.journal import MIGRATIONS
 
     config = AgentConfig.model_validate(json.loads(Path(config_path).read_text()))
     db = StateDB(state_path)
     db.migrate("healers", MIGRATIONS)
-    events = EventChannel()
     client = new_http_client()
-    checks = {name: [Check(name, c, make_probe(c, http_client=client), events.publish) for c in svc.checks]
+
+    def changed(event: CheckStateChanged) -> None:
+        healing.runtime.on_check_changed(event)
+
+    checks = {name: [Check(name, c, make_probe(c, http_client=client), changed) for c in svc.checks]
               for name, svc in config.services.items()}
-    healing = Healing(config, db.conn, events, checks=checks)
+    healing = Healing(config, db.conn, checks)
     await healing.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

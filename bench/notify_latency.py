@@ -39,7 +39,6 @@ import httpx
 from aiohttp import web
 
 from agent.config import parse_config
-from agent.events import EventChannel
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying
 from agent.state import StateDB
 from exporters.notification import AlertPayload, Notification
@@ -144,13 +143,12 @@ def burst_alerts(now: float) -> list[Alert]:
             for g in range(GROUPS) for i in range(ALERTS_PER_GROUP)]
 
 
-def new_notifying(tmp: Path, sink_url: str, group_by: str) -> tuple[Notifying, EventChannel, StateDB]:
+def new_notifying(tmp: Path, sink_url: str, group_by: str) -> tuple[Notifying, StateDB]:
     db = StateDB(str(tmp / "state.db"))
     for namespace, migrations in NOTIFY_MIGRATIONS.items():
         db.migrate(namespace, migrations)
-    events = EventChannel()
     config = parse_config(CONFIG.format(url=sink_url, group_by=group_by), "bench.yaml")
-    return Notifying(config, db.conn, events), events, db
+    return Notifying(config, db.conn), db
 
 
 async def measure_latency(sink: Sink, count: int) -> dict[str, Any]:
@@ -159,14 +157,14 @@ async def measure_latency(sink: Sink, count: int) -> dict[str, Any]:
     arrived = asyncio.Event()
     sink.on_arrival.append((asyncio.get_running_loop(), arrived))
     with tempfile.TemporaryDirectory() as tmp:
-        notifying, events, db = new_notifying(Path(tmp), sink.url, "alertname, instance")
+        notifying, db = new_notifying(Path(tmp), sink.url, "alertname, instance")
         await notifying.start()
         latencies = []
         try:
             for i in range(count + 50):  # the first 50 warm up connections and caches
                 before = len(sink.arrivals)
                 started = time.perf_counter()
-                events.publish([firing(time.time(), instance=f"host-{i}")])
+                notifying.on_alerts([firing(time.time(), instance=f"host-{i}")])
                 async with asyncio.timeout(10):
                     while len(sink.arrivals) == before:
                         arrived.clear()
@@ -197,12 +195,12 @@ def memory_kib(pid: int | str, field: str) -> int:
 async def burst_child(sink_url: str) -> dict[str, Any]:
     """In a fresh interpreter: publish the burst, wait until the outbox delivered every group."""
     with tempfile.TemporaryDirectory() as tmp:
-        notifying, events, db = new_notifying(Path(tmp), sink_url, "alertname, service")
+        notifying, db = new_notifying(Path(tmp), sink_url, "alertname, service")
         await notifying.start()
         alerts = burst_alerts(time.time())
         rss_before = memory_kib("self", "VmRSS")
         started = time.perf_counter()
-        events.publish(alerts)
+        notifying.on_alerts(alerts)
         try:
             async with asyncio.timeout(DEADLINE_S):
                 while True:

@@ -189,11 +189,11 @@ def test_maintenance_traffic_and_reset_are_operator_switches(tmp_path: Path, ser
         cut = await client.post("/api/v1/traffic/web/cut")
         assert cut.status_code == 200 and cut.json()["data"]["traffic"] == "cut"
         assert (await client.get("/-/ready/web")).status_code == 503
-        assert agent.healing is not None and agent.healing.journal.service_state("web").traffic_cut_by == "operator"
+        assert agent.healing is not None and agent.healing.runtime.journal.service_state("web").traffic_cut_by == "operator"
         restored = await client.post("/api/v1/traffic/web/restore")
         assert restored.status_code == 200 and restored.json()["data"]["traffic"] == "restored"
         assert (await client.get("/-/ready/web")).status_code == 200
-        assert agent.healing.journal.service_state("web").traffic_cut_by is None
+        assert agent.healing.runtime.journal.service_state("web").traffic_cut_by is None
 
         reset = await client.post("/api/v1/heal/web/reset")
         assert reset.json()["data"] == {"service": "web", "reset": True}
@@ -208,22 +208,22 @@ def test_a_reset_the_locked_state_db_cannot_save_is_refused_and_changes_nothing(
 
     async def body(agent: Agent, client: httpx.AsyncClient) -> None:
         assert agent.healing is not None
-        agent.healing.safety.suspend("db", "restart budget exhausted")
-        agent.healing.journal.set_suspended("db", "restart budget exhausted")
+        agent.healing.runtime.safety.suspend("db", "restart budget exhausted")
+        agent.healing.runtime.journal.set_suspended("db", "restart budget exhausted")
         other = sqlite3.connect(state_db, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")  # a real write lock, as a backup tool or a second agent would hold
             refused = await client.post("/api/v1/heal/db/reset")
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"].startswith("reset of db not saved, nothing changed; try again: ")
-            assert agent.healing.safety.state("db").suspended
+            assert agent.healing.runtime.safety.state("db").suspended
         finally:
             other.execute("ROLLBACK")
             other.close()
-        assert agent.healing.journal.service_state("db").budget_reset_at is None
+        assert agent.healing.runtime.journal.service_state("db").budget_reset_at is None
         saved = await client.post("/api/v1/heal/db/reset")
-        assert saved.status_code == 200 and not agent.healing.safety.state("db").suspended
-        state = agent.healing.journal.service_state("db")
+        assert saved.status_code == 200 and not agent.healing.runtime.safety.state("db").suspended
+        state = agent.healing.runtime.journal.service_state("db")
         assert state.suspended_reason is None and state.budget_reset_at is not None
 
     run_agent(tmp_path, body, state_path=str(state_db))

@@ -65,17 +65,18 @@ def test_a_hung_probe_neither_overlaps_itself_nor_delays_other_jobs() -> None:
     run_agent(text, body)
 
 
-def test_check_transitions_are_published_to_subscribers() -> None:
-    """A failing check publishes one CheckStateChanged(healthy=False) on the event channel."""
+def test_check_transitions_reach_the_healing_hook() -> None:
+    """A failing check calls the healing runtime's on_check_changed once, with CheckStateChanged(healthy=False)."""
     text = config_text(
         "  db:\n    checks:\n      - {name: port, tcp: {address: '127.0.0.1:1'}, interval: 100ms, timeout: 100ms,"
         " failure_threshold: 2}\n"
     )
 
     async def body(agent: Agent) -> None:
-        queue = agent.events.subscribe()
-        event = await asyncio.wait_for(queue.get(), 5)
-        assert isinstance(event, CheckStateChanged)
+        assert agent.healing is not None
+        changes: asyncio.Queue[CheckStateChanged] = asyncio.Queue()
+        agent.healing.runtime.on_check_changed = changes.put_nowait  # type: ignore[method-assign,assignment]
+        event = await asyncio.wait_for(changes.get(), 5)
         assert (event.service, event.check, event.healthy) == ("db", "port", False)
         assert "refused" in event.reason.lower()
         assert agent.ready("db") is False and agent.ready("nope") is None

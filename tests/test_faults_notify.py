@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_config
-from agent.events import EventChannel
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying
 from agent.state import StateDB
 from healers.runner import Notice
@@ -98,8 +97,7 @@ def test_a_write_lock_held_by_another_process_loses_no_notification(tmp_path: Pa
         hook = await RecordingServer().start()
         db = notify_db(tmp_path / "state.db")
         db.conn.execute("PRAGMA busy_timeout=100")  # any lock held longer than the timeout fails the same way
-        events = EventChannel()
-        notifying = Notifying(parse_config(CONFIG.format(hook=hook.url), "agent.yaml"), db.conn, events)
+        notifying = Notifying(parse_config(CONFIG.format(hook=hook.url), "agent.yaml"), db.conn)
         holder = await asyncio.create_subprocess_exec(sys.executable, "-c", LOCK_HOLDER, db.path,
                                                       stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         await notifying.start()
@@ -108,9 +106,9 @@ def test_a_write_lock_held_by_another_process_loses_no_notification(tmp_path: Pa
             async with asyncio.timeout(10):
                 assert await holder.stdout.readline() == b"locked\n"
             now = time.time()
-            events.publish([alert("A", now)])
+            notifying.on_alerts([alert("A", now)])
             await until(flushed(notifying, 1, now))
-            events.publish([alert("B", now)])
+            notifying.on_alerts([alert("B", now)])
             await until(flushed(notifying, 2, now))
             await until(lambda: loop_errors(notifying, "dispatch") >= 1)
             assert hook.received == [] and nflog_rows(db) == 0  # the log says nothing was sent, truthfully
@@ -118,7 +116,7 @@ def test_a_write_lock_held_by_another_process_loses_no_notification(tmp_path: Pa
             assert await holder.wait() == 0
             received = await hook.wait_for(2, timeout_s=20)
             assert sorted(r.json()["commonLabels"]["alertname"] for r in received) == ["A", "B"]
-            events.publish([alert("C", now)])
+            notifying.on_alerts([alert("C", now)])
             await hook.wait_for(3, timeout_s=20)
             await until(lambda: notifying.outbox.pending() == 0)
             assert nflog_rows(db) == 3 and len(hook.received) == 3
@@ -173,20 +171,19 @@ def test_a_full_disk_then_freed_delivers_everything_in_order(tmp_path: Path) -> 
         with small_disk(tmp_path / "disk") as disk:
             db = notify_db(disk / "state.db")
             offset = [0.0]  # moves the agent's clock past a group_interval without waiting for it
-            events = EventChannel()
-            notifying = Notifying(parse_config(CONFIG.format(hook=hook.url), "agent.yaml"), db.conn, events,
+            notifying = Notifying(parse_config(CONFIG.format(hook=hook.url), "agent.yaml"), db.conn,
                                   lambda: time.time() + offset[0])
             await notifying.start()
             try:
                 now = time.time()
-                events.publish([alert("A", now)])
+                notifying.on_alerts([alert("A", now)])
                 await hook.wait_for(1)
                 db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the next write needs new space
                 filler = fill(disk)
-                events.publish([alert("B", now)])
+                notifying.on_alerts([alert("B", now)])
                 await until(flushed(notifying, 2, now))
                 offset[0] = 61.0
-                events.publish([alert("B", now + 61, resolved=True)])
+                notifying.on_alerts([alert("B", now + 61, resolved=True)])
                 notifying.notice(Notice("api", "inc-1", "warning", "restarted", now + 61))
                 await until(lambda: loop_errors(notifying, "dispatch") >= 2)
                 assert len(hook.received) == 1
@@ -283,7 +280,7 @@ def test_trickling_and_hanging_receivers_delay_no_other_receiver(tmp_path: Path)
         db = notify_db(tmp_path / "state.db")
         config = parse_config(STUCK_CONFIG.format(healthy=healthy.url, trickling=trickling.url,
                                                   hanging=hanging.url), "agent.yaml")
-        notifying = Notifying(config, db.conn, EventChannel())
+        notifying = Notifying(config, db.conn)
         await notifying.start()
         try:
             now = time.time()
@@ -317,7 +314,7 @@ def test_a_receiver_back_from_an_outage_gets_its_backlog_at_once(tmp_path: Path)
     async def main() -> None:
         hook = await RecordingServer().start()
         db = notify_db(tmp_path / "state.db")
-        notifying = Notifying(parse_config(CONFIG.format(hook=hook.url), "agent.yaml"), db.conn, EventChannel(),
+        notifying = Notifying(parse_config(CONFIG.format(hook=hook.url), "agent.yaml"), db.conn,
                               random_fraction=lambda: 1.0)
         await hook.stop()
         await notifying.start()

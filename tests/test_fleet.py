@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agent.config import AgentConfig, parse_config
-from agent.healing_config import fleet_warnings
+from agent.playbooks import fleet_warnings
 from healers.fleet import (
     BACKENDS,
     DEFAULT_TIMEOUT_S,
@@ -266,13 +266,13 @@ def test_a_heal_denied_a_slot_is_journaled_and_runs_once_the_slot_is_free(tmp_pa
         try:
             for check in harness.checks["api"]:
                 await check.run(time.time())
-            await until(lambda: harness.healing.journal.incidents(service="api"))
-            denied = harness.healing.journal.incidents(service="api")[0]
+            await until(lambda: harness.runtime.journal.incidents(service="api"))
+            denied = harness.runtime.journal.incidents(service="api")[0]
             assert denied.outcome == "denied" and "all 1 slots of fleet group api" in denied.detail
             assert harness.metric("healwatch_fleet_denied_total", group="api") == 1
             assert api.start_count() == 0
             await fleet.release("other-agent/api")
-            await until(lambda: any(i.outcome == "succeeded" for i in harness.healing.journal.incidents(service="api")))
+            await until(lambda: any(i.outcome == "succeeded" for i in harness.runtime.journal.incidents(service="api")))
             assert api.start_count() == 1
             await until(lambda: harness.metric("healwatch_fleet_slots_in_use", group="api") == 0)
         finally:
@@ -293,7 +293,7 @@ def test_fail_open_with_the_store_down_heals_locally(tmp_path: Path) -> None:
         try:
             for check in harness.checks["api"]:
                 await check.run(time.time())
-            await until(lambda: any(i.outcome == "succeeded" for i in harness.healing.journal.incidents(service="api")))
+            await until(lambda: any(i.outcome == "succeeded" for i in harness.runtime.journal.incidents(service="api")))
             assert api.start_count() == 1 and await api.answers()
             assert not (tmp_path / "api.down").exists()
             assert (harness.metric("healwatch_fleet_store_errors_total") or 0) >= 1

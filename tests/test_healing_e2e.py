@@ -17,10 +17,11 @@ import pytest
 from agent.checks import Check
 from agent.collectors.probes import make_probe, new_http_client
 from agent.config import AgentConfig
-from agent.events import EventChannel
-from agent.healing import Healing, HealingError
+from agent.healing import Healing
 from agent.state import StateDB
+from healers.events import CheckStateChanged
 from healers.journal import MIGRATIONS, IncidentRecord, StepRecord
+from healers.plan import HealingError
 from healers.runner import Notice
 from rules.model import Alert, AlertState, Labels
 from tests.realparts import free_port
@@ -113,21 +114,24 @@ async def until(condition: Any, timeout_s: float = 10.0) -> None:
 
 
 class Harness:
-    """Healing wired as the daemon wires it: state DB, event channel, real checks publishing their changes."""
+    """Healing wired as the daemon wires it: state DB, real checks calling the runtime's hook on each change."""
 
     def __init__(self, tmp_path: Path, config: dict[str, Any]) -> None:
         self.config = AgentConfig.model_validate(config)
         self.db = StateDB(str(tmp_path / "state.db"))
         self.db.migrate("healers", MIGRATIONS)
-        self.events = EventChannel()
         self.client = new_http_client()
         self.checks = {
-            name: [Check(name, check, make_probe(check, http_client=self.client), self.events.publish, started_at=0.0)
+            name: [Check(name, check, make_probe(check, http_client=self.client), self.check_changed, started_at=0.0)
                    for check in svc.checks]
             for name, svc in self.config.services.items()
         }
         self.notices: list[Notice] = []
-        self.healing = Healing(self.config, self.db.conn, self.events, checks=self.checks, notify=self.notices.append)
+        self.healing = Healing(self.config, self.db.conn, self.checks, notify=self.notices.append)
+        self.runtime = self.healing.runtime
+
+    def check_changed(self, event: CheckStateChanged) -> None:
+        self.healing.runtime.on_check_changed(event)
 
     def metric(self, name: str, **labels: str) -> float | None:
         for family in self.healing.families():
@@ -138,7 +142,7 @@ class Harness:
 
     async def first_run(self, service: str) -> tuple[IncidentRecord, list[StepRecord]]:
         """The service's first journaled run, once it has ended, and its steps."""
-        journal = self.healing.journal
+        journal = self.runtime.journal
         await until(lambda: journal.incidents(service=service))
         first = journal.incidents(service=service)[0]
         await until(lambda: (journal.incident(first.id) or first).outcome != "running")
@@ -163,10 +167,12 @@ def test_sigkilled_service_is_detected_at_once_restarted_and_healthy_again(tmp_p
         await harness.healing.start()
         try:
             old_pid = service.pid()
-            await until(lambda: harness.healing._watchers["web"][0].watching == old_pid)
+            watcher = harness.healing.services["web"].watcher
+            assert watcher is not None
+            await until(lambda: watcher.watching == old_pid)
             killed_at = time.time()
             service.kill()
-            await until(lambda: harness.healing.journal.incidents(service="web"), timeout_s=5)
+            await until(lambda: harness.runtime.journal.incidents(service="web"), timeout_s=5)
             incident, steps = await harness.first_run("web")
             assert incident.started_at - killed_at < 0.05
             assert incident.outcome == "succeeded"
@@ -202,7 +208,7 @@ def test_crash_looping_service_stops_at_the_budget_with_one_escalation(tmp_path:
             recovered = [n for n in harness.notices if n.summary == "loop recovered: heal-loop succeeded"]
             assert len(recovered) == 3
             assert service.start_count() == 1 + 3
-            outcomes = [i.outcome for i in harness.healing.journal.incidents(service="loop")]
+            outcomes = [i.outcome for i in harness.runtime.journal.incidents(service="loop")]
             assert outcomes == ["escalated", "succeeded", "succeeded", "succeeded"]
             # Suspended: the next crash is not healed and raises no further notice.
             notices_before = len(harness.notices)
@@ -210,7 +216,7 @@ def test_crash_looping_service_stops_at_the_budget_with_one_escalation(tmp_path:
                         or psutil.Process(service.pid()).status() == psutil.STATUS_ZOMBIE, timeout_s=5)
             await asyncio.sleep(0.3)  # give a wrongful restart the time it would take to show up
             assert service.start_count() == 4 and len(harness.notices) == notices_before
-            assert harness.healing.journal.service_state("loop").suspended_reason is not None
+            assert harness.runtime.journal.service_state("loop").suspended_reason is not None
         finally:
             await harness.close()
             service.kill()
@@ -254,20 +260,20 @@ def test_maintenance_is_persisted_and_manual_dry_run_only_journals(tmp_path: Pat
     service = Service(tmp_path, "web")
     config = {"services": {"web": service_config(service, autoheal=True)}}
     first = Harness(tmp_path, config)
-    first.healing.set_maintenance("web", True)
+    first.runtime.set_maintenance("web", True)
 
     async def scenario() -> None:
         second = Harness(tmp_path, config)
         await second.healing.start()
         try:
             with pytest.raises(HealingError, match="web is in maintenance"):
-                await second.healing.heal_now("web")
-            second.healing.set_maintenance("web", False)
-            result = await second.healing.heal_now("web", dry_run=True)
+                await second.runtime.heal_now("web")
+            second.runtime.set_maintenance("web", False)
+            result = await second.runtime.heal_now("web", dry_run=True)
             assert result.outcome == "succeeded" and service.start_count() == 0
-            incident = second.healing.journal.incident(result.incident_id)
+            incident = second.runtime.journal.incident(result.incident_id)
             assert incident is not None and incident.dry_run and incident.trigger == "manual"
-            assert [s.result for s in second.healing.journal.steps(result.incident_id)] == ["dry_run", "dry_run"]
+            assert [s.result for s in second.runtime.journal.steps(result.incident_id)] == ["dry_run", "dry_run"]
             assert second.metric("healwatch_playbook_runs_total", playbook="autoheal-web", outcome="dry_run") == 1
         finally:
             await second.close()
@@ -293,15 +299,15 @@ def test_an_alert_heal_deferred_by_cooldown_is_dropped_once_the_alert_resolved(t
     async def scenario() -> None:
         await harness.healing.start()
         try:
-            harness.events.publish([alert(resolved=False)])
-            await until(lambda: any(i.outcome == "succeeded" for i in harness.healing.journal.incidents(service="web")))
-            harness.events.publish([alert(resolved=False)])  # resent while firing, inside the cooldown: deferred
-            await until(lambda: "web" in harness.healing._deferred)
-            harness.events.publish([alert(resolved=True)])
-            await until(lambda: "web" not in harness.healing._deferred, timeout_s=5)
+            harness.runtime.on_alerts([alert(resolved=False)])
+            await until(lambda: any(i.outcome == "succeeded" for i in harness.runtime.journal.incidents(service="web")))
+            harness.runtime.on_alerts([alert(resolved=False)])  # resent while firing, inside the cooldown: deferred
+            await until(lambda: harness.runtime.deferrals.pending("web"))
+            harness.runtime.on_alerts([alert(resolved=True)])
+            await until(lambda: not harness.runtime.deferrals.pending("web"), timeout_s=5)
             await asyncio.sleep(0.3)  # the dropped retry would have started its run by now
             assert service.start_count() == 1
-            assert len(harness.healing.journal.incidents(service="web")) == 1
+            assert len(harness.runtime.journal.incidents(service="web")) == 1
         finally:
             await harness.close()
             service.kill()

@@ -11,11 +11,9 @@ import pytest
 from prometheus_client.samples import Sample
 
 from agent.config import parse_config
-from agent.events import EventChannel
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
 from agent.state import StateDB
 from exporters.silences import new_silence
-from healers.events import CheckStateChanged
 from healers.runner import Notice
 from rules.errors import SourceError
 from rules.model import Alert, AlertState, Labels
@@ -65,20 +63,18 @@ def samples(notifying: Notifying) -> dict[tuple[str, tuple[tuple[str, str], ...]
 
 
 def test_published_alerts_reach_webhook_and_alertmanager(tmp_path: Path) -> None:
-    """A batch on the channel becomes one grouped webhook (generatorURL from the rule's expr) and one push."""
+    """A batch handed to on_alerts becomes one grouped webhook (generatorURL from the rule's expr) and one push."""
 
     async def main() -> None:
         hook, am = await RecordingServer().start(), await RecordingServer().start()
         config = parse_config(CONFIG.format(hook=hook.url, am=am.url), "agent.yaml")
         db = notify_db(tmp_path)
-        events = EventChannel()
         specs = [GroupSpec("g", "f.yaml", (RuleSpec("alert", "Down", 'up{job="api"} == 0'),))]
-        notifying = Notifying(config, db.conn, events, exprs=lambda: alert_exprs(specs))
+        notifying = Notifying(config, db.conn, exprs=lambda: alert_exprs(specs))
         await notifying.start()
         try:
             now = time.time()
-            events.publish(CheckStateChanged("api", "http", False, now, "refused"))
-            events.publish([firing(now, instance="a"), firing(now, instance="b")])
+            notifying.on_alerts([firing(now, instance="a"), firing(now, instance="b")])
             (webhook,) = await hook.wait_for(1)
             (push,) = await am.wait_for(1)
             payload = webhook.json()
@@ -106,14 +102,13 @@ def test_silenced_alerts_are_not_sent_but_counted(tmp_path: Path) -> None:
         hook, am = await RecordingServer().start(), await RecordingServer().start()
         config = parse_config(CONFIG.format(hook=hook.url, am=am.url), "agent.yaml")
         db = notify_db(tmp_path)
-        events = EventChannel()
-        notifying = Notifying(config, db.conn, events)
+        notifying = Notifying(config, db.conn)
         now = time.time()
         notifying.silences.add(new_silence(['instance="a"'], now - 1, now + 3600, "ops", "maint"),
                                now)
         await notifying.start()
         try:
-            events.publish([firing(now, instance="a"), firing(now, instance="b")])
+            notifying.on_alerts([firing(now, instance="a"), firing(now, instance="b")])
             (webhook,) = await hook.wait_for(1)
             assert [a["labels"]["instance"] for a in webhook.json()["alerts"]] == ["b"]
             assert samples(notifying)[("healwatch_alerts_silenced", ())] == 1
@@ -133,7 +128,7 @@ def test_healer_notice_is_routed_and_sent(tmp_path: Path) -> None:
         hook, am = await RecordingServer().start(), await RecordingServer().start()
         config = parse_config(CONFIG.format(hook=hook.url, am=am.url), "agent.yaml")
         db = notify_db(tmp_path)
-        notifying = Notifying(config, db.conn, EventChannel())
+        notifying = Notifying(config, db.conn)
         await notifying.start()
         try:
             notifying.notice(Notice("api", "inc-9", "critical", "escalated: restart did not help", time.time()))
@@ -159,22 +154,21 @@ def test_reload_swaps_receivers_and_keeps_groups_when_routes_are_unchanged(tmp_p
         first, second, am = (await RecordingServer().start(), await RecordingServer().start(),
                              await RecordingServer().start())
         db = notify_db(tmp_path)
-        events = EventChannel()
         now = time.time()
         clock = [now]
-        notifying = Notifying(parse_config(CONFIG.format(hook=first.url, am=am.url), "a.yaml"), db.conn, events,
+        notifying = Notifying(parse_config(CONFIG.format(hook=first.url, am=am.url), "a.yaml"), db.conn,
                               lambda: clock[0])
         await notifying.start()
         try:
-            events.publish([firing(now, instance="a")])
+            notifying.on_alerts([firing(now, instance="a")])
             await first.wait_for(1)
             kept = notifying.dispatcher
             notifying.reload(parse_config(CONFIG.format(hook=second.url, am=am.url), "a.yaml"))
             assert notifying.dispatcher is kept
-            events.publish([firing(now, instance="a"), firing(now, instance="b")])
+            notifying.on_alerts([firing(now, instance="a"), firing(now, instance="b")])
             await until(lambda: am.received[1:] != [])  # the batch was taken
             clock[0] = now + 61  # the group's next beat (group_interval 1m)
-            events.publish([])  # wakes the dispatcher at the new time
+            notifying.on_alerts([])  # wakes the dispatcher at the new time
             (update,) = await second.wait_for(1)
             assert [a["labels"]["instance"] for a in update.json()["alerts"]] == ["a", "b"]
             assert len(first.received) == 1 and all(push.json() for push in am.received)
