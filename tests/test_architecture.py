@@ -37,3 +37,67 @@ def test_each_package_imports_only_what_design_allows() -> None:
             for root in sorted(imported_roots(path) - allowed):
                 violations.append(f"{path.relative_to(ROOT)} imports {root}")
     assert violations == []
+
+
+# The API still reads the whole Agent (a type-only import of agent.daemon) until it is given a narrow
+# read/act protocol (issue #13); no other cycle may appear.
+KNOWN_CYCLES = [["agent.api", "agent.daemon", "agent.statuspage"]]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(name: str, path: Path, modules: set[str]) -> set[str]:
+    """Our modules ``path`` imports anywhere: at the top, in functions, and under ``if TYPE_CHECKING``."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in modules)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parents = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parents, *([node.module] if node.module else [])])
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                found.update([submodule] if submodule in modules else [base] if base in modules else [])
+    return found - {name}
+
+
+def import_cycles() -> list[list[str]]:
+    """The strongly connected groups of more than one module in our import graph (Tarjan's algorithm)."""
+    paths = {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    graph = {name: imported_modules(name, path, set(paths)) for name, path in paths.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in sorted(graph[module]):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            group: list[str] = []
+            while not group or group[-1] != module:
+                group.append(stack.pop())
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(cycles)
+
+
+def test_no_import_cycles_not_even_through_type_only_imports() -> None:
+    """No module imports one that imports it back, directly or around a loop, counting TYPE_CHECKING imports."""
+    assert import_cycles() == KNOWN_CYCLES
