@@ -22,23 +22,23 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from agent import __version__
-from agent.api import add_api_routes, api_token, protect
+from agent.http.api import add_api_routes, api_token, protect
 from agent.collectors.base import samples_of
-from agent.collectors.probes import new_http_client
+from agent.health.probes import new_http_client
 from agent.collectors.process import ProcessScanner
-from agent.config import AgentConfig, load_config
+from agent.config.schema import AgentConfig, load_config
 from agent.healing import Healing
-from agent.http import HttpServer
-from agent.jobs import Job, JobSet, build_jobs
+from agent.http.server import HttpServer
+from agent.schedule.jobs import Job, JobSet, build_jobs
 from agent.looplag import LoopLag
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
-from agent.ruler import build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
+from agent.schedule.rules import build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
 from agent.sdnotify import SystemdNotifier
 from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB
-from agent.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
-from agent.statuspage import add_status_page
-from agent.trigger import PhasedInterval
+from agent.http.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
+from agent.http.statuspage import add_status_page
+from agent.schedule.phase import PhasedInterval
 from exporters.exposition import Exposition
 from healers.events import CheckStateChanged
 from healers.journal import MIGRATIONS as HEALERS_MIGRATIONS

@@ -24,10 +24,10 @@ import structlog
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent.checks import Check
+from agent.health.checks import Check
 from agent.collectors.process import ProcessTracker
-from agent.config import AgentConfig, ServiceConfig
-from agent.pidwatch import ProcessWatcher
+from agent.config.schema import AgentConfig, ServiceConfig
+from agent.health.pidwatch import ProcessWatcher
 from agent.playbooks import fleet_warnings, playbook_specs
 from agent.secrets import config_redactor
 from healers.backends import ReadinessGate, make_restart_backend, make_traffic_backend

@@ -506,7 +506,7 @@ def run_phase(loaded: bool, timing: Timing, root: Path) -> dict[str, Any]:
         result = summarise(window, timing)
         runs = [h["check_runs_success"] + h["check_runs_failure"] for h in (health_before, health_after)]
         result["agent"] = {
-            "config": "built-in default (agent/default.yaml)" if config is None else f"{SERVICES} services, {RULES} rules",
+            "config": "built-in default (agent/config/default.yaml)" if config is None else f"{SERVICES} services, {RULES} rules",
             "at_end": health_after,
             "check_runs_in_measure": runs[1] - runs[0],
         }

@@ -13,7 +13,7 @@ import signal
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent.http import HttpServer
+from agent.http.server import HttpServer
 from exporters.exposition import Exposition
 
 SERIES_PER_FAMILY = 50

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from agent import cli
+from agent.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_TESTS = ROOT / "tests" / "data" / "ruletests"

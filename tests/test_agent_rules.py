@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import parse_config
-from agent.ruler import build_rule_jobs
+from agent.config.schema import parse_config
+from agent.schedule.rules import build_rule_jobs
 from agent.state import StateDB
 from rules.model import Alert, AlertState, Labels
 from rules.persistence import MIGRATIONS

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from agent.api import OPENAPI
-from agent.config import parse_config
+from agent.http.api import OPENAPI
+from agent.config.schema import parse_config
 from agent.daemon import Agent
 from tests.realparts import free_port
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.config import parse_config
+from agent.config.schema import parse_config
 from agent.daemon import Agent
 from tests.agentproc import ROOT, AgentProcess
 from tests.realparts import free_port, wait_for

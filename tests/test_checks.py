@@ -10,10 +10,10 @@ from prometheus_client.core import Metric
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from agent.checks import Check
+from agent.health.checks import Check
 from agent.collectors.base import samples_of
-from agent.collectors.probes import ProbeResult, make_probe, new_http_client
-from agent.config import CheckConfig
+from agent.health.probes import ProbeResult, make_probe, new_http_client
+from agent.config.schema import CheckConfig
 from healers.events import CheckStateChanged
 from rules.model import Labels
 

@@ -7,9 +7,9 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 
-from agent.config import parse_config
+from agent.config.schema import parse_config
 from agent.daemon import Agent
-from agent.jobs import Observation
+from agent.schedule.jobs import Observation
 from healers.events import CheckStateChanged
 from tests.realparts import free_port
 

@@ -25,12 +25,12 @@ import psutil
 import pytest
 import structlog
 
-from agent.checks import Check
-from agent.collectors.probes import make_probe, new_http_client
+from agent.health.checks import Check
+from agent.health.probes import make_probe, new_http_client
 from agent.collectors.process import ProcessTracker
-from agent.config import CheckConfig, ProcessMatch, parse_config
+from agent.config.schema import CheckConfig, ProcessMatch, parse_config
 from agent.logsetup import RateLimiter, configure_logging
-from agent.pidwatch import ProcessWatcher
+from agent.health.pidwatch import ProcessWatcher
 from healers.backends import ActionContext, ExecRestart, ExecTraffic, make_restart_backend, make_traffic_backend
 from healers.backends.children import agent_side_errno, child_env
 from healers.backends.traffic import ReadinessGate

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.config import parse_config
+from agent.config.schema import parse_config
 from agent.daemon import Agent
-from agent.http import HttpServer
+from agent.http.server import HttpServer
 from exporters.exposition import Exposition
 from tests.agentproc import AgentProcess
 from tests.realparts import free_port, require_binary, wait_for

@@ -11,7 +11,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 from tests.agentproc import AgentProcess
 from tests.test_api_healing import running_agent_process
 

@@ -14,9 +14,9 @@ import httpx
 import psutil
 import pytest
 
-from agent.checks import Check
-from agent.collectors.probes import make_probe, new_http_client
-from agent.config import AgentConfig
+from agent.health.checks import Check
+from agent.health.probes import make_probe, new_http_client
+from agent.config.schema import AgentConfig
 from agent.healing import Healing
 from agent.state import StateDB
 from healers.events import CheckStateChanged

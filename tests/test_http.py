@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from agent.http import HttpServer
+from agent.http.server import HttpServer
 from exporters.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Exposition
 
 PROMETHEUS_ACCEPT = (

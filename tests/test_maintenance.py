@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from agent.config import parse_config
+from agent.config.schema import parse_config
 from agent.daemon import Agent
 from tests.realparts import free_port
 from tests.receiverparts import RecordingServer

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from agent.config import parse_config
+from agent.config.schema import parse_config
 from agent.daemon import Agent
 from tests.agentproc import WebApp
 from tests.realparts import free_port

@@ -18,8 +18,8 @@ import psutil
 import pytest
 from aiohttp import web
 
-from agent.collectors.probes import ProbeResult, make_probe, new_http_client
-from agent.config import CheckConfig
+from agent.health.probes import ProbeResult, make_probe, new_http_client
+from agent.config.schema import CheckConfig
 from tests.misbehaving import BIG_BODY_BYTES, Served, misbehaving_routes
 from tests.misbehaving import serve as serve_app
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 from tests.agentproc import AgentProcess
 from tests.realparts import wait_for
 from tests.test_api_healing import Service, running_agent_process

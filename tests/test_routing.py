@@ -6,8 +6,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from agent.config import parse_config
-from agent.notify_config import NotifyConfig
+from agent.config.schema import parse_config
+from agent.config.notify import NotifyConfig
 from exporters.dispatcher import group_key
 from exporters.matchers import format_matchers, parse_matcher, parse_matchers, sort_matchers
 from exporters.routing import Route, RouteOptions, RouteSpec, build_route

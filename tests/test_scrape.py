@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 
 from agent.collectors.base import samples_of
-from agent.collectors.probes import new_http_client
+from agent.health.probes import new_http_client
 from agent.collectors.scrape import ScrapeResult, ScrapeTarget, parse_exposition
-from agent.config import ScrapeConfig
+from agent.config.schema import ScrapeConfig
 from rules.model import Labels
 from tests.misbehaving import BIG_BODY_BYTES, Served, misbehaving_routes
 from tests.misbehaving import serve as serve_app

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.config import parse_config
+from agent.config.schema import parse_config
 from agent.daemon import Agent
-from agent.statuspage import (
+from agent.http.statuspage import (
     MAX_POINTS_PER_SERIES,
     OPENAPI_PATHS,
     add_status_page,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from agent.trigger import PhasedInterval, offset_of
+from agent.schedule.phase import PhasedInterval, offset_of
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, 250_000, tzinfo=timezone.utc)
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from agent.configtypes import PositiveDuration, Section
+from agent.config.types import PositiveDuration, Section
 from healers.backends import (
     DockerRestart,
     ExecRestart,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from agent.configtypes import Duration
+from agent.config.types import Duration
 from rules.durations import format_duration
 
 # The pattern the Duration type puts in the schema marks a value as a duration, wherever it is nested.

@@ -14,17 +14,17 @@ from typing import Any, Protocol
 import httpx
 from prometheus_client.core import Metric
 
-from agent.checks import Check
+from agent.health.checks import Check
 from agent.collectors.base import Collector, samples_of
 from agent.collectors.host import HostCollector
-from agent.collectors.probes import make_probe
+from agent.health.probes import make_probe
 from agent.collectors.process import (
     ProcessScanner,
     ProcessTracker,
     ServiceProcessCollector,
 )
 from agent.collectors.scrape import ScrapeTarget
-from agent.config import AgentConfig
+from agent.config.schema import AgentConfig
 from agent.secrets import config_redactor
 from healers.events import CheckStateChanged
 from rules.model import Labels

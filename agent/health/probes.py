@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from agent.config import CheckConfig, ExecProbe, HttpProbe
+from agent.config.schema import CheckConfig, ExecProbe, HttpProbe
 from healers.backends.children import agent_side_errno, child_env, kill_group
 from rules.durations import format_duration
 

@@ -27,8 +27,8 @@ from dataclasses import replace
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from agent.collectors.probes import Probe, ProbeResult
-from agent.config import CheckConfig
+from agent.health.probes import Probe, ProbeResult
+from agent.config.schema import CheckConfig
 from healers.backends.children import agent_side_errno
 from healers.events import CheckStateChanged
 

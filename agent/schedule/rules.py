@@ -21,8 +21,8 @@ from prometheus_client.core import (
 from prometheus_client.samples import Sample
 
 from agent.collectors.base import samples_of
-from agent.config import AgentConfig, EvaluationConfig
-from agent.jobs import Observation
+from agent.config.schema import AgentConfig, EvaluationConfig
+from agent.schedule.jobs import Observation
 from rules.alerting import ALERTS_FOR_STATE_METRIC, ALERTS_METRIC
 from rules.group import RuleGroup, history_needed_s
 from rules.model import NAME_LABEL, Alert, AlertState, Labels

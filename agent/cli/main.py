@@ -11,11 +11,11 @@ from pathlib import Path
 
 import structlog
 
-from agent import remote
-from agent.config import AgentConfig, load_config, parse_config
-from agent.configref import markdown_reference
+from agent.cli import remote
+from agent.config.schema import AgentConfig, load_config, parse_config
+from agent.config.reference import markdown_reference
 from agent.playbooks import fleet_warnings
-from agent.ruler import rule_files_of
+from agent.schedule.rules import rule_files_of
 from agent.limits import raise_fd_limit
 from agent.logsetup import LEVELS, configure_logging
 from agent import __version__
@@ -27,7 +27,7 @@ DEFAULT_CONFIG_NAME = "<built-in default config>"
 
 
 def default_config_text() -> str:
-    return resources.files("agent").joinpath("default.yaml").read_text(encoding="utf-8")
+    return resources.files("agent.config").joinpath("default.yaml").read_text(encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +204,3 @@ def _schema(args: argparse.Namespace) -> int:
     print(json.dumps(schema, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

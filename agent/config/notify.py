@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
-from agent.configtypes import Duration, HttpUrl, PositiveDuration, Section
+from agent.config.types import Duration, HttpUrl, PositiveDuration, Section
 from exporters.inhibit import Inhibitor, InhibitRule
 from exporters.matchers import parse_matcher_list, parse_matchers
 from exporters.routing import GROUP_BY_ALL, Route, RouteSpec, build_route

@@ -21,10 +21,10 @@ import structlog
 from aiohttp import hdrs, web
 
 from agent import __version__
-from agent.config import ApiConfig
-from agent.jobs import ScrapeJob
+from agent.config.schema import ApiConfig
+from agent.schedule.jobs import ScrapeJob
 from agent.notifying import Notifying
-from agent.ruler import RuleJob
+from agent.schedule.rules import RuleJob
 from exporters.matchers import parse_matchers
 from exporters.silences import Silence, new_silence
 from healers.journal import IncidentRecord, StepRecord

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from agent.api import error
+from agent.http.api import error
 from rules.durations import parse_duration
 from rules.gofmt import format_float
 from rules.promql import (
@@ -93,7 +93,7 @@ def parse_step(text: str) -> int:
 
 def add_status_page(app: web.Application, agent: Agent) -> None:
     """Register ``GET /`` (the status page), ``/api/v1/query`` and ``/api/v1/query_range`` on the agent's app."""
-    page = _StatusPage(agent, resources.files("agent").joinpath("statuspage.html").read_bytes())
+    page = _StatusPage(agent, resources.files("agent.http").joinpath("statuspage.html").read_bytes())
     app.router.add_get("/", page.index)
     app.router.add_get("/api/v1/query", page.query)
     app.router.add_get("/api/v1/query_range", page.query_range)

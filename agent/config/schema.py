@@ -19,8 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from agent.configtypes import DEFAULT_PORT, Duration, HostPort, HttpUrl, PositiveDuration, Regex, Section
-from agent.healing_config import (
+from agent.config.types import DEFAULT_PORT, Duration, HostPort, HttpUrl, PositiveDuration, Regex, Section
+from agent.config.healing import (
     ChildEnv,
     CoordinationConfig,
     HealingConfig,
@@ -28,7 +28,7 @@ from agent.healing_config import (
     RestartConfig,
     TrafficConfig,
 )
-from agent.notify_config import NotifyConfig
+from agent.config.notify import NotifyConfig
 from rules.durations import format_duration
 from rules.errors import SourceError, SourceIssue
 from rules.yamlfile import Path as YamlPath

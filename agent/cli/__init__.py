@@ -1,0 +1,1 @@
+"""The ``healwatch`` command line: local commands (run, check, test, schema) and the remote ones."""

@@ -1,0 +1,1 @@
+"""When things run: the jobs built from the config, their phase on the interval grid, the rule jobs."""
