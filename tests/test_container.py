@@ -15,6 +15,7 @@ from datetime import datetime
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,7 +160,7 @@ def test_state_volume_keeps_alert_state_and_outbox_across_a_restart(image: str, 
     options = ("--volume", f"{volume}:/var/lib/healwatch", "--volume", f"{tmp_path}:/etc/healwatch:ro,Z")
     container = run(image, names, "-c", "/etc/healwatch/agent.yaml", options=options)
 
-    def alert_state() -> dict[str, object]:
+    def alert_state() -> dict[str, dict[str, Any]]:
         status, body = fetch(container, "/api/v1/alerts")
         assert status == 200, body
         return {alert["labels"]["alertname"]: alert for alert in json.loads(body)["data"]["alerts"]}
