@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from harness.processes import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,7 +64,7 @@ def main() -> None:
         "services:\n  bench:\n"
         f"    scrape: {{url: 'http://127.0.0.1:{port}/metrics', interval: 15s, timeout: 10s, max_bytes: 67108864}}\n"
     )
-    listen = f"127.0.0.1:{_free_port()}"
+    listen = f"127.0.0.1:{free_port()}"
     agent = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run", "-c", str(config), "--listen", listen, "--log-level", "warning"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -95,14 +97,6 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2))
     print(f"final RSS {result['rss_final_mib']:.1f} MiB, max {result['rss_max_mib']:.1f} MiB "
           f"with {series:.0f} series (target <= 60 MB); written to {out}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

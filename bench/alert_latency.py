@@ -29,7 +29,6 @@ import platform
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import httpx
 
 from bench.output import write_json
 from bench.scrape_latency import listening_port, version_number
+from harness.processes import free_port, stop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "alert_latency.json"
@@ -219,12 +219,6 @@ def serve(bench: Bench) -> ThreadingHTTPServer:
     return server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_ready(client: httpx.Client, url: str, process: subprocess.Popen[bytes], name: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -237,16 +231,6 @@ def wait_ready(client: httpx.Client, url: str, process: subprocess.Popen[bytes],
             pass  # not listening yet
         time.sleep(0.1)
     raise RuntimeError(f"{name} was not ready within {STARTUP_TIMEOUT_S:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait(timeout=10)
 
 
 def start_systems(workdir: Path, base: str, alertmanager_bin: str) -> list[tuple[str, subprocess.Popen[bytes], str]]:
@@ -279,7 +263,7 @@ def start_systems(workdir: Path, base: str, alertmanager_bin: str) -> list[tuple
             started.append((name, process, f"http://127.0.0.1:{port}/-/ready"))
     except BaseException:
         for _, process, _ in started:
-            stop(process)
+            stop(process, timeout_s=10)
         raise
     return started
 
@@ -370,7 +354,7 @@ def run(args: argparse.Namespace, alertmanager_bin: str) -> dict[str, Any]:
                 samples = run_rounds(bench, args.rounds, args.seed)
             finally:
                 for _, process, _ in systems:
-                    stop(process)
+                    stop(process, timeout_s=10)
     finally:
         server.shutdown()
         server.server_close()

@@ -36,9 +36,9 @@ import numpy as np
 
 from bench.output import write_json
 from healers.fleet import BudgetSettings, open_store
-from tests.fleetparts import Fleet, Heal, heal_of, in_use, max_in_use, parse_time
-from tests.realparts import wait_for
-from tests.storeparts import EtcdServer, RedisServer
+from harness.fleet import Fleet, Heal, heal_of, in_use, max_in_use, parse_time
+from harness.processes import wait_for
+from harness.stores import EtcdServer, RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results"

@@ -41,7 +41,7 @@ import psutil
 
 from bench.output import run_and_write
 from rules.rulefile import parse_rules
-from tests.realparts import free_port, stop
+from harness.processes import free_port, stop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.output import write_json
+from harness.processes import free_port, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "mttr.json"
@@ -58,14 +59,6 @@ with open(sys.argv[1], "a") as stamps:
 subprocess.Popen(sys.argv[2:], start_new_session=True,
                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class App:
@@ -120,14 +113,6 @@ def reap_children(*_: object) -> None:
             return
 
 
-def wait_until(condition: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not ready within {timeout_s}s")
-        time.sleep(0.01)
-
-
 def measure(app: App, kills: int, restart_times: Any = None, idle: Any = None) -> dict[str, list[float]]:
     """Kill the app ``kills`` times; per kill: time to answering again and to the restart command running.
 
@@ -136,7 +121,8 @@ def measure(app: App, kills: int, restart_times: Any = None, idle: Any = None) -
     """
     recovery, launched, issued, detected = [], [], [], []
     for _ in range(kills):
-        wait_until(lambda: app.answers() and app.pid() is not None and (idle is None or idle()), RECOVERY_TIMEOUT_S)
+        wait_for(lambda: app.answers() and app.pid() is not None and (idle is None or idle()), RECOVERY_TIMEOUT_S,
+                 interval_s=0.01)
         time.sleep(random.uniform(0.5, 1.5))
         pid = app.pid()
         assert pid is not None
@@ -225,7 +211,7 @@ def bench_healwatch(workdir: Path, kills: int, trigger: str) -> dict[str, list[f
     config, state = workdir / f"{trigger}.json", workdir / f"{trigger}.db"
     config.write_text(json.dumps(healwatch_config(app, trigger)))
     subprocess.run(app.start_argv, check=True)
-    wait_until(app.answers, RECOVERY_TIMEOUT_S)
+    wait_for(app.answers, RECOVERY_TIMEOUT_S, interval_s=0.01)
     agent = subprocess.Popen([sys.executable, "-m", "bench.mttr", "agent", str(config), str(state)], cwd=REPO_ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -276,7 +262,7 @@ def bench_monit(workdir: Path, kills: int) -> dict[str, list[float]]:
     )
     control.chmod(0o600)
     subprocess.run(app.start_argv, check=True)
-    wait_until(app.answers, RECOVERY_TIMEOUT_S)
+    wait_for(app.answers, RECOVERY_TIMEOUT_S, interval_s=0.01)
     daemon = subprocess.Popen([monit, "-c", str(control), "-I"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(2.0)  # monit's first cycles

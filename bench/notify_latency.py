@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from agent.notifying import NOTIFY_MIGRATIONS, Notifying
 from agent.state import StateDB
 from exporters.notification import AlertPayload, Notification
 from exporters.receivers.alertmanager import AlertmanagerReceiver, AlertmanagerSettings
+from harness.processes import free_port
 from rules.model import Alert, AlertState, Labels
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -227,12 +227,6 @@ def measure_burst(sink: Sink) -> dict[str, Any]:
         assert len(sink.complete) == GROUPS, f"{len(sink.complete)} of {GROUPS} groups complete"
         report["sink_last_complete_s"] = round(max(sink.complete.values()) - started, 3)
     return report
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def measure_alertmanager(sink: Sink) -> dict[str, Any] | None:

@@ -43,7 +43,8 @@ import numpy as np
 import psutil
 
 from bench.output import write_json
-from bench.scrape_latency import listening_port, stop, version_number
+from bench.scrape_latency import listening_port, version_number
+from harness.processes import stop
 from rules.group import RuleGroup
 from rules.model import Labels
 from rules.promql import Engine

@@ -46,7 +46,7 @@ from agent.collectors.scrape import parse_exposition
 from bench.footprint import Started, metric_sum, start_agent, wait_until
 from bench.output import run_and_write
 from rules.store import SeriesStore
-from tests.realparts import free_port
+from harness.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = "/usr/bin/prometheus"

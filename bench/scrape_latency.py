@@ -30,6 +30,7 @@ import psutil
 from bench.output import write_json
 from bench.serve_synthetic import synthetic_families
 from exporters.exposition import Exposition
+from harness.processes import stop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "scrape_latency.json"
@@ -75,15 +76,6 @@ def listening_port(process: subprocess.Popen[bytes]) -> int:
             return ports[0]
         time.sleep(0.05)
     raise RuntimeError(f"{program} did not listen within {STARTUP_TIMEOUT_S} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 def scrape(client: httpx.Client, url: str) -> tuple[float, int]:

@@ -1,5 +1,5 @@
-"""Fixtures shared by several test modules: the throwaway coordination stores."""
+"""Fixtures shared by several test modules: the throwaway coordination stores, from harness."""
 
-from tests.storeparts import etcd_server, redis_server
+from harness.stores import etcd_server, redis_server
 
 __all__ = ["etcd_server", "redis_server"]

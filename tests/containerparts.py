@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.realparts import require_binary
+from harness.processes import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("HEALWATCH_TEST_CACHE", "/var/cache/healwatch-test"))

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agentproc import AgentProcess, WebApp
-from tests.realparts import wait_for
+from harness.agent import AgentProcess, WebApp
+from harness.processes import wait_for
 
 
 def write_config(path: Path, web_port: int, pidfile: Path, extra: str = "") -> None:

@@ -17,8 +17,8 @@ from rules.persistence import MIGRATIONS
 from rules.promql import Engine
 from rules.rulefile import parse_rules
 from rules.store import SeriesStore
-from tests.agentproc import AgentProcess, WebApp
-from tests.realparts import wait_for
+from harness.agent import AgentProcess, WebApp
+from harness.processes import wait_for
 
 WEB_RULES = """groups:
   - name: web

@@ -24,8 +24,8 @@ from agent.config.notify import NotifyConfig
 from exporters.dispatcher import Dispatcher
 from exporters.notification import AlertPayload, Notification
 from exporters.silences import Silences, new_silence
-from tests.realparts import free_port, require_binary, stop
-from tests.receiverparts import RecordingServer
+from harness.processes import free_port, require_binary, stop
+from harness.receivers import RecordingServer
 
 GROUP_WAIT_S = 1.0
 ROUTE: dict[str, Any] = {

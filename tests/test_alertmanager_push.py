@@ -21,8 +21,8 @@ from exporters.receivers.alertmanager import AlertmanagerReceiver, AlertmanagerS
 from exporters.receivers.webhook import webhook_payload
 from exporters.routing import RouteSpec, build_route
 from exporters.silences import Silences
-from tests.realparts import free_port, require_binary, stop
-from tests.receiverparts import RecordingServer
+from harness.processes import free_port, require_binary, stop
+from harness.receivers import RecordingServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from agent.http.api import OPENAPI
 from agent.config.schema import parse_config
 from agent.daemon import Agent
-from tests.realparts import free_port
+from harness.processes import free_port
 
 RULES = """groups:
   - name: always

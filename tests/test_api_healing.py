@@ -16,8 +16,8 @@ import pytest
 
 from agent.config.schema import parse_config
 from agent.daemon import Agent
-from tests.agentproc import ROOT, AgentProcess
-from tests.realparts import free_port, wait_for
+from harness.agent import ROOT, AgentProcess
+from harness.processes import free_port, wait_for
 
 TOKEN = "heal-token"
 

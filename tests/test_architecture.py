@@ -101,3 +101,14 @@ def import_cycles() -> list[list[str]]:
 def test_no_import_cycles_not_even_through_type_only_imports() -> None:
     """No module imports one that imports it back, directly or around a loop, counting TYPE_CHECKING imports."""
     assert import_cycles() == KNOWN_CYCLES
+
+
+def test_the_harness_stays_between_tests_and_the_packages() -> None:
+    """bench/ and harness/ never import tests/, and no shipped package imports harness/ (it is not in the wheel)."""
+    violations = []
+    for folder, forbidden in [("bench", "tests"), ("harness", "tests"), *[(p, "harness") for p in PACKAGES]]:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if forbidden in imported_roots(path):  # anywhere: in functions and under TYPE_CHECKING too
+                violations.append(f"{path.relative_to(ROOT)} imports {forbidden}")
+    assert violations == []
+

@@ -18,8 +18,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.agentproc import ROOT, AgentProcess, WebApp
-from tests.realparts import free_port, wait_for
+from harness.agent import ROOT, AgentProcess, WebApp
+from harness.processes import free_port, wait_for
 
 # Starts the app detached, but only after a pause longer than this test: the playbook stays in its restart step.
 # Each run appends its pid, so the test can kill every one of them, also those of a run it did not expect.

@@ -11,7 +11,7 @@ from agent.config.schema import parse_config
 from agent.daemon import Agent
 from agent.schedule.jobs import Observation
 from healers.events import CheckStateChanged
-from tests.realparts import free_port
+from harness.processes import free_port
 
 
 def config_text(services: str) -> str:

@@ -20,7 +20,7 @@ import yaml
 
 from agent.config.schema import AgentConfig, parse_config
 from rules.rulefile import parse_rules
-from tests.realparts import require_binary
+from harness.processes import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"

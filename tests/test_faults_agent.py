@@ -36,8 +36,8 @@ from healers.backends.children import agent_side_errno, child_env
 from healers.backends.traffic import ReadinessGate
 from healers.events import CheckStateChanged
 from rules.errors import SourceError
-from tests.agentproc import ROOT, WebApp
-from tests.realparts import free_port, stop, wait_for
+from harness.agent import ROOT, WebApp
+from harness.processes import free_port, stop, wait_for
 
 PRINT_ENV = "import json, os; print(json.dumps(dict(os.environ)))"
 

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.agentproc import AgentProcess
-from tests.realparts import wait_for
+from harness.agent import AgentProcess
+from harness.processes import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_URL = "http://u:hunter2@127.0.0.1/x?apikey=s3cret"

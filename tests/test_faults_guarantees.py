@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.agentproc import ROOT, AgentProcess
-from tests.realparts import wait_for
+from harness.agent import ROOT, AgentProcess
+from harness.processes import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

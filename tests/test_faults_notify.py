@@ -21,7 +21,7 @@ from agent.notifying import NOTIFY_MIGRATIONS, Notifying
 from agent.state import StateDB
 from healers.runner import Notice
 from rules.model import Alert, AlertState, Labels
-from tests.receiverparts import RecordingServer
+from harness.receivers import RecordingServer
 
 pytestmark = pytest.mark.timeout(60)
 

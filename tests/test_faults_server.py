@@ -17,8 +17,8 @@ from agent.config.schema import parse_config
 from agent.daemon import Agent
 from agent.http.server import HttpServer
 from exporters.exposition import Exposition
-from tests.agentproc import AgentProcess
-from tests.realparts import free_port, require_binary, wait_for
+from harness.agent import AgentProcess
+from harness.processes import free_port, require_binary, wait_for
 
 ABUSIVE_QUERY = "sum_over_time(vector(1)[1h:1ms])"
 CONFIG = "state_path: ':memory:'\nhost: {enabled: false}\ndefault_rules: false\n"

@@ -14,7 +14,7 @@ import pytest
 from agent.config.schema import parse_config
 from agent.daemon import Agent
 from rules.matchers import Matcher, MatchOp
-from tests.realparts import free_port, stop, wait_for
+from harness.processes import free_port, stop, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

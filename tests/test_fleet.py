@@ -26,9 +26,9 @@ from healers.fleet import (
     parse_limit,
 )
 from rules.errors import SourceError
-from tests.realparts import free_port
-from tests.storeparts import EtcdServer, RedisServer
-from tests.test_healing_e2e import Harness, Service, service_config, until
+from harness.processes import free_port, until
+from harness.stores import EtcdServer, RedisServer
+from tests.test_healing_e2e import Harness, Service, service_config
 
 pytestmark = pytest.mark.timeout(30)
 

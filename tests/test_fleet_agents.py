@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleetparts import Fleet, heal_of, live_holders, max_in_use
-from tests.realparts import wait_for
-from tests.storeparts import RedisServer
+from harness.fleet import Fleet, heal_of, live_holders, max_in_use
+from harness.processes import wait_for
+from harness.stores import RedisServer
 
 pytestmark = pytest.mark.integration
 

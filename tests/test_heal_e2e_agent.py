@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.agentproc import ROOT, AgentProcess
-from tests.realparts import free_port, wait_for
+from harness.agent import ROOT, AgentProcess
+from harness.processes import free_port, wait_for
 
 
 def test_the_default_playbook_restarts_a_killed_service(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from agent.cli.main import main
-from tests.agentproc import AgentProcess
+from harness.agent import AgentProcess
 from tests.test_api_healing import running_agent_process
 
 TOKEN = "heal-progress-token"

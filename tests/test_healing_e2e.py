@@ -24,7 +24,7 @@ from healers.journal import MIGRATIONS, IncidentRecord, StepRecord
 from healers.plan import HealingError
 from healers.runner import Notice
 from rules.model import Alert, AlertState, Labels
-from tests.realparts import free_port
+from harness.processes import free_port, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,19 +98,6 @@ def service_config(service: Service, **extra: Any) -> dict[str, Any]:
         "restart": {"exec": service.start_argv},
         **extra,
     }
-
-
-async def until(condition: Any, timeout_s: float = 10.0) -> None:
-    """Await an async or plain condition, polling every 10 ms; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout_s}s")
 
 
 class Harness:

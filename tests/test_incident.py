@@ -25,7 +25,7 @@ from examples.incident.scenario import (
     kill_agent_mid_heal,
     run_case,
 )
-from tests.realparts import require_binary
+from harness.processes import require_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(330)]
 

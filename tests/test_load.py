@@ -26,8 +26,8 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.agentproc import ROOT, AgentProcess, WebApp
-from tests.realparts import free_port, wait_for
+from harness.agent import ROOT, AgentProcess, WebApp
+from harness.processes import free_port, wait_for
 
 pytestmark = pytest.mark.timeout(110)
 

@@ -9,8 +9,8 @@ import httpx
 
 from agent.config.schema import parse_config
 from agent.daemon import Agent
-from tests.realparts import free_port
-from tests.receiverparts import RecordingServer
+from harness.processes import free_port
+from harness.receivers import RecordingServer
 
 
 def test_alerts_of_a_service_in_maintenance_are_marked_and_silenced(tmp_path: Path) -> None:

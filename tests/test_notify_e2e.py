@@ -9,9 +9,9 @@ from pathlib import Path
 
 from agent.config.schema import parse_config
 from agent.daemon import Agent
-from tests.agentproc import WebApp
-from tests.realparts import free_port
-from tests.receiverparts import RecordingServer
+from harness.agent import WebApp
+from harness.processes import free_port
+from harness.receivers import RecordingServer
 
 
 def test_a_dead_service_is_notified_then_resolved(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from healers.runner import Notice
 from rules.errors import SourceError
 from rules.model import Alert, AlertState, Labels
 from rules.rulefile import GroupSpec, RuleSpec
-from tests.receiverparts import RecordingServer
+from harness.receivers import RecordingServer
 
 pytestmark = pytest.mark.timeout(20)
 

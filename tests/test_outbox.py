@@ -22,7 +22,7 @@ from agent.state import StateDB
 from exporters.notification import AlertPayload, Notification
 from exporters.outbox import MIGRATIONS, Backoff, Outbox, OutboxMetrics
 from exporters.receivers.webhook import WebhookReceiver, WebhookSettings
-from tests.receiverparts import Received, RecordingServer
+from harness.receivers import Received, RecordingServer
 
 pytestmark = pytest.mark.timeout(25)
 

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from tests.containerparts import base_image, build_image, podman
-from tests.realparts import wait_for
+from harness.processes import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

@@ -20,8 +20,8 @@ from aiohttp import web
 
 from agent.health.probes import ProbeResult, make_probe, new_http_client
 from agent.config.schema import CheckConfig
-from tests.misbehaving import BIG_BODY_BYTES, Served, misbehaving_routes
-from tests.misbehaving import serve as serve_app
+from harness.endpoints import BIG_BODY_BYTES, Served, misbehaving_routes
+from harness.endpoints import serve as serve_app
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -16,7 +16,7 @@ import pytest
 
 from agent.collectors.process import ProcessScanner, ProcessTracker, ServiceProcessCollector
 from agent.config.schema import ProcessMatch
-from tests.realparts import wait_for
+from harness.processes import wait_for
 
 # Sleepers say when they are fully started, so their memory and cpu are those of a running interpreter.
 SLEEP = "import time; print('ready', flush=True); time.sleep(60)"

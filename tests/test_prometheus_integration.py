@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agentproc import AgentProcess
-from tests.realparts import free_port, require_binary, stop, wait_for
+from harness.agent import AgentProcess
+from harness.processes import free_port, require_binary, stop, wait_for
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from rules.unittest import run_test_files
-from tests.realparts import require_binary
+from harness.processes import require_binary
 
 DATA = Path(__file__).parent / "data" / "ruletests"
 TEST_FILES = sorted(p.name for p in DATA.glob("*.yml") if p.name.startswith(("pass_", "fail_")))

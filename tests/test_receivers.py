@@ -33,7 +33,7 @@ from exporters.receivers.webhook import (
     rfc3339,
 )
 from exporters.redact import REDACTED, Redactor
-from tests.receiverparts import Received, RecordingServer
+from harness.receivers import Received, RecordingServer
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentproc import ROOT, AgentProcess
-from tests.realparts import wait_for
+from harness.agent import ROOT, AgentProcess
+from harness.processes import wait_for
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from agent.cli.main import main
-from tests.agentproc import AgentProcess
-from tests.realparts import wait_for
+from harness.agent import AgentProcess
+from harness.processes import wait_for
 from tests.test_api_healing import Service, running_agent_process
 
 TOKEN = "cli-heal-token"

@@ -28,7 +28,7 @@ from healers.backends import (
     make_restart_backend,
 )
 from healers.backends.restart import OUTPUT_TAIL_BYTES, SupervisorClient
-from tests.realparts import free_port, require_binary, stop, wait_for
+from harness.processes import free_port, require_binary, stop, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

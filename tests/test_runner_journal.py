@@ -20,7 +20,7 @@ from healers.backends.traffic import FileTrafficBackend
 from healers.journal import MIGRATIONS, Journal
 from healers.playbook import PlaybookSpec, StepSpec, Trigger
 from healers.runner import Notice, Runner, ServiceActions
-from tests.realparts import wait_for
+from harness.processes import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

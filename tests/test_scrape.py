@@ -15,8 +15,8 @@ from agent.health.probes import new_http_client
 from agent.collectors.scrape import ScrapeResult, ScrapeTarget, parse_exposition
 from agent.config.schema import ScrapeConfig
 from rules.model import Labels
-from tests.misbehaving import BIG_BODY_BYTES, Served, misbehaving_routes
-from tests.misbehaving import serve as serve_app
+from harness.endpoints import BIG_BODY_BYTES, Served, misbehaving_routes
+from harness.endpoints import serve as serve_app
 
 pytestmark = pytest.mark.timeout(10)
 

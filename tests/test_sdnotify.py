@@ -27,7 +27,7 @@ from agent.collectors.host import HostCollector
 from agent.config.schema import parse_config
 from agent.daemon import Agent
 from agent.sdnotify import SystemdNotifier
-from tests.realparts import free_port, stop, wait_for
+from harness.processes import free_port, stop, wait_for
 
 
 class NotifySocket:

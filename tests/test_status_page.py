@@ -24,7 +24,7 @@ from agent.http.statuspage import (
     parse_time,
 )
 from rules.model import Labels
-from tests.realparts import free_port, require_binary
+from harness.processes import free_port, require_binary
 
 REPO = Path(__file__).resolve().parent.parent
 NOW_S = 1_700_000_000.0

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.sdnotify import SystemdNotifier
-from tests.realparts import require_binary
+from harness.processes import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "healwatch.service"

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from rules.template import PRELUDE, QuerySample, Template, TemplateError, expand
 from rules.template.literals import unquote
-from tests.realparts import require_binary
+from harness.processes import require_binary
 
 LABELS = {"__name__": "m", "instance": "a", "job": "b"}
 EXTERNAL_URL = "http://testhost:9090/path/prefix"

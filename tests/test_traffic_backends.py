@@ -25,7 +25,7 @@ from healers.backends import (
     TrafficBackend,
     make_traffic_backend,
 )
-from tests.realparts import free_port, require_binary, stop, wait_for
+from harness.processes import free_port, require_binary, stop, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

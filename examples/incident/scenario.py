@@ -34,6 +34,8 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
+from harness.processes import free_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 APP = ROOT / "examples" / "webapp" / "app.py"
@@ -71,12 +73,6 @@ CASES = (
     Case("leak", "POST /control/sick?mode=leak: memory grows 8 MiB/s", "WebMemoryGrowing", 25.0),
     Case("slow", "POST /control/sick?mode=slow: every request takes 0.4 s", "WebLatencyHigh", 20.0),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.1) -> T:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.realparts import free_port, stop, wait_for
+from harness.processes import free_port, stop, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

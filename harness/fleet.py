@@ -22,14 +22,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import httpx
 import psutil
 import redis
 
-from tests.agentproc import ROOT
-from tests.realparts import free_port, stop, wait_for
+from harness.agent import ROOT
+from harness.processes import free_port, stop, wait_for
 
 APP = ROOT / "examples" / "webapp" / "app.py"
 GROUP = "api"
@@ -302,10 +302,11 @@ def live_holders(redis_url: str) -> set[str]:
     """
     client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     try:
-        seconds, micros = client.time()
+        # redis-py types its sync and async answers as one union; this client is the sync one.
+        seconds, micros = cast(tuple[int, int], client.time())
         now_ms = seconds * 1000 + micros // 1000
-        return {holder.decode() for key in client.keys("*:slots")
-                for holder in client.zrangebyscore(key, f"({now_ms}", "+inf")}
+        return {holder.decode() for key in cast(list[bytes], client.keys("*:slots"))
+                for holder in cast(list[bytes], client.zrangebyscore(key, f"({now_ms}", "+inf"))}
     finally:
         client.close()
 

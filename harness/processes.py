@@ -1,14 +1,15 @@
-"""Helpers for tests that start real programs: find them, wait for them, stop them."""
+"""Real programs for tests and benchmarks: find them, give them a free port, wait for them, stop them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -27,6 +28,7 @@ def require_binary(name: str) -> str:
 
 
 def free_port() -> int:
+    """A loopback TCP port free at the time of asking."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -57,3 +59,16 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout_s)
+
+
+async def until(condition: Any, timeout_s: float = 10.0) -> None:
+    """Await an async or plain condition, polling every 10 ms; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout_s}s")

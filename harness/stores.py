@@ -1,4 +1,4 @@
-"""Throwaway coordination stores on loopback for the fleet tests and benchmarks."""
+"""Throwaway coordination stores (redis-server, etcd) on loopback for the fleet tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from tests.realparts import free_port, require_binary, stop
-from tests.test_healing_e2e import until
+from harness.processes import free_port, require_binary, stop, until
 
 
 class RedisServer:
