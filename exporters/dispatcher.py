@@ -34,7 +34,7 @@ from exporters.inhibit import Inhibition, Inhibitor
 from exporters.notification import AlertPayload, Notification, notification_id
 from exporters.routing import Route
 from exporters.silences import Silences
-from rules.gofmt import quote as go_quote
+from rules.golang.fmt import quote as go_quote
 
 NFLOG_RETENTION_S = 120 * 3600.0  # Alertmanager's default --data.retention
 _EPSILON_S = 1e-6  # float sums of intervals must not miss a beat they land on

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from rules.durations import format_duration, parse_duration
 from rules.errors import SourceError, SourceIssue
-from rules.gofmt import format_float, quote
+from rules.golang.fmt import format_float, quote
 from rules.group import RuleGroup
 from rules.matchers import MatchOp
 from rules.model import STALE_NAN, AlertState, Labels

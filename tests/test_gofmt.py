@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.gofmt import (
+from rules.golang.fmt import (
     GoMap,
     GoSlice,
     format_float,

@@ -240,3 +240,11 @@ def test_nesting_beyond_the_limit_is_a_positioned_syntax_error(nest: Callable[[i
     with pytest.raises(PromQLSyntaxError) as info:
         parse(nest(MAX_DEPTH))
     assert str(info.value) == f"1:{column}: parse error: expression nested more than 100 levels deep"
+
+
+@pytest.mark.parametrize(("expr", "printed"), [
+    ("1000000", "1e+06"), ("123456.5", "123456.5"), ("0.0001", "0.0001"), ("0.00001", "1e-05"), ("-2.5e21", "-2.5e+21"),
+])
+def test_number_literals_print_as_go_prints_a_float(expr: str, printed: str) -> None:
+    """A number prints as Go's %v (strconv's shortest 'g': exponent form below 1e-4 and from 1e6), as Prometheus' printer."""
+    assert str(parse(expr)) == printed

@@ -30,7 +30,7 @@ from exporters.silences import Silence, new_silence
 from healers.journal import IncidentRecord, StepRecord
 from healers.plan import HealingError
 from healers.runtime import HealingRuntime
-from rules.gofmt import format_float
+from rules.golang.fmt import format_float
 from rules.matchers import Matcher, MatchOp
 from rules.model import Alert, AlertState
 

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from agent.http.api import error
 from rules.durations import parse_duration
-from rules.gofmt import format_float
+from rules.golang.fmt import format_float
 from rules.promql import (
     MatrixResult,
     PromQLEvalError,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from rules.durations import format_duration
+from rules.golang.fmt import format_float
 from rules.matchers import Matcher, MatchOp
 from rules.model import LABEL_NAME_RE, METRIC_NAME_RE, NAME_LABEL
 from rules.promql.lexer import go_quote
@@ -25,26 +25,6 @@ ONE_TO_ONE = "one-to-one"
 MANY_TO_ONE = "many-to-one"
 ONE_TO_MANY = "one-to-many"
 MANY_TO_MANY = "many-to-many"
-
-
-def format_float(value: float) -> str:
-    """Render a float as Go's ``%v`` does (``1e+21``, ``0.5``, ``+Inf``, ``NaN``)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    digits = Decimal(repr(value))
-    exponent = digits.adjusted()
-    if -4 <= exponent < 21:
-        text = format(digits, "f")
-        if "." in text:
-            text = text.rstrip("0").rstrip(".")
-        return text
-    sign, digit_tuple, exp = digits.normalize().as_tuple()
-    text = "".join(map(str, digit_tuple))
-    power = int(exp) + len(text) - 1
-    mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
-    return f"{'-' if sign else ''}{mantissa}e{'+' if power >= 0 else '-'}{abs(power):02d}"
 
 
 def _format_ms(ms: int) -> str:

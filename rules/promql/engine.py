@@ -10,6 +10,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from rules.matchers import MatchOp
+from rules.golang.fmt import format_float
 from rules.model import NAME_LABEL, STALE_NAN_BITS, Labels
 from rules.promql import functions as fn
 from rules.promql.ast import (
@@ -32,7 +33,6 @@ from rules.promql.ast import (
     UnaryExpr,
     VectorMatching,
     VectorSelector,
-    format_float,
 )
 from rules.promql.budget import QueryBudget
 from rules.promql.errors import PromQLEvalError

@@ -6,7 +6,7 @@ Errors carry Go's exact wording and location: ``template: NAME:LINE:COL: executi
 
 from __future__ import annotations
 
-from rules.gofmt import (
+from rules.golang.fmt import (
     GoMap,
     GoSlice,
     GoStruct,
@@ -16,7 +16,7 @@ from rules.gofmt import (
     type_name,
 )
 from rules.template.funcs import CallError, GoFunc, is_true, truth
-from rules.template.gotime import GoTime
+from rules.golang.time import GoTime
 from rules.template.nodes import (
     ActionNode,
     BoolNode,

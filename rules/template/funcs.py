@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote_plus, urlsplit
 
-from rules.gofmt import (
+from rules.golang.fmt import (
     GoMap,
     GoSlice,
     GoStringer,
@@ -26,8 +26,8 @@ from rules.gofmt import (
     sprintln,
     type_name,
 )
-from rules.template import goregexp
-from rules.template.gotime import GoTime, time_from_seconds
+from rules.golang import regexp
+from rules.golang.time import GoTime, time_from_seconds
 from rules.template.values import (
     ANY,
     HTML,
@@ -540,17 +540,17 @@ def _lower(text: str) -> str:
 
 def _match(pattern: str, text: str) -> bool:
     try:
-        return goregexp.compile_go(pattern).search(text) is not None
-    except goregexp.RegexpError as err:
+        return regexp.compile_go(pattern).search(text) is not None
+    except regexp.RegexpError as err:
         raise CallError(str(err)) from None
 
 
 def _re_replace_all(pattern: str, replacement: str, text: str) -> str:
     try:
-        compiled = goregexp.compile_go(pattern)
-    except goregexp.RegexpError as err:
-        raise CallError(goregexp.must_compile_message(pattern, err)) from None
-    return goregexp.replace_all(compiled, text, replacement)
+        compiled = regexp.compile_go(pattern)
+    except regexp.RegexpError as err:
+        raise CallError(regexp.must_compile_message(pattern, err)) from None
+    return regexp.replace_all(compiled, text, replacement)
 
 
 def _args(*values: object) -> GoMap:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from rules.gofmt import quote
+from rules.golang.fmt import quote
 
 
 class Item(IntEnum):

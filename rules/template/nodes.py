@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rules.gofmt import quote
+from rules.golang.fmt import quote
 
 
 @dataclass(eq=False)

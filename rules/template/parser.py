@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import cmath
 
-from rules.gofmt import quote
+from rules.golang.fmt import quote
 from rules.template.lexer import Item, Lexer, Token
 from rules.template.literals import (
     SyntaxErr,

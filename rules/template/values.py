@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rules.gofmt import GoMap, GoSlice, GoString, GoStruct
+from rules.golang.fmt import GoMap, GoSlice, GoString, GoStruct
 
 MAP_STRING_STRING = "map[string]string"
 MAP_STRING_ANY = "map[string]interface {}"

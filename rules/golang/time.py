@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from rules.gofmt import GoStringer, GoStruct
+from rules.golang.fmt import GoStringer, GoStruct
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from rules.gofmt import quote
+from rules.golang.fmt import quote
 
 _PERL_CLASSES = {"d": "0-9", "w": "0-9A-Za-z_", "s": "\\t\\n\\f\\r "}
 _POSIX = {
