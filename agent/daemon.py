@@ -22,27 +22,34 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from agent import __version__
-from agent.http.api import add_api_routes, api_token, protect
 from agent.collectors.base import samples_of
-from agent.health.probes import new_http_client
-from agent.collectors.process import ProcessScanner
-from agent.config.schema import AgentConfig, load_config
+from agent.collectors.process import ProcessScanner, ProcessTracker
+from agent.collectors.scrape import ScrapeResult
+from agent.config import AgentConfig, load_config
 from agent.healing import Healing
+from agent.health.checks import Check
+from agent.http.api import add_api_routes
+from agent.http.auth import api_token, protect
 from agent.http.server import HttpServer
-from agent.schedule.jobs import Job, JobSet, build_jobs
+from agent.http.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
+from agent.http.statuspage import add_status_page
+from agent.httpclient import new_http_client
 from agent.looplag import LoopLag
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
-from agent.schedule.rules import build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
+from agent.schedule.jobs import Job, JobSet, build_jobs
+from agent.schedule.phase import PhasedInterval
+from agent.schedule.rules import RuleJob, build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
 from agent.sdnotify import SystemdNotifier
 from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB
-from agent.http.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
-from agent.http.statuspage import add_status_page
-from agent.schedule.phase import PhasedInterval
 from exporters.exposition import Exposition
+from exporters.silences import Silences
 from healers.events import CheckStateChanged
 from healers.journal import MIGRATIONS as HEALERS_MIGRATIONS
+from healers.journal import Journal
+from healers.runtime import HealingRuntime
 from rules.errors import SourceError
+from rules.group import RuleGroup
 from rules.model import Alert
 from rules.persistence import MIGRATIONS as RULES_MIGRATIONS
 from rules.promql import Engine
@@ -221,6 +228,29 @@ class Agent:
 
     def in_maintenance(self, service: str) -> bool:
         return self.healing is not None and self.healing.runtime.in_maintenance(service)
+
+    # -- what the HTTP API reads and acts on (agent.http.view) ------------
+
+    def rule_groups(self) -> list[RuleGroup]:
+        return [job.group for job in self.jobset.jobs.values() if isinstance(job, RuleJob)]
+
+    def service_checks(self, service: str) -> list[Check]:
+        return self.jobset.checks.get(service, [])
+
+    def service_process(self, service: str) -> ProcessTracker | None:
+        return self.jobset.process_tracker(service)
+
+    def last_scrape(self, service: str) -> ScrapeResult | None:
+        return self.jobset.last_scrape(service)
+
+    def journal(self) -> Journal | None:
+        return None if self.healing is None else self.healing.runtime.journal
+
+    def healing_control(self) -> HealingRuntime | None:
+        return None if self.healing is None else self.healing.runtime
+
+    def silences(self) -> Silences | None:
+        return None if self.notifying is None else self.notifying.silences
 
     def _reload_on_signal(self) -> None:
         self.reload()

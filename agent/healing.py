@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent.health.checks import Check
 from agent.collectors.process import ProcessTracker
-from agent.config.schema import AgentConfig, ServiceConfig
+from agent.config import AgentConfig, ServiceConfig
 from agent.health.pidwatch import ProcessWatcher
 from agent.playbooks import fleet_warnings, playbook_specs
 from agent.secrets import config_redactor

@@ -27,8 +27,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent.config.schema import AgentConfig
-from agent.config.notify import ReceiverConfig
+from agent.config import AgentConfig, ReceiverConfig
 from exporters import outbox as outbox_module
 from exporters import silences as silences_module
 from exporters.delivery import Receiver

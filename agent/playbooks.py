@@ -5,7 +5,7 @@ Apart from ``agent.healing`` so that ``healwatch check`` reads them without load
 
 from __future__ import annotations
 
-from agent.config.schema import AgentConfig, ServiceConfig
+from agent.config import AgentConfig, ServiceConfig
 from agent.config.healing import DEFAULT_TIMEOUTS_S, WaitHealthyArgs
 from healers.playbook import PlaybookSpec, StepSpec, Trigger
 

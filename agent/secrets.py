@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 
 from pydantic import BaseModel, SecretStr
 
-from agent.config.schema import AgentConfig
+from agent.config import AgentConfig
 from exporters.redact import Redactor
 
 

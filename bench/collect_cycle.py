@@ -21,7 +21,7 @@ import psutil
 
 from agent.collectors.host import HostCollector
 from agent.collectors.process import ProcessScanner, ProcessTracker, ServiceProcessCollector
-from agent.config.schema import HostConfig, ProcessMatch
+from agent.config import HostConfig, ProcessMatch
 from bench.output import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "collect_cycle.json"

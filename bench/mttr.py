@@ -169,8 +169,9 @@ def healwatch_config(app: App, trigger: str) -> dict[str, Any]:
 async def run_agent(config_path: str, state_path: str) -> None:
     """The healing runtime alone, with a loop running the checks at their intervals like the scheduler."""
     from agent.health.checks import Check
-    from agent.health.probes import make_probe, new_http_client
-    from agent.config.schema import AgentConfig
+    from agent.health.probes import make_probe
+    from agent.httpclient import new_http_client
+    from agent.config import AgentConfig
     from agent.healing import Healing
     from healers.events import CheckStateChanged
     from agent.state import StateDB

@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying
 from agent.state import StateDB
 from exporters.notification import AlertPayload, Notification

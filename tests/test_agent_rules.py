@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.schedule.rules import build_rule_jobs
 from agent.state import StateDB
 from rules.model import Alert, AlertState, Labels

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import yaml
 
-from agent.config.notify import NotifyConfig
+from agent.config import NotifyConfig
 from exporters.dispatcher import Dispatcher
 from exporters.notification import AlertPayload, Notification
 from exporters.silences import Silences, new_silence

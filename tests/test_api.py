@@ -10,8 +10,8 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from agent.http.api import OPENAPI
-from agent.config.schema import parse_config
+from agent.http.openapi import OPENAPI
+from agent.config import parse_config
 from agent.daemon import Agent
 from harness.processes import free_port
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.daemon import Agent
 from harness.agent import ROOT, AgentProcess
 from harness.processes import free_port, wait_for

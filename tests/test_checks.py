@@ -12,8 +12,9 @@ from structlog.testing import capture_logs
 
 from agent.health.checks import Check
 from agent.collectors.base import samples_of
-from agent.health.probes import ProbeResult, make_probe, new_http_client
-from agent.config.schema import CheckConfig
+from agent.health.probes import ProbeResult, make_probe
+from agent.httpclient import new_http_client
+from agent.config import CheckConfig
 from healers.events import CheckStateChanged
 from rules.model import Labels
 

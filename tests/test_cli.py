@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli.main import default_config_text, main
-from agent.config.schema import AgentConfig, parse_config
+from agent.config import AgentConfig, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

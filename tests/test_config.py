@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config.schema import DEFAULT_LISTEN, load_config, parse_config
+from agent.config import DEFAULT_LISTEN, load_config, parse_config
 from rules.errors import SourceError
 from rules.yamlfile import load_yaml
 

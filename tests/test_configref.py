@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli.main import main
-from agent.config.schema import AgentConfig, CheckConfig, StoreConfig
+from agent.config import AgentConfig, CheckConfig, StoreConfig
 from agent.config.reference import markdown_reference
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "config-reference.md"

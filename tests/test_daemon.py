@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.daemon import Agent
 from agent.schedule.jobs import Observation
 from healers.events import CheckStateChanged

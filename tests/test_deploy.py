@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from agent.config.schema import AgentConfig, parse_config
+from agent.config import AgentConfig, parse_config
 from rules.rulefile import parse_rules
 from harness.processes import require_binary
 

@@ -26,9 +26,10 @@ import pytest
 import structlog
 
 from agent.health.checks import Check
-from agent.health.probes import make_probe, new_http_client
+from agent.health.probes import make_probe
+from agent.httpclient import new_http_client
 from agent.collectors.process import ProcessTracker
-from agent.config.schema import CheckConfig, ProcessMatch, parse_config
+from agent.config import CheckConfig, ProcessMatch, parse_config
 from agent.logsetup import RateLimiter, configure_logging
 from agent.health.pidwatch import ProcessWatcher
 from healers.backends import ActionContext, ExecRestart, ExecTraffic, make_restart_backend, make_traffic_backend

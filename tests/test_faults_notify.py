@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying
 from agent.state import StateDB
 from healers.runner import Notice

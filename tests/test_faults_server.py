@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.daemon import Agent
 from agent.http.server import HttpServer
 from exporters.exposition import Exposition

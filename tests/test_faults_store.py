@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.daemon import Agent
 from rules.matchers import Matcher, MatchOp
 from harness.processes import free_port, stop, wait_for

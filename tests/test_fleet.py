@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.config.schema import AgentConfig, parse_config
+from agent.config import AgentConfig, parse_config
 from agent.playbooks import fleet_warnings
 from healers.fleet import (
     BACKENDS,

@@ -15,8 +15,9 @@ import psutil
 import pytest
 
 from agent.health.checks import Check
-from agent.health.probes import make_probe, new_http_client
-from agent.config.schema import AgentConfig
+from agent.health.probes import make_probe
+from agent.httpclient import new_http_client
+from agent.config import AgentConfig
 from agent.healing import Healing
 from agent.state import StateDB
 from healers.events import CheckStateChanged

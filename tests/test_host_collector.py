@@ -16,7 +16,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.collectors.host import GuardedStatvfs, HostCollector
-from agent.config.schema import HostConfig
+from agent.config import HostConfig
 from harness.processes import require_binary, stop, wait_for
 
 # Families the brief asks for, with node_exporter's names.

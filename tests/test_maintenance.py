@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.daemon import Agent
 from harness.processes import free_port
 from harness.receivers import RecordingServer

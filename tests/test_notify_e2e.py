@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.daemon import Agent
 from harness.agent import WebApp
 from harness.processes import free_port

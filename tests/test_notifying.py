@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.samples import Sample
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
 from agent.state import StateDB
 from exporters.silences import new_silence

@@ -18,8 +18,9 @@ import psutil
 import pytest
 from aiohttp import web
 
-from agent.health.probes import ProbeResult, make_probe, new_http_client
-from agent.config.schema import CheckConfig
+from agent.health.probes import ProbeResult, make_probe
+from agent.httpclient import new_http_client
+from agent.config import CheckConfig
 from harness.endpoints import BIG_BODY_BYTES, Served, misbehaving_routes
 from harness.endpoints import serve as serve_app
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from agent.collectors.process import ProcessScanner, ProcessTracker, ServiceProcessCollector
-from agent.config.schema import ProcessMatch
+from agent.config import ProcessMatch
 from harness.processes import wait_for
 
 # Sleepers say when they are fully started, so their memory and cpu are those of a running interpreter.

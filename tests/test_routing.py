@@ -6,8 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from agent.config.schema import parse_config
-from agent.config.notify import NotifyConfig
+from agent.config import NotifyConfig, parse_config
 from exporters.dispatcher import group_key
 from exporters.matchers import format_matchers, parse_matcher, parse_matchers, sort_matchers
 from exporters.routing import Route, RouteOptions, RouteSpec, build_route

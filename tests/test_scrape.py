@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 
 from agent.collectors.base import samples_of
-from agent.health.probes import new_http_client
+from agent.httpclient import new_http_client
 from agent.collectors.scrape import ScrapeResult, ScrapeTarget, parse_exposition
-from agent.config.schema import ScrapeConfig
+from agent.config import ScrapeConfig
 from rules.model import Labels
 from harness.endpoints import BIG_BODY_BYTES, Served, misbehaving_routes
 from harness.endpoints import serve as serve_app

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from agent.collectors.host import HostCollector
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.daemon import Agent
 from agent.sdnotify import SystemdNotifier
 from harness.processes import free_port, stop, wait_for

@@ -14,15 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.config.schema import parse_config
+from agent.config import parse_config
 from agent.daemon import Agent
-from agent.http.statuspage import (
-    MAX_POINTS_PER_SERIES,
-    OPENAPI_PATHS,
-    add_status_page,
-    parse_step,
-    parse_time,
-)
+from agent.http.query import MAX_POINTS_PER_SERIES, parse_step, parse_time
+from agent.http.statuspage import OPENAPI_PATHS, add_status_page
 from rules.model import Labels
 from harness.processes import free_port, require_binary
 

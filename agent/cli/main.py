@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from agent.cli import remote
-from agent.config.schema import AgentConfig, load_config, parse_config
+from agent.config import AgentConfig, load_config, parse_config
 from agent.config.reference import markdown_reference
 from agent.playbooks import fleet_warnings
 from agent.schedule.rules import rule_files_of

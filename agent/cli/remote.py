@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from agent.config.schema import DEFAULT_LISTEN
+from agent.config import DEFAULT_LISTEN
 from rules.durations import parse_duration
 
 TIMEOUT_S = 10.0

@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from agent.config.schema import HostConfig
+from agent.config import HostConfig
 
 log = structlog.get_logger(__name__)
 

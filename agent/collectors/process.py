@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from agent.config.schema import ProcessMatch
+from agent.config import ProcessMatch
 from healers.backends.children import agent_side_errno
 
 # A pidfile holds one number; anything longer is not a pidfile.

@@ -12,8 +12,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from agent.health.probes import FetchError, fetch
-from agent.config.schema import ScrapeConfig
+from agent.httpclient import FetchError, fetch
+from agent.config import ScrapeConfig
 from rules.model import Labels
 
 # What Prometheus 2.x sends: OpenMetrics preferred, the classic text format accepted.

@@ -28,7 +28,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent.health.probes import Probe, ProbeResult
-from agent.config.schema import CheckConfig
+from agent.config import CheckConfig
 from healers.backends.children import agent_side_errno
 from healers.events import CheckStateChanged
 

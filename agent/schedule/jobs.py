@@ -23,8 +23,8 @@ from agent.collectors.process import (
     ProcessTracker,
     ServiceProcessCollector,
 )
-from agent.collectors.scrape import ScrapeTarget
-from agent.config.schema import AgentConfig
+from agent.collectors.scrape import ScrapeResult, ScrapeTarget
+from agent.config import AgentConfig
 from agent.secrets import config_redactor
 from healers.events import CheckStateChanged
 from rules.model import Labels
@@ -105,6 +105,30 @@ class JobSet:
             return None
         return all(check.healthy and check.last_result is not None for check in self.checks[service])
 
+    def process_tracker(self, service: str) -> ProcessTracker | None:
+        """The tracker of the service's process; None when the service names no process."""
+        job = self.jobs.get(process_job_name(service))
+        if isinstance(job, CollectorJob) and isinstance(job.collector, ServiceProcessCollector):
+            return job.collector.tracker
+        return None
+
+    def last_scrape(self, service: str) -> ScrapeResult | None:
+        """The service's latest scrape; None before the first one, or when it is not scraped."""
+        job = self.jobs.get(scrape_job_name(service))
+        return job.target.last if isinstance(job, ScrapeJob) else None
+
+
+def process_job_name(service: str) -> str:
+    return f"process:{service}"
+
+
+def check_job_name(service: str, check: str) -> str:
+    return f"check:{service}/{check}"
+
+
+def scrape_job_name(service: str) -> str:
+    return f"scrape:{service}"
+
 
 def build_jobs(
     config: AgentConfig,
@@ -134,10 +158,10 @@ def build_jobs(
         if svc.process is not None:
             match, interval = svc.process, config.interval
             process_job = add(
-                f"process:{service}",
+                process_job_name(service),
                 (match, interval),
                 lambda: CollectorJob(
-                    f"process:{service}",
+                    process_job_name(service),
                     interval,
                     (match, interval),
                     ServiceProcessCollector(service, match, tracker=ProcessTracker(match, scanner=scanner)),
@@ -147,7 +171,7 @@ def build_jobs(
             alive = process_job.collector.tracker.alive
         result.checks[service] = []
         for check_config in svc.checks:
-            name = f"check:{service}/{check_config.name}"
+            name = check_job_name(service, check_config.name)
             client = http_client if not check_config.http or check_config.http.tls_verify else insecure_http_client
             job = add(
                 name,
@@ -170,8 +194,10 @@ def build_jobs(
         if svc.scrape is not None:
             scrape = svc.scrape
             add(
-                f"scrape:{service}",
+                scrape_job_name(service),
                 scrape,
-                lambda: ScrapeJob(f"scrape:{service}", scrape.interval, scrape, ScrapeTarget(service, scrape, http_client)),
+                lambda: ScrapeJob(
+                    scrape_job_name(service), scrape.interval, scrape, ScrapeTarget(service, scrape, http_client)
+                ),
             )
     return result

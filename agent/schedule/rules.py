@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.samples import Sample
 
 from agent.collectors.base import samples_of
-from agent.config.schema import AgentConfig, EvaluationConfig
+from agent.config import AgentConfig, EvaluationConfig
 from agent.schedule.jobs import Observation
 from rules.alerting import ALERTS_FOR_STATE_METRIC, ALERTS_METRIC
 from rules.group import RuleGroup, history_needed_s

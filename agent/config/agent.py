@@ -1,0 +1,84 @@
+"""The whole config file (AgentConfig): every section, and the checks that span sections."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from agent.config.api import ApiConfig
+from agent.config.evaluation import EvaluationConfig
+from agent.config.healing import CoordinationConfig, HealingConfig, PlaybookConfig
+from agent.config.host import HostConfig
+from agent.config.notify import NotifyConfig
+from agent.config.services import ServiceConfig
+from agent.config.store import StoreConfig
+from agent.config.types import DEFAULT_PORT, HostPort, PositiveDuration, Section
+
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+
+
+class AgentConfig(Section):
+    listen: HostPort = DEFAULT_LISTEN
+    state_path: str = Field("./healwatch.db", description="SQLite state database; ':memory:' keeps none.")
+    rule_files: list[str] = Field([], description="Globs of Prometheus-format rule files, relative to this file.")
+    default_rules: bool = Field(True, description="Also load the default host and service rules shipped with healwatch.")
+    evaluation: EvaluationConfig = EvaluationConfig()
+    interval: PositiveDuration = Field(15.0, description="Collection interval for process metrics.")
+    host: HostConfig = HostConfig()
+    api: ApiConfig = ApiConfig()
+    store: StoreConfig = StoreConfig()
+    services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ServiceConfig] = {}
+    playbooks: list[PlaybookConfig] = []
+    healing: HealingConfig = HealingConfig()
+    coordination: CoordinationConfig = CoordinationConfig()
+    notify: NotifyConfig = NotifyConfig()
+    # Names of the environment variables the file referenced as ${NAME}: their values may be secrets.
+    _env_references: frozenset[str] = PrivateAttr(frozenset())
+
+    @property
+    def env_references(self) -> frozenset[str]:
+        return self._env_references
+
+    @model_validator(mode="after")
+    def _healing_references(self) -> AgentConfig:
+        problems = _reference_problems(self.services, self.playbooks)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _reference_problems(services: Mapping[str, ServiceConfig], playbooks: Sequence[PlaybookConfig]) -> list[str]:
+    """Every name a playbook or ``depends_on`` uses that the config does not define, and unusable steps."""
+    problems = []
+    for name, service in services.items():
+        for dependency in service.depends_on:
+            if dependency not in services:
+                problems.append(f"services -> {name} -> depends_on: unknown service {dependency!r}")
+            elif dependency == name:
+                problems.append(f"services -> {name} -> depends_on: a service cannot depend on itself")
+        if service.autoheal and service.restart is None:
+            problems.append(f"services -> {name} -> autoheal: needs restart: to say how to restart it")
+    seen: set[str] = set()
+    for index, playbook in enumerate(playbooks):
+        where = f"playbooks -> {index}"
+        if playbook.name in seen:
+            problems.append(f"{where} -> name: duplicate playbook name {playbook.name!r}")
+        seen.add(playbook.name)
+        target = services.get(playbook.target)
+        if target is None:
+            problems.append(f"{where}: unknown service {playbook.target!r}")
+            continue
+        for number, when in enumerate(playbook.when):
+            check = when.check_failed.check if when.check_failed else None
+            if check is not None and check not in {c.name for c in target.checks}:
+                problems.append(f"{where} -> when -> {number}: service {playbook.target!r} has no check {check!r}")
+            if when.process_exited is not None and target.process is None:
+                problems.append(f"{where} -> when -> {number}: service {playbook.target!r} has no process: to watch")
+        for number, step in enumerate(playbook.steps):
+            if step.action == "restart" and target.restart is None:
+                problems.append(f"{where} -> steps -> {number}: service {playbook.target!r} has no restart: configured")
+            if step.action == "traffic" and target.traffic is None:
+                problems.append(f"{where} -> steps -> {number}: service {playbook.target!r} has no traffic: configured")
+    return problems

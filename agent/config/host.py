@@ -1,0 +1,24 @@
+"""The ``host`` section: the host collector and the filesystems it leaves out."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from agent.config.types import PositiveDuration, Section
+
+
+class HostConfig(Section):
+    enabled: bool = True
+    interval: PositiveDuration = 15.0
+    filesystem_exclude_types: list[str] = Field(
+        default_factory=lambda: sorted(_PSEUDO_FILESYSTEMS),
+        description="Filesystem types never reported (pseudo and virtual filesystems).",
+    )
+
+
+# node_exporter's default --collector.filesystem.fs-types-exclude.
+_PSEUDO_FILESYSTEMS: set[str] = {
+    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
+    "devtmpfs", "fusectl", "hugetlbfs", "iso9660", "mqueue", "nsfs", "overlay", "proc",
+    "procfs", "pstore", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "sysfs", "tracefs",
+}
