@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/healwatch run
 
-test: $(VENV)/.installed system-deps
+test: $(VENV)/.installed typecheck system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # mypy --strict over the packages, tests, benchmarks and example, as [tool.mypy] in pyproject.toml

@@ -44,17 +44,20 @@ MANIFESTS = _manifests()
 
 
 def _one(kind: str, name: str) -> dict[str, Any]:
-    found = [doc for _, doc in MANIFESTS if doc["kind"] == kind and doc["metadata"]["name"] == name]
+    found: list[dict[str, Any]] = [
+        doc for _, doc in MANIFESTS if doc["kind"] == kind and doc["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} named {name!r}, found {len(found)}"
     return found[0]
 
 
 def _pod_spec() -> dict[str, Any]:
-    return _one("Deployment", "web")["spec"]["template"]
+    template: dict[str, Any] = _one("Deployment", "web")["spec"]["template"]
+    return template
 
 
 def _container(name: str) -> dict[str, Any]:
-    (container,) = [c for c in _pod_spec()["spec"]["containers"] if c["name"] == name]
+    found: list[dict[str, Any]] = [c for c in _pod_spec()["spec"]["containers"] if c["name"] == name]
+    (container,) = found
     return container
 
 

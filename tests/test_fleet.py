@@ -203,7 +203,7 @@ def test_bad_limits_are_refused_with_a_clear_message() -> None:
     assert parse_limit(2).count == 2 and parse_limit("10%").percent == 10.0
     for bad in (0, True, "0%", "150%", "ten", "10"):
         with pytest.raises(ValueError, match="expected"):
-            parse_limit(bad)  # type: ignore[arg-type]
+            parse_limit(bad)
 
 
 def test_an_unknown_backend_is_refused_naming_the_known_ones() -> None:

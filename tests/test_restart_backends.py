@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -156,7 +157,7 @@ def test_exec_restart_cancelled_from_outside_kills_the_whole_process_group() -> 
 
     assert len(pids) == 2
     for pid in pids:
-        wait_for(lambda pid=pid: gone(pid), timeout_s=3)
+        wait_for(functools.partial(gone, pid), timeout_s=3)
 
 
 def test_exec_restart_returns_when_the_command_exits_though_its_daemon_keeps_the_pipe() -> None:
