@@ -122,7 +122,11 @@ def build_image() -> tuple[str, float]:
     # --format docker keeps HEALTHCHECK, as docker build does (the OCI image format has no such field).
     podman("build", "--format", "docker", "--network", "host", "--build-arg", f"PYTHON_IMAGE={base}", "--layers",
            "-t", IMAGE, "-f", str(ROOT / "Dockerfile"), str(ROOT), timeout_s=900)
-    return IMAGE, time.monotonic() - started
+    elapsed_s = time.monotonic() - started
+    # Each build after a code change leaves the last image and build stage untagged: drop them, so
+    # the disk does not fill run after run (the copied sources change every time anyway).
+    podman("image", "prune", "--force", timeout_s=120)
+    return IMAGE, elapsed_s
 
 
 def image_size_bytes(image: str) -> int:
