@@ -110,7 +110,7 @@ class _TimeLimit(BaseException):
 
 def seeds() -> dict[str, list[Case]]:
     """The repository's own files of each kind, the starting points of every mutation."""
-    configs = [ROOT / "agent" / "default.yaml", ROOT / "examples" / "agent.yaml"]
+    configs = [ROOT / "agent" / "config" / "default.yaml", ROOT / "examples" / "agent.yaml"]
     rule_files = sorted((ROOT / "rules").glob("*.rules.yaml")) + sorted(RULE_TESTS.glob("*_rules.yml"))
     companions = tuple((p.name, p.read_text()) for p in sorted(RULE_TESTS.glob("*_rules.yml")))
     return {

@@ -19,7 +19,9 @@ from agent.config import ProcessMatch
 from harness.processes import wait_for
 
 # Sleepers say when they are fully started, so their memory and cpu are those of a running interpreter.
-SLEEP = "import time; print('ready', flush=True); time.sleep(60)"
+# Burns user CPU until the kernel has accounted at least one tick of it, so cpu_seconds{mode="user"} > 0.
+SLEEP = ("import os, time\nwhile os.times().user == 0: pass\n"
+         "print('ready', flush=True); time.sleep(60)")
 # A parent that starts a sleeping child, reports the child's pid once it is running, then sleeps too.
 PARENT = (
     "import subprocess, sys, time;"
