@@ -20,8 +20,8 @@ from harness.processes import wait_for
 
 # Sleepers say when they are fully started, so their memory and cpu are those of a running interpreter.
 # Burns user CPU until the kernel has accounted at least one tick of it, so cpu_seconds{mode="user"} > 0.
-SLEEP = ("import os, time\nwhile os.times().user == 0: pass\n"
-         "print('ready', flush=True); time.sleep(60)")
+# (one line, so command-line regexes match it: `any` spins over an endless iterator until user time shows)
+SLEEP = "import os, time; any(os.times().user for _ in iter(int, 1)); print('ready', flush=True); time.sleep(60)"
 # A parent that starts a sleeping child, reports the child's pid once it is running, then sleeps too.
 PARENT = (
     "import subprocess, sys, time;"
