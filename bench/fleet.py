@@ -11,7 +11,7 @@ benchmark starts and stops; every agent and service it starts is stopped before 
    ``etcd``), each beside its own service, all running the same playbook. Round-robin over the
    agents, a service is SIGKILLed and healed; the wait is the agent's log line of the failing check
    (``check_state_changed``) to the first step's start in its journal. Medians over ``--heals``.
-3. The ten-agent scenario of ``tests/test_fleet_agents.py`` (max_concurrent 2, lease 2 s, each
+3. The ten-agent scenario of ``tests/e2e/test_fleet_agents.py`` (max_concurrent 2, lease 2 s, each
    service needing ~1 s to come back), once, drawn to ``bench/results/fleet_timeline.png``.
 """
 

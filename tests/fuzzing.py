@@ -7,7 +7,7 @@ process, as ``agent.cli.main`` runs it. A finding is an exception escaping the C
 a traceback), an exit status other than 0 or 1, or an input that takes longer than the time limit.
 
 ``python -m tests.fuzzing --count 10000`` generates that many inputs of each kind and stops by itself;
-``tests/test_fuzz_inputs.py`` runs a small fixed sample in CI.
+``tests/unit/test_fuzz_inputs.py`` runs a small fixed sample in CI.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ DURATION_PATTERN: str = next(
 HEADER = """# healwatch config reference
 
 Generated from the config schema by `healwatch schema --markdown`; do not edit by hand
-(`tests/test_configref.py` fails when this file and the schema differ). Durations are
+(`tests/unit/test_configref.py` fails when this file and the schema differ). Durations are
 Prometheus-style strings (`500ms`, `15s`, `5m`, `1h30m`); `${NAME}` in any string takes the
 environment variable `NAME`. A key without a default is required; "unset" means the feature
 is off or inherited until the key is given.

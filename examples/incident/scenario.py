@@ -5,7 +5,7 @@ Prometheus scrapes healwatch and the instances and loads the same rule file, Ale
 healwatch's pushes, and one loopback server stands in for Slack and a webhook receiver. A client
 sends steady traffic through HAProxy and records every answer. ``run_case`` makes web1 sick in one
 way and gathers what happened; ``kill_agent_mid_heal`` SIGKILLs healwatch in the middle of a heal.
-Used by ``run.py`` (by hand) and ``tests/test_incident.py`` (CI), so both exercise the same thing.
+Used by ``run.py`` (by hand) and ``tests/e2e/test_incident.py`` (CI), so both exercise the same thing.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from harness.receivers import Received, RecordingServer
 pytestmark = pytest.mark.timeout(25)
 
 T0 = 1_700_000_000.0
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Clock:

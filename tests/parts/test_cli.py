@@ -13,7 +13,7 @@ import pytest
 from agent.cli.main import default_config_text, main
 from agent.config import AgentConfig, parse_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:

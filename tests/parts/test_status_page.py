@@ -21,7 +21,7 @@ from agent.http.statuspage import OPENAPI_PATHS, add_status_page
 from rules.model import Labels
 from harness.processes import free_port, require_binary
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOW_S = 1_700_000_000.0
 
 RULES = """groups:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.containerparts import build_image, image_size_bytes, podman, remove_container
+from harness.containers import build_image, image_size_bytes, podman, remove_container
 from harness.processes import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

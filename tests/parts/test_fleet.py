@@ -28,7 +28,7 @@ from healers.fleet import (
 from rules.errors import SourceError
 from harness.processes import free_port, until
 from harness.stores import EtcdServer, RedisServer
-from tests.test_healing_e2e import Harness, Service, service_config
+from tests.e2e.test_healing_e2e import Harness, Service, service_config
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,7 +13,7 @@ import pytest
 
 from agent.cli.main import main
 from harness.agent import AgentProcess
-from tests.test_api_healing import running_agent_process
+from tests.parts.test_api_healing import running_agent_process
 
 TOKEN = "heal-progress-token"
 PLAYBOOK = (

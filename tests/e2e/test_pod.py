@@ -26,12 +26,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.containerparts import base_image, build_image, podman
+from harness.containers import base_image, build_image, podman
 from harness.processes import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-KUBERNETES = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
+KUBERNETES = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 POD = "web-pod-0"  # podman names a Deployment's pod <name>-pod-<n>
 WEB, HEALWATCH = f"{POD}-web", f"{POD}-healwatch"
 VOLUMES = ("healwatch-api-token", "healwatch-config", "webapp", "state", "tmp")  # kube play names them so

@@ -22,7 +22,7 @@ import pytest
 from rules.unittest import run_test_files
 from harness.processes import require_binary
 
-DATA = Path(__file__).parent / "data" / "ruletests"
+DATA = Path(__file__).parents[1] / "data" / "ruletests"
 TEST_FILES = sorted(p.name for p in DATA.glob("*.yml") if p.name.startswith(("pass_", "fail_")))
 # The line naming a failed check, up to its time: error texts differ between the engines.
 _CHECK_RE = re.compile(r"^    (name: .*|(?:alertname|rule|expr): .*?, time: [^, ]+)", re.MULTILINE)

@@ -17,7 +17,7 @@ import pytest
 from harness.agent import AgentProcess
 from harness.processes import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET_URL = "http://u:hunter2@127.0.0.1/x?apikey=s3cret"
 SECRET_PARTS = ("hunter2", "s3cret")
 # A wrong variable in a check's address, and a secret field the YAML layer cannot read.

@@ -3,7 +3,7 @@ does (Type=notify, a watchdog it feeds, hardening that still lets it heal).
 
 systemd cannot run as PID 1 on this machine, so the unit is checked with `systemd-analyze verify`
 and `systemd-analyze security --offline`, and the protocol it relies on is exercised against real
-sockets in tests/test_sdnotify.py.
+sockets in tests/parts/test_sdnotify.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from agent.sdnotify import SystemdNotifier
 from harness.processes import require_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "systemd" / "healwatch.service"
 INSTALLED_PROGRAM = "/opt/healwatch/bin/healwatch"  # where deploy/README.md installs it
 

@@ -11,7 +11,7 @@ from agent.cli.main import main
 from agent.config import AgentConfig, CheckConfig, StoreConfig
 from agent.config.reference import markdown_reference
 
-REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "config-reference.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "config-reference.md"
 
 
 def test_committed_reference_matches_the_schema(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,7 +22,7 @@ from healers.playbook import PlaybookSpec, StepSpec, Trigger
 from healers.runner import Notice, Runner, ServiceActions
 from harness.processes import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Clock:
@@ -177,7 +177,7 @@ AGENT_SCRIPT = textwrap.dedent(
     from healers.backends.traffic import FileTrafficBackend
     from healers.playbook import StepSpec
     from healers.runner import Runner, ServiceActions
-    from tests.test_runner_journal import open_journal, spec, healthy, CUT, RESTORE
+    from tests.parts.test_runner_journal import open_journal, spec, healthy, CUT, RESTORE
 
     async def main():
         journal = open_journal(sys.argv[1])

@@ -22,7 +22,7 @@ from agent.config import AgentConfig, parse_config
 from rules.rulefile import parse_rules
 from harness.processes import require_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yaml"

@@ -3,7 +3,7 @@ process (READY after the first host collection, a stuck loop stops the watchdog 
 agent as a program (abstract socket, SIGTERM, a frozen process).
 
 systemd itself cannot run here as PID 1, so these tests play its part: they bind the socket it
-would bind, set the variables it would set, and read what arrives. tests/test_systemd_unit.py
+would bind, set the variables it would set, and read what arrives. tests/parts/test_systemd_unit.py
 checks the unit file that asks systemd for all this.
 """
 

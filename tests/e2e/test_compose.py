@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.containerparts import base_image, build_image, podman
+from harness.containers import base_image, build_image, podman
 from harness.processes import require_binary, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-COMPOSE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "compose"
+COMPOSE_DIR = Path(__file__).resolve().parents[2] / "deploy" / "compose"
 POD = "healwatch-demo"
 HEALWATCH = f"{POD}-healwatch"
 # What the prom/* images run by default, with the binaries where the pod mounts them.

@@ -16,7 +16,7 @@ import pytest
 from agent.cli.main import main
 from harness.agent import AgentProcess
 from harness.processes import wait_for
-from tests.test_api_healing import Service, running_agent_process
+from tests.parts.test_api_healing import Service, running_agent_process
 
 TOKEN = "cli-heal-token"
 

@@ -6,7 +6,7 @@ import ast
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("rules", "healers", "exporters", "agent")
 # Third-party imports each package may use; the standard library is always allowed.
 ALLOWED = {

@@ -173,7 +173,7 @@ def test_top_level_must_be_a_mapping() -> None:
     assert "expected a mapping of settings at the top level" in issue
 
 
-EXAMPLE = (Path(__file__).parent.parent / "examples/agent.yaml").read_text()
+EXAMPLE = (Path(__file__).parents[2] / "examples/agent.yaml").read_text()
 
 
 @settings(max_examples=300, deadline=None, database=None)

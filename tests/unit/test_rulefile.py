@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rules.errors import SourceError
 from rules.rulefile import SIMPLE_AGGREGATES, expand_rule_files, load_rule_file, load_rule_files, parse_rules
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def errors_of(text: str) -> list[str]:
@@ -155,7 +155,7 @@ def test_globs_expand_and_a_missing_plain_file_is_an_error(tmp_path: Path) -> No
 
 def test_the_shipped_default_rules_are_valid() -> None:
     """The default host, service and agent rules load without errors."""
-    for path in sorted(Path(__file__).parent.parent.joinpath("rules").glob("*.rules.yaml")):
+    for path in sorted(Path(__file__).parents[2].joinpath("rules").glob("*.rules.yaml")):
         assert load_rule_file(str(path))
 
 

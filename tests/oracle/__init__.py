@@ -1,0 +1,1 @@
+"""The same input through healwatch and through Prometheus, promtool, Alertmanager or node_exporter, compared."""

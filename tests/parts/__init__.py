@@ -1,0 +1,1 @@
+"""Tests against real parts: processes that die, supervisord, HAProxy, Redis, etcd, tmpfs, prlimit, real sockets."""
