@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -94,3 +95,17 @@ def test_run_on_a_busy_port_exits_1_without_a_traceback(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
+    """`healwatch schema | head -1`: a closed pipe ends the command with SIGPIPE's status and nothing on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before the command writes: every write meets a pipe without a reader
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "schema"], cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE,
+            text=True, timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
