@@ -85,7 +85,7 @@ class ScrapeTarget:
                 self._client,
                 self.config.url,
                 headers={"Accept": ACCEPT},
-                timeout_s=self.config.timeout,
+                timeout_s=self.config.timeout_s,
                 read_limit=self.config.max_bytes,
             )
         except FetchError as exc:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from agent.config.types import PositiveDuration, Section
+from agent.config.types import Duration, PositiveDuration, Section
 from healers.backends import (
     DockerRestart,
     ExecRestart,
@@ -270,9 +270,9 @@ class BudgetConfig(Section):
 
 
 class BackoffConfig(Section):
-    initial: PositiveDuration = 10.0
+    initial: Duration = 10.0
     factor: float = Field(2.0, ge=1.0)
-    max: PositiveDuration = 300.0
+    max: Duration = 300.0
 
 
 class FleetConfig(Section):
@@ -345,7 +345,7 @@ class PlaybookConfig(Section):
     steps: list[StepConfig] = Field(min_length=1)
     budget: BudgetConfig = BudgetConfig()
     backoff: BackoffConfig = BackoffConfig()
-    cooldown: PositiveDuration = 60.0
+    cooldown: Duration = 60.0
     dry_run: bool = False
     traffic_on_abort: Literal["restore", "keep"] = "restore"
     fleet: FleetConfig | None = None

@@ -92,10 +92,15 @@ class CheckConfig(Section):
         return self.probe_kinds()[0]
 
 
+DEFAULT_SCRAPE_TIMEOUT_S = 10.0  # Prometheus' global scrape_timeout
+
+
 class ScrapeConfig(Section):
     url: HttpUrl
     interval: PositiveDuration = 15.0
-    timeout: PositiveDuration = 10.0
+    timeout: PositiveDuration | None = Field(
+        None, description="How long one scrape may take; by default 10s, or the interval when shorter (as Prometheus).",
+    )
     max_bytes: int = Field(10 << 20, gt=0, description="A larger response fails the scrape.")
     # Prometheus defaults every limit to 0 (none); a sidecar shares one series cap with the host and itself.
     sample_limit: int = Field(
@@ -107,11 +112,16 @@ class ScrapeConfig(Section):
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> ScrapeConfig:
-        if self.timeout > self.interval:
+        if self.timeout is not None and self.timeout > self.interval:
             raise ValueError(
                 f"timeout {format_duration(self.timeout)} exceeds interval {format_duration(self.interval)}"
             )
         return self
+
+    @property
+    def timeout_s(self) -> float:
+        """The timeout given, else the default shortened to the interval: a 5s scrape cannot wait 10s."""
+        return self.timeout if self.timeout is not None else min(DEFAULT_SCRAPE_TIMEOUT_S, self.interval)
 
 
 class ServiceConfig(Section):

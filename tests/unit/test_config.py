@@ -218,3 +218,26 @@ def test_nesting_and_aliases_are_bounded_with_positions() -> None:
         f"{b}: &{b} [{','.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcde", "bcdef"))
     (issue,) = errors_of(bomb)
     assert issue.endswith("YAML refused: aliases expand to more than 50000 values")
+
+
+def test_a_scrape_timeout_defaults_to_the_interval_when_shorter() -> None:
+    """`scrape: {interval: 5s}` validates with a 5s timeout, as Prometheus takes min(10s, interval)."""
+    services = parse_config(
+        "services:\n  fast: {scrape: {url: 'http://127.0.0.1:1/metrics', interval: 5s}}\n"
+        "  slow: {scrape: {url: 'http://127.0.0.1:1/metrics', interval: 1m}}\n"
+        "  given: {scrape: {url: 'http://127.0.0.1:1/metrics', interval: 1m, timeout: 30s}}\n",
+        "agent.yaml",
+    ).services
+    assert [s.scrape.timeout_s for s in services.values() if s.scrape] == [5.0, 10.0, 30.0]
+
+
+def test_zero_means_none_for_cooldown_and_backoff() -> None:
+    """`cooldown: 0s` and `backoff: {initial: 0s, max: 0s}` are accepted: a playbook that may rerun at once."""
+    (playbook,) = parse_config(
+        "services: {api: {restart: {exec: ['true']}}}\n"
+        "playbooks: [{name: heal, service: api, steps: [{restart: {}}], cooldown: 0s,"
+        " backoff: {initial: 0s, max: 0s}}]\n",
+        "agent.yaml",
+    ).playbooks
+    spec = playbook.spec(global_dry_run=False)
+    assert (spec.cooldown_s, spec.backoff.delay_s(3)) == (0.0, 0.0)
