@@ -18,9 +18,23 @@ from healers.backends.children import agent_side_errno
 from rules.durations import format_duration
 
 
+# A probe whose body is not wanted still reads this much of it, so that a short answer leaves its
+# connection reusable: a new connection per probe cost ~1.0 ms of CPU here, a reused one ~0.55 ms.
+# A longer body is left unread and its connection closed, as before.
+DRAIN_BYTES = 16 * 1024
+# Keep-alive connections kept open: one per HTTP target of a large sidecar (httpx keeps 20).
+KEEPALIVE_CONNECTIONS = 100
+
+
 def new_http_client(*, verify: bool = True) -> httpx.AsyncClient:
-    """A client for probes and scrapes; it follows redirects, as blackbox_exporter and Prometheus do."""
-    return httpx.AsyncClient(verify=verify, follow_redirects=True, headers={"User-Agent": "healwatch"})
+    """A client for probes and scrapes; it follows redirects, as blackbox_exporter and Prometheus do.
+
+    Connections are kept alive between requests to the same target (for httpx's default 5 s).
+    """
+    return httpx.AsyncClient(
+        verify=verify, follow_redirects=True, headers={"User-Agent": "healwatch"},
+        limits=httpx.Limits(max_keepalive_connections=KEEPALIVE_CONNECTIONS),
+    )
 
 
 @dataclass(frozen=True)
@@ -57,20 +71,22 @@ async def fetch(
     """Send one request and read at most ``read_limit`` body bytes, all within ``timeout_s``.
 
     httpx's own timeouts apply per socket operation, so a server trickling one byte at a
-    time would never trip them; the asyncio deadline bounds the whole exchange.
+    time would never trip them; the asyncio deadline bounds the whole exchange. A body of at
+    most ``DRAIN_BYTES`` is read to its end even past ``read_limit``, so its connection can
+    be reused.
     """
     try:
         async with asyncio.timeout(timeout_s):
             async with client.stream(method, url, headers=headers, timeout=timeout_s) as response:
                 body = bytearray()
-                truncated = False
-                if read_limit > 0:
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > read_limit:
-                            del body[read_limit:]
-                            truncated = True
-                            break
+                seen = 0
+                async for chunk in response.aiter_bytes():
+                    seen += len(chunk)
+                    if len(body) < read_limit:
+                        body += chunk[: read_limit - len(body)]
+                    if seen > max(read_limit, DRAIN_BYTES):
+                        break
+                truncated = 0 < read_limit < seen
                 return Fetched(
                     status_code=response.status_code,
                     content_type=response.headers.get("content-type", ""),

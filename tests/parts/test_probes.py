@@ -86,6 +86,30 @@ def test_http_200_is_healthy() -> None:
     assert 0 < result.duration_s < 1
 
 
+def test_http_probes_of_one_target_reuse_a_connection() -> None:
+    """Three probes of a keep-alive server without a body_regex travel over one connection, not three."""
+    connections: list[int] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+                await writer.drain()
+        writer.close()
+
+    async def main() -> list[ProbeResult]:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        async with server, new_http_client() as client:
+            probe = make_probe(check(http={"url": url}), http_client=client)
+            return [await probe() for _ in range(3)]
+
+    results = asyncio.run(main())
+    assert all(result.success for result in results)
+    assert len(connections) == 1
+
+
 def test_http_500_fails_with_status_reason() -> None:
     """A 500 fails when any 2xx is expected, and passes when 500 is listed as expected."""
 
