@@ -23,6 +23,9 @@ from rules.durations import parse_duration
 TIMEOUT_S = 10.0
 HEAL_TIMEOUT_S = 900.0  # a manual heal answers when its playbook has finished: restarts and waits included
 PROGRESS_POLL_S = 0.5  # how often a running heal's journal is read to show its steps
+TOKEN_ENV = "HEALWATCH_TOKEN"
+TOKEN_HELP = (f"The API token is read from ${TOKEN_ENV}: every command that changes something needs it, and reads "
+              "do too when the agent sets api.auth: all.")
 Request = tuple[str, str, "dict[str, Any] | None"]  # method, path, JSON body
 
 
@@ -34,6 +37,7 @@ def add_remote_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=os.environ.get("HEALWATCH_URL", f"http://{DEFAULT_LISTEN}"),
                         help="the agent's address (default: $HEALWATCH_URL or %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    parser.epilog = TOKEN_HELP
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -101,7 +105,9 @@ def call(
     timeout_s: float = TIMEOUT_S,
 ) -> Any:
     """One API request with an optional JSON body; the token comes from $HEALWATCH_TOKEN. Returns ``data``."""
-    token = os.environ.get("HEALWATCH_TOKEN", "")
+    token = os.environ.get(TOKEN_ENV, "")
+    if method != "GET":
+        require_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         response = httpx.request(method, args.url.rstrip("/") + path, headers=headers, json=body, timeout=timeout_s)
@@ -112,8 +118,18 @@ def call(
     except ValueError:
         raise RemoteError(f"{args.url}{path} answered {response.status_code} without JSON") from None
     if answer.get("status") != "success":
-        raise RemoteError(f"{response.status_code}: {answer.get('error', 'unknown error')}")
+        hint = ""
+        if response.status_code == 401:
+            hint = f" ({TOKEN_ENV} is not the agent's token)" if token else f" (set {TOKEN_ENV})"
+        raise RemoteError(f"{response.status_code}: {answer.get('error', 'unknown error')}{hint}")
     return answer["data"]
+
+
+def require_token() -> None:
+    """Refuse before any request when $HEALWATCH_TOKEN is unset: the agent never runs a mutation without it."""
+    if not os.environ.get(TOKEN_ENV, ""):
+        raise RemoteError(f"this command needs the agent's API token: set {TOKEN_ENV} to the token the agent "
+                          f"reads (api.token_file, or the agent's own {TOKEN_ENV})")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -244,6 +260,11 @@ def _heal(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
         if len(args.target) != 1:
             parser.error("expected SERVICE or `reset SERVICE`")
         service = args.target[0]
+        try:
+            require_token()  # before the progress line: a heal without it cannot start
+        except RemoteError as exc:
+            print(f"healwatch: {exc}", file=sys.stderr)
+            return 1
         if not args.json:
             # Shown before the call: it answers only when the playbook has finished.
             print(f"healing {service}{' (dry run)' if args.dry_run else ''}...", file=out, flush=True)

@@ -109,3 +109,22 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_a_mutating_command_without_the_token_says_which_variable_to_set(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`heal --dry-run` without $HEALWATCH_TOKEN names the variable before any progress line or request."""
+    monkeypatch.delenv("HEALWATCH_TOKEN", raising=False)
+    assert main(["heal", "web", "--dry-run", "--url", "http://127.0.0.1:1"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("healwatch: this command needs the agent's API token: set HEALWATCH_TOKEN")
+    assert "cannot reach" not in err  # refused before the (unreachable) agent was asked
+
+
+def test_help_names_the_token_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    """`healwatch --help` and a remote command's `--help` say the token comes from $HEALWATCH_TOKEN."""
+    for argv in (["--help"], ["heal", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "$HEALWATCH_TOKEN" in " ".join(capsys.readouterr().out.split())

@@ -60,9 +60,12 @@ def test_json_output_is_the_apis_data(agent: AgentProcess) -> None:
 
 
 def test_reload_needs_the_token(agent: AgentProcess) -> None:
-    """Without the token reload fails with the API's reason and exit 1; with it, it reloads."""
+    """Without the token reload says to set HEALWATCH_TOKEN; a wrong one gets the 401 and says so; the right one reloads."""
     refused = cli(agent, "reload")
-    assert refused.returncode == 1 and "401: missing or wrong bearer token" in refused.stderr
+    assert refused.returncode == 1 and "needs the agent's API token: set HEALWATCH_TOKEN" in refused.stderr
+    wrong = cli(agent, "reload", token="not-it")
+    assert wrong.returncode == 1 and "401: missing or wrong bearer token" in wrong.stderr
+    assert wrong.stderr.rstrip().endswith("(HEALWATCH_TOKEN is not the agent's token)")
     done = cli(agent, "reload", token="cli-token")
     assert (done.returncode, done.stdout.strip()) == (0, "reloaded")
 

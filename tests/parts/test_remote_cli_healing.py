@@ -118,10 +118,10 @@ def test_silence_add_list_expire(
 def test_refusals_are_one_line_errors(
     agent: AgentProcess, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No token, an unknown service and an invalid matcher each give the API's reason and exit 1."""
-    assert cli(agent, capfd, monkeypatch, "traffic", "cut", "web", token=None)[1:] == (
+    """A wrong token, an unknown service and an invalid matcher each give the API's reason and exit 1."""
+    assert cli(agent, capfd, monkeypatch, "traffic", "cut", "web", token="wrong")[1:] == (
         "", "healwatch: 401: missing or wrong bearer token: send the header 'Authorization: Bearer <token>' "
-            "(healwatch's CLI sends the token from HEALWATCH_TOKEN)\n")
+            "(healwatch's CLI sends the token from HEALWATCH_TOKEN) (HEALWATCH_TOKEN is not the agent's token)\n")
     assert cli(agent, capfd, monkeypatch, "maintenance", "nope", "on")[2] == "healwatch: 404: unknown service 'nope'\n"
     code, _, err = cli(agent, capfd, monkeypatch, "silence", "add", "alertname")
     assert code == 1 and err.startswith("healwatch: 400: invalid silence: bad matcher format 'alertname'")
