@@ -42,7 +42,7 @@ from agent.schedule.rules import RuleJob, build_rule_jobs, file_stamps, retentio
 from agent.sdnotify import SystemdNotifier
 from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB
-from exporters.exposition import Exposition
+from exporters.exposition import Exposition, Rendered
 from exporters.silences import Silences
 from healers.events import CheckStateChanged
 from healers.journal import MIGRATIONS as HEALERS_MIGRATIONS
@@ -58,8 +58,8 @@ from rules.store import SeriesStore
 
 log = structlog.get_logger("healwatch")
 
-# /metrics is re-rendered after jobs change it, at most this often: with 50 services checked every
-# second a render per finished job cost a quarter of a core, and no scraper needs fresher than 1 s.
+# The agent's own families are handed to /metrics after jobs change something, at most this often:
+# a scrape renders what changed, and no scraper needs fresher than 1 s.
 MIN_RENDER_INTERVAL_S = 1.0
 RULE_FILE_POLL_S = 2.0
 
@@ -91,7 +91,7 @@ class Agent:
         self.config_errors: list[str] = []
         self.rule_errors: list[str] = []
         self.started_at = clock()
-        self.exposition = Exposition()
+        self.exposition = Exposition(on_render=self._on_render)
         self.metrics = SelfMetrics(lambda: self.store)
         self.loop_lag = LoopLag(self.metrics.registry)
         self.jobset = JobSet()
@@ -421,6 +421,11 @@ class Agent:
             self.systemd.ready(f"serving on port {self.server.port if self.server else '?'}")
 
     async def _render_loop(self) -> None:
+        """Keep the agent's own families in /metrics current; the first pass renders, so readiness means servable.
+
+        Scrapes render what they ask for (``Exposition.response``); this loop only hands over
+        the agent's own families after jobs changed something, at most once a second.
+        """
         while True:
             await self._render_wanted.wait()
             self._render_wanted.clear()
@@ -429,15 +434,18 @@ class Agent:
                 self.exposition.update("notify", self.notifying.families())
             if self.healing is not None:
                 self.exposition.update("healing", self.healing.families())
-            rendered = await asyncio.to_thread(self.exposition.render)
-            self._first_render_done = True
-            self.metrics.render_duration.set(rendered.duration_s)
-            self.metrics.render_problems.set(len(rendered.problems))
-            if rendered.problems != self._render_problems:
-                for problem in rendered.problems:
-                    log.warning("left out of /metrics", problem=problem)
-                self._render_problems = rendered.problems
+            if not self._first_render_done:
+                self._on_render(await asyncio.to_thread(self.exposition.render))
+                self._first_render_done = True
             await asyncio.sleep(MIN_RENDER_INTERVAL_S)
+
+    def _on_render(self, rendered: Rendered) -> None:
+        self.metrics.render_duration.set(rendered.duration_s)
+        self.metrics.render_problems.set(len(rendered.problems))
+        if rendered.problems != self._render_problems:
+            for problem in rendered.problems:
+                log.warning("left out of /metrics", problem=problem)
+            self._render_problems = rendered.problems
 
     def _housekeep(self) -> None:
         """Feed the agent's own metrics to the store (rules may watch them), drop old samples and silences."""

@@ -50,7 +50,7 @@ def build_app(
     """The routes every agent serves; callers may add more (the JSON API) before starting."""
 
     async def metrics(request: web.Request) -> web.Response:
-        body, content_type, content_encoding = exposition.response(
+        body, content_type, content_encoding = await exposition.response(
             request.headers.get(hdrs.ACCEPT, ""),
             request.headers.get(hdrs.ACCEPT_ENCODING, ""),
         )

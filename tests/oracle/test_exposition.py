@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import subprocess
 
@@ -23,6 +24,7 @@ from exporters.exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
     Exposition,
+    Rendered,
     merge_families,
 )
 
@@ -74,16 +76,17 @@ def family_text(body: bytes, name: str) -> list[str]:
 
 
 def test_render_writes_text_and_openmetrics_of_all_sources() -> None:
-    """One render holds every source's families in both formats, OpenMetrics ending in # EOF."""
+    """A render in each format holds every source's families, OpenMetrics ending in # EOF."""
     exposition = Exposition()
     exposition.update("host", host_families())
     exposition.update("probe:api/http", [probe_success("http", 1.0)])
 
-    rendered = exposition.render()
+    text = exposition.render(TEXT_CONTENT_TYPE).body
+    om = exposition.render(OPENMETRICS_CONTENT_TYPE).body
 
-    text_names = {family.name for family in text_string_to_metric_families(rendered.text.decode())}
+    text_names = {family.name for family in text_string_to_metric_families(text.decode())}
     # prometheus_client's OpenMetrics parser is unannotated.
-    om_names = {family.name for family in openmetrics_families(rendered.openmetrics.decode())}  # type: ignore[no-untyped-call]
+    om_names = {family.name for family in openmetrics_families(om.decode())}  # type: ignore[no-untyped-call]
     common = {
         "node_cpu_seconds",
         "node_load1",
@@ -93,11 +96,9 @@ def test_render_writes_text_and_openmetrics_of_all_sources() -> None:
     }
     assert text_names == common | {"healwatch_build_info"}
     assert om_names == common | {"healwatch_build"}
-    assert rendered.openmetrics.endswith(b"# EOF\n")
-    assert b"# EOF" not in rendered.text
-    assert gzip.decompress(rendered.text_gzip) == rendered.text
-    assert gzip.decompress(rendered.openmetrics_gzip) == rendered.openmetrics
-    assert rendered.problems == ()
+    assert om.endswith(b"# EOF\n")
+    assert b"# EOF" not in text
+    assert exposition.render().problems == ()
 
 
 def test_promtool_finds_no_problem_in_rendered_text() -> None:
@@ -109,7 +110,7 @@ def test_promtool_finds_no_problem_in_rendered_text() -> None:
 
     result = subprocess.run(
         ["/usr/bin/promtool", "check", "metrics"],
-        input=exposition.render().text,
+        input=exposition.render().body,
         capture_output=True,
         timeout=20,
         check=False,
@@ -125,7 +126,7 @@ def test_same_name_from_several_sources_becomes_one_family() -> None:
     exposition.update("probe:api/http", [first])
     exposition.update("probe:api/tcp", [second])
 
-    text = exposition.render().text
+    text = exposition.render().body
 
     assert text.count(b"# TYPE probe_success gauge") == 1
     assert family_text(text, "probe_success") == [
@@ -183,26 +184,28 @@ def test_unrenderable_family_is_dropped_and_the_rest_rendered() -> None:
     exposition.update("host", [broken, GaugeMetricFamily("up_ok", "Fine.", value=1)])
 
     rendered = exposition.render()
+    om = exposition.render(OPENMETRICS_CONTENT_TYPE).body
 
-    assert b"up_ok 1.0" in rendered.text and b"broken" not in rendered.text
-    assert b"up_ok 1.0" in rendered.openmetrics and b"broken" not in rendered.openmetrics
+    assert b"up_ok 1.0" in rendered.body and b"broken" not in rendered.body
+    assert b"up_ok 1.0" in om and b"broken" not in om
     assert len(rendered.problems) == 1 and rendered.problems[0].startswith("'broken' cannot")
 
 
 def test_generation_and_dirty_track_changes() -> None:
-    """update and remove make the exposition dirty; render makes it clean at that generation."""
+    """update and remove make the exposition dirty; a render makes its format clean at that generation."""
     exposition = Exposition()
     exposition.update("probe:api/http", [probe_success("http", 1.0)])
-    assert exposition.dirty
+    assert exposition.dirty()
 
     rendered = exposition.render()
-    assert not exposition.dirty and rendered.generation == exposition.generation
+    assert not exposition.dirty() and rendered.generation == exposition.generation
+    assert exposition.dirty(OPENMETRICS_CONTENT_TYPE)
 
     exposition.remove("unknown")
-    assert not exposition.dirty
+    assert not exposition.dirty()
     exposition.remove("probe:api/http")
-    assert exposition.dirty
-    assert b"probe_success" not in exposition.render().text
+    assert exposition.dirty()
+    assert b"probe_success" not in exposition.render().body
 
 
 @pytest.mark.parametrize(
@@ -219,43 +222,38 @@ def test_generation_and_dirty_track_changes() -> None:
 def test_response_negotiates_format_and_encoding(
     accept: str, accept_encoding: str, content_type: str, content_encoding: str | None
 ) -> None:
-    """The body is the cached one matching the Accept and Accept-Encoding headers."""
+    """The body is a render in the format the Accept header asks for, gzipped when Accept-Encoding allows."""
     exposition = Exposition()
     exposition.update("host", host_families())
-    rendered = exposition.render()
-    bodies = {
-        (TEXT_CONTENT_TYPE, None): rendered.text,
-        (TEXT_CONTENT_TYPE, "gzip"): rendered.text_gzip,
-        (OPENMETRICS_CONTENT_TYPE, None): rendered.openmetrics,
-        (OPENMETRICS_CONTENT_TYPE, "gzip"): rendered.openmetrics_gzip,
-    }
 
-    body, got_type, got_encoding = exposition.response(accept, accept_encoding)
+    body, got_type, got_encoding = asyncio.run(exposition.response(accept, accept_encoding))
 
     assert (got_type, got_encoding) == (content_type, content_encoding)
-    assert body is bodies[(content_type, content_encoding)]
-    assert exposition.rendered is rendered
+    plain = exposition.render(content_type).body
+    assert (gzip.decompress(body) if content_encoding else body) == plain
+    other = OPENMETRICS_CONTENT_TYPE if content_type == TEXT_CONTENT_TYPE else TEXT_CONTENT_TYPE
+    assert exposition.rendered(other) is None  # one format at a time
 
 
-def test_response_serves_the_last_render_not_newer_updates() -> None:
-    """Between renders a scrape gets the cached bytes, so request handling never renders."""
-    exposition = Exposition()
+def test_scrapes_render_only_when_the_data_changed() -> None:
+    """Scrapes of unchanged data share one render (gzipped once); a change makes the next scrape render anew."""
+    rendered: list[Rendered] = []
+    exposition = Exposition(on_render=rendered.append)
     exposition.update("probe:api/http", [probe_success("http", 1.0)])
-    rendered = exposition.render()
-    exposition.update("probe:api/http", [probe_success("http", 0.0)])
 
-    body, _, _ = exposition.response("", "")
+    async def scrape() -> bytes:
+        body, _, _ = await exposition.response("", "gzip")
+        return gzip.decompress(body)
 
-    assert body is rendered.text
-    assert exposition.rendered is rendered and exposition.dirty
+    async def scenario() -> list[bytes]:
+        first = await asyncio.gather(*(scrape() for _ in range(3)))
+        again = await scrape()
+        exposition.update("probe:api/http", [probe_success("http", 0.0)])
+        return [*first, again, await scrape()]
 
+    bodies = asyncio.run(scenario())
 
-def test_response_before_first_render_renders_on_demand() -> None:
-    """The first scrape after start-up gets current data instead of an empty body."""
-    exposition = Exposition()
-    exposition.update("host", [GaugeMetricFamily("node_load1", "1m load average.", value=0.5)])
-
-    body, _, _ = exposition.response("", "")
-
-    assert family_text(body, "node_load1") == ["node_load1 0.5"]
-    assert exposition.rendered is not None and not exposition.dirty
+    assert len(rendered) == 2
+    assert len(set(bodies[:4])) == 1
+    assert family_text(bodies[0], "probe_success") == ['probe_success{check="http",service="api"} 1.0']
+    assert family_text(bodies[4], "probe_success") == ['probe_success{check="http",service="api"} 0.0']

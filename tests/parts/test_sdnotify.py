@@ -173,8 +173,7 @@ def test_agent_is_ready_only_once_the_first_host_collection_landed(
             async with asyncio.timeout(10):
                 while not notify_socket.messages("READY=1"):
                     await asyncio.sleep(0.02)
-            await asyncio.to_thread(agent.exposition.render)
-            body, _, _ = agent.exposition.response("text/plain", "")
+            body, _, _ = await agent.exposition.response("text/plain", "")
             assert b"node_load1 " in body  # the host collection is what READY waited for
         finally:
             release.set()

@@ -30,8 +30,8 @@ def run_agent(text: str, body: Callable[[Agent], Awaitable[None]]) -> None:
     asyncio.run(main())
 
 
-def exposed(agent: Agent, series: str) -> float | None:
-    body, _, _ = agent.exposition.response("text/plain", "")
+async def exposed(agent: Agent, series: str) -> float | None:
+    body, _, _ = await agent.exposition.response("text/plain", "")
     for line in body.decode().splitlines():
         name, _, value = line.rpartition(" ")
         if name == series:
@@ -55,12 +55,11 @@ def test_a_hung_probe_neither_overlaps_itself_nor_delays_other_jobs() -> None:
 
     async def body(agent: Agent) -> None:
         await asyncio.sleep(1.5)
-        await asyncio.to_thread(agent.exposition.render)
-        fast_runs = exposed(agent, 'healwatch_check_runs_total{check="port",result="failure",service="fast"}')
+        fast_runs = await exposed(agent, 'healwatch_check_runs_total{check="port",result="failure",service="fast"}')
         assert fast_runs is not None and fast_runs >= 10
-        skipped = exposed(agent, 'healwatch_scheduler_skipped_runs_total{job="check:slow/hang"}')
+        skipped = await exposed(agent, 'healwatch_scheduler_skipped_runs_total{job="check:slow/hang"}')
         assert skipped is not None and skipped >= 5
-        assert exposed(agent, 'probe_success{check="hang",service="slow"}') == 0
+        assert await exposed(agent, 'probe_success{check="hang",service="slow"}') == 0
 
     run_agent(text, body)
 
@@ -104,7 +103,6 @@ def test_a_crashing_job_is_contained_and_counted() -> None:
             )
 
         await until(lambda: (errors() or 0) >= 2)
-        await asyncio.to_thread(agent.exposition.render)
-        assert exposed(agent, "healwatch_build_info{version=\"0.1.0\"}") == 1
+        assert await exposed(agent, "healwatch_build_info{version=\"0.1.0\"}") == 1
 
     run_agent(text, body)
