@@ -10,13 +10,17 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 from urllib.parse import quote
 
 import httpx
 
+from agent.cli.render import (
+    print_steps, render_alerts, render_incidents, render_maintenance, render_reload, render_reset,
+    render_silence_added, render_silences, render_status, render_traffic, seconds,
+)
 from agent.config import DEFAULT_LISTEN
 from rules.durations import parse_duration
 
@@ -147,105 +151,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-def render_status(data: dict[str, Any], out: TextIO) -> None:
-    rows = [("SERVICE", "READY", "PROCESS", "CHECKS", "SCRAPE")]
-    for name, service in sorted(data["services"].items()):
-        process = service["process"]
-        proc = "-" if process is None else (f"up pid {process['pid']}" if process["up"] else "down")
-        checks = ", ".join(
-            f"{c['name']} {'ok' if c['healthy'] else 'FAILING'}" for c in service["checks"]
-        ) or "-"
-        scrape = service["scrape"]
-        scraped = "-" if scrape is None else ("up" if scrape["up"] else "DOWN")
-        ready = {True: "yes", False: "NO", None: "-"}[service["ready"]]
-        rows.append((name, ready, proc, checks, scraped))
-    _table(rows, out)
-    print(file=out)
-    alerts = data["alerts"]
-    print(f"{len(alerts)} active alerts" + (":" if alerts else ""), file=out)
-    for alert in alerts:
-        print(f"  {_alert_line(alert)}", file=out)
-    for what in ("config", "rules"):
-        for problem in data[what]["errors"]:
-            print(f"{what} error: {problem}", file=out)
-
-
-def render_alerts(data: dict[str, Any], out: TextIO) -> None:
-    alerts = data["alerts"]
-    if not alerts:
-        print("no active alerts", file=out)
-    for alert in alerts:
-        print(_alert_line(alert), file=out)
-
-
-def render_reload(data: dict[str, Any], out: TextIO) -> None:
-    print("reloaded", file=out)
-
-
-def render_incidents(data: dict[str, Any], out: TextIO) -> None:
-    if "incidents" not in data:
-        _incident_detail(data, out)
-        return
-    if not data["incidents"]:
-        print("no incidents", file=out)
-        return
-    rows = [("ID", "SERVICE", "PLAYBOOK", "OUTCOME", "STARTED", "TOOK", "TRIGGER")]
-    for incident in data["incidents"]:
-        outcome = incident["outcome"] + (" (dry run)" if incident["dryRun"] else "")
-        rows.append((incident["id"], incident["service"], incident["playbook"], outcome, incident["startedAt"],
-                     _seconds(incident["durationSeconds"]), incident["trigger"]))
-    _table(rows, out)
-
-
-def render_reset(data: dict[str, Any], out: TextIO) -> None:
-    print(f"auto-healing of {data['service']} reset", file=out)
-
-
-def render_traffic(data: dict[str, Any], out: TextIO) -> None:
-    print(f"traffic of {data['service']} {data['traffic']}: {data['detail']}", file=out)
-
-
-def render_maintenance(data: dict[str, Any], out: TextIO) -> None:
-    print(f"maintenance of {data['service']} {'on' if data['maintenance'] else 'off'}", file=out)
-
-
-def render_silence_added(data: dict[str, Any], out: TextIO) -> None:
-    print(data["silenceID"], file=out)
-
-
-def render_silences(data: dict[str, Any], out: TextIO) -> None:
-    if not data["silences"]:
-        print("no silences", file=out)
-        return
-    rows = [("ID", "STATE", "ENDS", "MATCHERS", "CREATED BY", "COMMENT")]
-    for silence in data["silences"]:
-        matchers = ", ".join(
-            m["name"] + {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}[
-                (m["isRegex"], m["isEqual"])] + json.dumps(m["value"])
-            for m in silence["matchers"]
-        )
-        rows.append((silence["id"], silence["status"]["state"], silence["endsAt"], matchers, silence["createdBy"],
-                     silence["comment"]))
-    _table(rows, out)
-
-
-def _incident_detail(incident: dict[str, Any], out: TextIO) -> None:
-    dry = " (dry run)" if incident["dryRun"] else ""
-    print(f"incident {incident['id']}: {incident['service']} / {incident['playbook']} {incident['outcome']}{dry}",
-          file=out)
-    print(f"  trigger: {incident['trigger']}", file=out)
-    print(f"  started {incident['startedAt']}, took {_seconds(incident['durationSeconds'])}", file=out)
-    if incident["detail"]:
-        print(f"  detail: {incident['detail']}", file=out)
-    _steps(incident["steps"], out)
-
-
-def _steps(steps: list[dict[str, Any]], out: TextIO) -> None:
-    for step in steps:
-        line = f"  {step['index'] + 1}. {step['action']:<18} {step['result']:<8} {_seconds(step['durationSeconds'])}"
-        print(line + (f"  {step['error']}" if step["error"] else ""), file=out)
-
-
 def _heal(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     """`heal SERVICE` runs the playbook, printing progress; `heal reset SERVICE` lifts a suspension."""
 
@@ -279,7 +184,7 @@ def _heal(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
         else:
             assert progress is not None
             progress.finish(data["steps"])
-            print(f"{service}: {data['outcome']} in {_seconds(data['durationSeconds'])} (incident {data['id']})"
+            print(f"{service}: {data['outcome']} in {seconds(data['durationSeconds'])} (incident {data['id']})"
                   + (f": {data['detail']}" if data["detail"] else ""), file=out)
             if data["trafficLeftCut"]:
                 print(f"{service} is still out of rotation", file=out)
@@ -365,7 +270,7 @@ class _HealProgress:
         if not new:
             return
         self._clear_running()
-        _steps(new, self.out)
+        print_steps(new, self.out)
         self.out.flush()
         self.printed += len(new)
 
@@ -410,21 +315,3 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}s"
-
-
-def _alert_line(alert: dict[str, Any]) -> str:
-    labels = dict(alert["labels"])
-    name = labels.pop("alertname", "?")
-    rest = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    summary = alert["annotations"].get("summary", "")
-    return f"{alert['state'].upper():8} {name} {{{rest}}} since {alert['activeAt']}" + (f": {summary}" if summary else "")
-
-
-def _table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=out)

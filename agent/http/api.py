@@ -131,11 +131,18 @@ class _Api:
         return web.json_response(self.document)
 
 
-def alert_json(agent: AgentView, alert: Alert) -> dict[str, Any]:
-    """Prometheus' shape, plus ``"maintenance": true`` for an alert of a service in maintenance."""
+def alert_json(agent: AgentApi, alert: Alert) -> dict[str, Any]:
+    """Prometheus' shape, plus ``"maintenance": true`` for an alert of a service in maintenance and
+    ``"silencedBy"``, Alertmanager's list of the silences that mute its notifications (maintenance's among them)."""
     entry = _prometheus_alert(alert)
     if agent.in_maintenance(alert.labels.get("service")):
         entry["maintenance"] = True
+    silences = agent.silences()
+    if silences is not None:
+        # Matched as the dispatcher matches them: on the labels sent, external labels included.
+        muted_by = silences.mutes({**agent.config.evaluation.external_labels, **alert.labels.as_dict()}, agent.clock())
+        if muted_by:
+            entry["silencedBy"] = list(muted_by)
     return entry
 
 

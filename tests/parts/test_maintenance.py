@@ -43,7 +43,7 @@ def test_alerts_of_a_service_in_maintenance_are_marked_and_silenced(tmp_path: Pa
                         if [a["state"] for a in alerts] == ["firing"]:
                             break
                         await asyncio.sleep(0.05)
-                assert alerts[0]["maintenance"] is True
+                assert alerts[0]["maintenance"] is True and alerts[0]["silencedBy"] == ["maintenance-web"]
                 (silence,) = agent.notifying.silences.list(agent.clock(), "active")  # type: ignore[union-attr]
                 assert (silence.created_by, silence.comment) == ("healwatch", "web is in maintenance")
                 await asyncio.sleep(1.0)
@@ -52,7 +52,7 @@ def test_alerts_of_a_service_in_maintenance_are_marked_and_silenced(tmp_path: Pa
                 (received,) = await sink.wait_for(1, timeout_s=5)
                 assert received.json()["alerts"][0]["labels"]["alertname"] == "WebSlow"
                 alerts = (await client.get("/api/v1/alerts")).json()["data"]["alerts"]
-                assert "maintenance" not in alerts[0]
+                assert "maintenance" not in alerts[0] and "silencedBy" not in alerts[0]
         finally:
             await agent.stop()
             await sink.stop()

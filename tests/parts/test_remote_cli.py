@@ -46,10 +46,30 @@ def test_status_prints_a_readable_table(agent: AgentProcess) -> None:
     """`healwatch status` shows each service's readiness and checks, then the active alerts."""
     wait_for(lambda: "FAILING" in cli(agent, "status").stdout and "Always" in cli(agent, "status").stdout)
     lines = cli(agent, "status").stdout.splitlines()
-    assert lines[0].split() == ["SERVICE", "READY", "PROCESS", "CHECKS", "SCRAPE"]
-    assert lines[1].split() == ["db", "NO", "-", "port", "FAILING", "-"]
-    assert "1 active alerts:" in lines
+    assert lines[0].split() == ["SERVICE", "READY", "PROCESS", "CHECKS", "SCRAPE", "HEALING"]
+    assert lines[1].split() == ["db", "NO", "-", "port", "FAILING", "-", "-"]
+    assert "1 active alert:" in lines
     assert any(line.strip().startswith("FIRING   Always {} since") and line.endswith(": always on") for line in lines)
+
+
+def test_status_says_why_a_check_fails_and_what_holds_healing_back(agent: AgentProcess) -> None:
+    """`healwatch status` gives a failing check's reason and shows maintenance in the table and in a note."""
+    wait_for(lambda: "FAILING" in cli(agent, "status").stdout)
+    assert cli(agent, "maintenance", "db", "on", token="cli-token").returncode == 0
+    lines = cli(agent, "status").stdout.splitlines()
+    assert lines[1].split()[-1] == "maintenance"
+    assert any(line.startswith("db: check port failing (") and "refused" in line for line in lines), lines
+    assert "db: in maintenance: no healing, alerts silenced" in lines
+
+
+def test_alerts_shows_which_silence_mutes_an_alert(agent: AgentProcess) -> None:
+    """A silenced alert is listed as firing with the silence that mutes it, in the table and in --json."""
+    wait_for(lambda: "Always" in cli(agent, "alerts").stdout)
+    silence_id = cli(agent, "silence", "add", "alertname=Always", token="cli-token").stdout.strip()
+    (line,) = cli(agent, "alerts").stdout.splitlines()
+    assert line.startswith("FIRING   Always {} since ") and line.endswith(f" [silenced by {silence_id}]: always on")
+    (alert,) = json.loads(cli(agent, "alerts", "--json").stdout)["alerts"]
+    assert alert["silencedBy"] == [silence_id]
 
 
 def test_json_output_is_the_apis_data(agent: AgentProcess) -> None:
