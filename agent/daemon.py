@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -103,6 +104,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self._render_wanted = asyncio.Event()
         self._first_render_done = False
+        self._host_landed = False
         self._render_problems: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
         self._running_jobs: set[asyncio.Task[None]] = set()
@@ -160,8 +162,10 @@ class Agent:
         self._tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
         self._tasks.append(asyncio.create_task(self.systemd.ping_watchdog(), name="systemd-watchdog"))
         if "host" not in self.jobset.jobs:
+            self._host_landed = True
             self._notify_ready()
         self._render_wanted.set()
+        gc.freeze()  # what start-up built lives as long as the agent: the collector need not walk it again
         log.info("agent started", listen=f"{self._listen_address()[0]}:{self.server.port}",
                  config=self.config_path or "<built-in>", services=len(self.config.services),
                  jobs=len(self.jobset.jobs))
@@ -302,9 +306,9 @@ class Agent:
     # -- readiness ---------------------------------------------------------
 
     def ready(self, service: str | None) -> bool | None:
-        """The agent is ready once it has rendered metrics; a service while its checks are healthy."""
+        """The agent is ready once /metrics serves its first host collection; a service while its checks pass."""
         if service is None:
-            return self._first_render_done
+            return self._first_render_done and self._host_landed
         ready = self.jobset.ready(service)
         if ready is None or self.healing is None:
             return ready
@@ -413,6 +417,7 @@ class Agent:
         self.exposition.update(job.name, observation.families)
         self._render_wanted.set()
         if job.name == "host":
+            self._host_landed = True
             self._notify_ready()
 
     def _notify_ready(self) -> None:

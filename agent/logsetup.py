@@ -19,7 +19,6 @@ from typing import Any, TextIO
 
 import structlog
 
-LEVELS = ("debug", "info", "warning", "error")
 # Lines at these levels are rate-limited; info and debug lines are each a distinct event of the agent's own.
 LIMITED_LEVELS = frozenset({"warning", "error", "critical", "exception"})
 # Fields that differ between otherwise identical lines.

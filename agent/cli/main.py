@@ -3,32 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import signal
 import sys
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import structlog
-
-from agent.cli import remote
-from agent.config import AgentConfig, load_config, parse_config
-from agent.config.reference import markdown_reference
-from agent.playbooks import fleet_warnings
-from agent.schedule.rules import rule_files_of
-from agent.limits import raise_fd_limit
-from agent.logsetup import LEVELS, configure_logging
 from agent import __version__
+from agent.cli import remote
 from rules.durations import format_duration
 from rules.errors import SourceError
-from rules.rulefile import load_rule_file, load_rule_files
 
+# Each handler imports what it needs when it runs: `--version`, `--help` and the remote commands
+# load neither the config schema (pydantic), the rules engine (numpy) nor the daemon.
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+
+LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_CONFIG_NAME = "<built-in default config>"
 
 
 def default_config_text() -> str:
+    from importlib import resources
+
     return resources.files("agent.config").joinpath("default.yaml").read_text(encoding="utf-8")
 
 
@@ -87,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import structlog
+
+    from agent.config import AgentConfig, load_config, parse_config
+    from agent.daemon import Agent
+    from agent.limits import raise_fd_limit
+    from agent.logsetup import configure_logging
+
     configure_logging(args.log_level)
     log = structlog.get_logger("healwatch")
     try:
@@ -100,8 +106,6 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("invalid --listen", error=str(exc).splitlines()[-1].strip())
         return 1
-    from agent.daemon import Agent  # imported late: `check` and `schema` need none of it
-
     before, after = raise_fd_limit()
     if after != before:
         log.info("descriptor limit raised", soft_before=before, soft=after)
@@ -120,6 +124,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.playbooks import fleet_warnings
+    from agent.schedule.rules import rule_files_of
+    from rules.rulefile import load_rule_files
+
     failed = False
     for file in args.files:
         print(f"Checking {file}")
@@ -147,6 +156,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _check_rules(args: argparse.Namespace) -> int:
+    from rules.rulefile import load_rule_file
+
     failed = False
     for file in args.files:
         print(f"Checking {file}")
@@ -167,7 +178,7 @@ def _check_rules(args: argparse.Namespace) -> int:
 
 
 def _test_rules(args: argparse.Namespace) -> int:
-    from rules.unittest import run_test_files  # imported late, like the daemon
+    from rules.unittest import run_test_files
 
     return run_test_files(args.files, sys.stdout)
 
@@ -206,6 +217,11 @@ def _service_lines(config: AgentConfig) -> list[str]:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.config import AgentConfig
+    from agent.config.reference import markdown_reference
+
     schema = AgentConfig.model_json_schema()
     if args.markdown:
         print(markdown_reference(schema), end="")

@@ -8,15 +8,14 @@ from typing import Annotated
 from pydantic import Field, PrivateAttr, model_validator
 
 from agent.config.api import ApiConfig
+from agent.config.defaults import DEFAULT_LISTEN
 from agent.config.evaluation import EvaluationConfig
 from agent.config.healing import CoordinationConfig, HealingConfig, PlaybookConfig
 from agent.config.host import HostConfig
 from agent.config.notify import NotifyConfig
 from agent.config.services import ServiceConfig
 from agent.config.store import StoreConfig
-from agent.config.types import DEFAULT_PORT, HostPort, PositiveDuration, Section
-
-DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+from agent.config.types import HostPort, PositiveDuration, Section
 
 
 class AgentConfig(Section):

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 
+from agent.config.defaults import DEFAULT_PORT
 from rules.durations import parse_duration
-
-DEFAULT_PORT = 9877
 
 
 def _duration(value: Any) -> float:
