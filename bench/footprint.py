@@ -46,6 +46,7 @@ from harness.processes import free_port, stop
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 MONIT = "/usr/bin/monit"
+NETDATA = "/usr/sbin/netdata"  # the second peer, when installed (Debian netdata)
 SLEEP = "/usr/bin/sleep"  # the watched services: real processes that cost next to nothing
 SERVICES = 50
 RULE_GROUPS = 10
@@ -126,6 +127,7 @@ def versions() -> dict[str, str]:
         "python": platform.python_version(),
         "node_exporter": first_line([NODE_EXPORTER, "--version"]),
         "monit": first_line([MONIT, "-V"]),
+        **({"netdata": first_line([NETDATA, "-v"])} if Path(NETDATA).exists() else {}),
     }
 
 
@@ -367,6 +369,43 @@ def start_monit(started: Started, workdir: Path, workload: Workload | None) -> s
     return process
 
 
+def netdata_conf(workdir: Path, port: int) -> str:
+    """Netdata in the foreground: RAM database, ML, registry, cloud and statsd off, web on 127.0.0.1 only."""
+    dirs = {name: workdir / name for name in ("etc", "cache", "lib", "log", "lock")}
+    for folder in dirs.values():
+        folder.mkdir(exist_ok=True)
+    (dirs["etc"] / ".opt-out-from-anonymous-statistics").touch()  # no telemetry
+    (dirs["etc"] / "cloud.conf").write_text("[global]\n    enabled = no\n")
+    return "\n".join([
+        "[global]", "    run as user = root", "    hostname = footprint",
+        "[db]", "    mode = ram", "    update every = 1",
+        "[directories]", f"    config = {dirs['etc']}", "    stock config = /usr/lib/netdata/conf.d",
+        f"    cache = {dirs['cache']}", f"    lib = {dirs['lib']}", f"    log = {dirs['log']}", f"    lock = {dirs['lock']}",
+        "[logs]", f"    error = {dirs['log'] / 'error.log'}", "    access = none", "    debug = none",
+        "[web]", f"    bind to = 127.0.0.1:{port}",
+        "[ml]", "    enabled = no",
+        "[registry]", "    enabled = no",
+        "[cloud]", "    enabled = no",
+        "[statsd]", "    enabled = no",
+    ]) + "\n"
+
+
+def start_netdata(started: Started, workdir: Path) -> subprocess.Popen[bytes]:
+    port = free_port()
+    conf = workdir / "netdata.conf"
+    conf.write_text(netdata_conf(workdir, port))
+    with open(workdir / "netdata.out", "wb") as out:
+        process = started.add(
+            subprocess.Popen(
+                [NETDATA, "-D", "-c", str(conf)], cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                env=dict(os.environ, DO_NOT_TRACK="1", DISABLE_TELEMETRY="1"),
+            )
+        )
+    url = f"http://127.0.0.1:{port}/api/v1/info"
+    wait_until("Netdata", lambda: httpx.get(url, timeout=5).status_code == 200, process)
+    return process
+
+
 @dataclass
 class Window:
     """What was seen over one measured window, per side."""
@@ -495,10 +534,15 @@ def run_phase(loaded: bool, timing: Timing, root: Path) -> dict[str, Any]:
         agent, agent_url = start_agent(started, agent_dir, config)
         node, node_url = start_node_exporter(started, peer_dir)
         monit = start_monit(started, peer_dir, workload)
+        sides = {"healwatch": {"agent": agent.pid}, "peer": {"node_exporter": node.pid, "monit": monit.pid}}
+        if Path(NETDATA).exists():
+            netdata_dir = workdir / "netdata"
+            netdata_dir.mkdir()
+            sides["netdata"] = {"netdata": start_netdata(started, netdata_dir).pid}
         counts_before = Counter(endpoints.counts) if endpoints else Counter()
         health_before = agent_health(agent_url)
         window = measure(
-            {"healwatch": {"agent": agent.pid}, "peer": {"node_exporter": node.pid, "monit": monit.pid}},
+            sides,
             {"healwatch": f"{agent_url}/metrics", "node_exporter": f"{node_url}/metrics"},
             timing,
         )
@@ -525,15 +569,15 @@ def run_phase(loaded: bool, timing: Timing, root: Path) -> dict[str, Any]:
 # -- the report ----------------------------------------------------------------------------
 
 
-def report_rows(idle: dict[str, Any], loaded: dict[str, Any], peer: str) -> list[dict[str, Any]]:
-    def row(row_id: str, what: str, unit: str, phase: dict[str, Any], key: str) -> dict[str, Any]:
+def report_rows(idle: dict[str, Any], loaded: dict[str, Any], peer: str, netdata: str) -> list[dict[str, Any]]:
+    def row(row_id: str, what: str, unit: str, phase: dict[str, Any], key: str, side: str = "peer") -> dict[str, Any]:
         return {
             "row": row_id,
             "what": what,
             "unit": unit,
             "healwatch": phase["sides"]["healwatch"][key],
-            "peer": phase["sides"]["peer"][key],
-            "peer_name": peer,
+            "peer": phase["sides"][side][key],
+            "peer_name": peer if side == "peer" else netdata,
             "lower_is_better": True,
         }
 
@@ -544,7 +588,13 @@ def report_rows(idle: dict[str, Any], loaded: dict[str, Any], peer: str) -> list
         row("footprint_idle_cpu", f"CPU at idle, % of one core, {idle_what}", "%", idle, "cpu_pct_of_one_core"),
         row("footprint_loaded_rss", f"RSS, {loaded_what}", "MiB", loaded, "rss_mib_end_median"),
         row("footprint_loaded_cpu", f"CPU, % of one core, {loaded_what}", "%", loaded, "cpu_pct_of_one_core"),
-    ]
+    ] + ([
+        row(f"footprint_{phase}_{what}_netdata", f"{label} beside {netdata} (RAM database, ML off, default collectors)",
+            unit, values, key, "netdata")
+        for phase, values in (("idle", idle), ("loaded", loaded))
+        for what, label, unit, key in (("rss", f"RSS, {phase}", "MiB", "rss_mib_end_median"),
+                                       ("cpu", f"CPU, {phase}, % of one core", "%", "cpu_pct_of_one_core"))
+    ] if "netdata" in idle["sides"] else [])
 
 
 METHOD = {
@@ -614,15 +664,15 @@ def run(timing: Timing, quick: bool) -> dict[str, Any]:
         "rules": sum(len(group.rules) for group in rules),
         "method": METHOD,
         "phases": {"idle": idle, "loaded": loaded},
-        "report": report_rows(idle, loaded, peer),
+        "report": report_rows(idle, loaded, peer, found.get("netdata", "netdata")),
     }
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(f"{'row':<22}{'unit':>5}{'healwatch':>11}{'peer':>10}{'ratio':>8}   ({result['report'][0]['peer_name']})")
+    print(f"{'row':<30}{'unit':>5}{'healwatch':>11}{'peer':>10}{'ratio':>8}   ({result['report'][0]['peer_name']})")
     for row in result["report"]:
         ratio = row["healwatch"] / row["peer"] if row["peer"] else float("nan")
-        print(f"{row['row']:<22}{row['unit']:>5}{row['healwatch']:>11.2f}{row['peer']:>10.2f}{ratio:>8.2f}")
+        print(f"{row['row']:<30}{row['unit']:>5}{row['healwatch']:>11.2f}{row['peer']:>10.2f}{ratio:>8.2f}")
     print(f"cpus {result['cpus']}, load average {result['load_avg_before'][0]:.2f} -> {result['load_avg'][0]:.2f}")
 
 
