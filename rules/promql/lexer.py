@@ -19,6 +19,8 @@ _OPERATORS = (
     "+", "-", "*", "/", "%", "^", "<", ">", "=",
     "(", ")", "{", "}", "[", "]", ",", ":", "@",
 )
+# What Prometheus' lexer takes between { and }; anything else there is its "unexpected character inside braces".
+_INSIDE_BRACES = frozenset({"}", ",", "=", "!=", "=~", "!~"})
 _DIGITS = r"[0-9]+(?:_[0-9]+)*"
 _HEX_RE = re.compile(r"0[xX]_?[0-9a-fA-F]+(?:_[0-9a-fA-F]+)*")
 _DECIMAL_RE = re.compile(
@@ -34,12 +36,17 @@ _SIMPLE_ESCAPES = {
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """One token: its kind, its text (decoded value for strings) and 0-based offset."""
+    """One token: its kind, its text (decoded value for strings) and 0-based offset.
+
+    ``lex_error`` is what Prometheus' lexer says on reaching a token that can never be right where it
+    stands (a ``)`` closing nothing, a ``(`` inside braces): the parser reports that rather than naming it.
+    """
 
     kind: str
     text: str
     pos: int
     end: int
+    lex_error: str = ""
 
 
 def _is_alnum(ch: str) -> bool:
@@ -53,6 +60,9 @@ class Lexer:
         self.expr = expr
         self.pos = 0
         self.brace_depth = 0
+        self.paren_depth = 0
+        self.bracket_open = False
+        self.bracket_colon = False
 
     def error(self, message: str, pos: int) -> PromQLSyntaxError:
         return PromQLSyntaxError(message, self.expr, pos)
@@ -95,15 +105,44 @@ class Lexer:
         for op in _OPERATORS:
             if expr.startswith(op, start):
                 self.pos = start + len(op)
+                lex_error = self._balance(op)
                 if op == "{":
                     self.brace_depth += 1
                 elif op == "}" and self.brace_depth:
                     self.brace_depth -= 1
-                return Token(op, op, start, self.pos)
+                return Token(op, op, start, self.pos, lex_error)
         if ch == "!":
             nxt = expr[start + 1 : start + 2]
             raise self.error(f"unexpected character after '!': {_go_quote_char(nxt)}", start)
         raise self.error(f"unexpected character: {_go_quote_char(ch)}", start)
+
+    def _balance(self, op: str) -> str:
+        """Track parentheses and brackets as Prometheus' lexer does; its error for ``op`` here, or ""."""
+        if self.brace_depth:
+            if op in _INSIDE_BRACES:
+                return ""
+            return "unexpected left brace '{'" if op == "{" else f"unexpected character inside braces: '{op[0]}'"
+        if op == "}":
+            return "unexpected character: '}'"
+        if op == "(":
+            self.paren_depth += 1
+        elif op == ")":
+            if self.paren_depth == 0:
+                return "unexpected right parenthesis ')'"
+            self.paren_depth -= 1
+        elif op == "[":
+            if self.bracket_open:
+                return "unexpected left bracket '['"
+            self.bracket_open, self.bracket_colon = True, False
+        elif op == "]":
+            if not self.bracket_open:
+                return "unexpected right bracket ']'"
+            self.bracket_open = False
+        elif op == ":" and self.bracket_open:
+            if self.bracket_colon:
+                return "unexpected colon ':'"
+            self.bracket_colon = True
+        return ""
 
     def _number_or_duration(self) -> Token:
         expr, start = self.expr, self.pos

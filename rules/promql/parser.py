@@ -56,16 +56,8 @@ _WORD_OPS = frozenset({"and", "or", "unless", "atan2"})
 _KEYWORDS = frozenset(
     {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "start", "end"}
 )
-_PUNCTUATION_NAMES = {
-    "(": "left parenthesis '('",
-    ")": "right parenthesis ')'",
-    "{": "left brace '{'",
-    "}": "right brace '}'",
-    "[": "left bracket '['",
-    "]": "right bracket ']'",
-    ",": "comma ','",
-    ":": "colon ':'",
-}
+# Tokens Prometheus names by their quoted text (its ItemTypeStr entries that are not operators): unexpected "=".
+_QUOTED_TOKENS = frozenset({"(", ")", "{", "}", "[", "]", ",", ":", "="})
 _MATCH_OPS = {"=": MatchOp.EQ, "!=": MatchOp.NE, "=~": MatchOp.RE, "!~": MatchOp.NRE}
 # Levels of nesting, in the text and in the tree (a+b+c is two levels): the parser, type checks, printing and
 # evaluation all recurse once or a few times per level, and Python's stack ends near 1,000 frames.
@@ -95,8 +87,8 @@ def _describe(token: Token) -> str:
         return f'duration "{token.text}"'
     if token.kind == STRING_TOKEN:
         return f"string {go_quote(token.text)}"
-    if token.kind in _PUNCTUATION_NAMES:
-        return _PUNCTUATION_NAMES[token.kind]
+    if token.kind in _QUOTED_TOKENS:
+        return go_quote(token.kind)
     if token.kind == "@":
         return "<@>"
     return f"<op:{token.kind}>"
@@ -139,6 +131,8 @@ class _Parser:
         return PromQLSyntaxError(message, self.expr, pos)
 
     def unexpected(self, token: Token, context: str = "") -> PromQLSyntaxError:
+        if token.lex_error:
+            return self.error(token.lex_error, token.pos)
         suffix = f" {context}" if context else ""
         return self.error(f"unexpected {_describe(token)}{suffix}", token.pos)
 

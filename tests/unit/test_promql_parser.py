@@ -82,6 +82,30 @@ def test_aggregation_modifier_positions() -> None:
 
 
 @pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("up = 1", 'unexpected "="'),
+        ("up , 1", 'unexpected ","'),
+        ("1 (2)", 'unexpected "("'),
+        ('up{a="b"} {', 'unexpected "{"'),
+        ("(1 + )", 'unexpected ")"'),
+        ('foo{a=}', 'unexpected "}" in label matching, expected string'),
+        ("sum(up) by (a,,)", 'unexpected "," in grouping opts, expected label'),
+        ("up )", "unexpected right parenthesis ')'"),
+        ("(1]", "unexpected right bracket ']'"),
+        ("1 + }", "unexpected character: '}'"),
+        ("foo{(}", "unexpected character inside braces: '('"),
+        ("up[1m:1m:1m]", "unexpected colon ':'"),
+    ],
+)
+def test_unexpected_tokens_are_named_as_prometheus_names_them(expr: str, message: str) -> None:
+    """A token out of place is its quoted text, as promtool says; one Prometheus' lexer refuses gets the lexer's words."""
+    with pytest.raises(PromQLSyntaxError) as info:
+        parse(expr)
+    assert info.value.message == message
+
+
+@pytest.mark.parametrize(
     ("expr", "message", "column"),
     [
         ("sum(foo", "unclosed left parenthesis", 4),

@@ -62,7 +62,7 @@ def test_every_error_is_reported_with_its_position() -> None:
         (10, 17, f"{file}, rule 2, \"Both\": only one of 'record' and 'alert' must be set"),
         (14, 15, f'{file}, rule 3, "Range": expression must evaluate to an instant vector or scalar, got range vector: '
                  "node_cpu_seconds_total[5m]"),
-        (19, 11, f'{file}, rule 4, "Multi": could not parse expression: 3:1: parse error: unexpected right parenthesis \')\''),
+        (19, 11, f'{file}, rule 4, "Multi": could not parse expression: 3:1: parse error: unexpected ")"'),
         (26, 16, f"{file}, rule 5, \"Simple\": unknown field 'bogus' in rule (expected one of: record, alert, expr, for, "
                  "keep_firing_for, labels, annotations, or the simple form's metric, aggregate, window, op, threshold)"),
         (28, 18, f'{file}, rule 6, "Re": could not parse expression: 1:4: parse error: invalid regular expression in '
