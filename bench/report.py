@@ -55,6 +55,7 @@ BENCHMARKS = (
     Benchmark("mttr", "Time to recovery"),
     Benchmark("alert_latency", "Alert latency, end to end"),
     Benchmark("sample_bytes", "Bytes per sample"),
+    Benchmark("startup", "Start-up, command line and stop"),
 )
 # Benchmarks without a peer row, run on their own (`python3 -m bench.<name>`).
 OTHER_BENCHMARKS = (
