@@ -118,15 +118,26 @@ def base_image() -> str:
 def build_image() -> tuple[str, float]:
     """Build the repository's Dockerfile on the local base; return the image name and seconds taken."""
     base = base_image()
-    started = time.monotonic()
-    # --format docker keeps HEALTHCHECK, as docker build does (the OCI image format has no such field).
-    podman("build", "--format", "docker", "--network", "host", "--build-arg", f"PYTHON_IMAGE={base}", "--layers",
-           "-t", IMAGE, "-f", str(ROOT / "Dockerfile"), str(ROOT), timeout_s=900)
-    elapsed_s = time.monotonic() - started
-    # Each build after a code change leaves the last image and build stage untagged: drop them, so
-    # the disk does not fill run after run (the copied sources change every time anyway).
-    podman("image", "prune", "--force", timeout_s=120)
+    with _cache_lock():
+        _remove_build_leftovers()
+        started = time.monotonic()
+        # --format docker keeps HEALTHCHECK, as docker build does (the OCI image format has no such field).
+        podman("build", "--format", "docker", "--network", "host", "--build-arg", f"PYTHON_IMAGE={base}",
+               "--layers", "-t", IMAGE, "-f", str(ROOT / "Dockerfile"), str(ROOT), timeout_s=900)
+        elapsed_s = time.monotonic() - started
+        # Each build after a code change leaves the last image and build stage untagged: drop them, so the
+        # disk does not fill run after run. Best effort: an image still in use is simply kept for next time.
+        podman("image", "prune", "--force", timeout_s=120, check=False)
     return IMAGE, elapsed_s
+
+
+def _remove_build_leftovers() -> None:
+    """Drop the working containers an interrupted build left (podman lists them as external, in "Storage")."""
+    listed = podman("ps", "--all", "--external", "--format", "{{.ID}} {{.Status}}", check=False).stdout
+    for line in listed.splitlines():
+        container, _, status = line.partition(" ")
+        if status.strip() == "Storage":
+            podman("rm", "--force", container, check=False)
 
 
 def image_size_bytes(image: str) -> int:
