@@ -9,6 +9,7 @@ compiled to the equivalent PromQL here so everything downstream sees PromQL.
 
 from __future__ import annotations
 
+import difflib
 import glob
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ SIMPLE_AGGREGATES = {
     "p99": "quantile_over_time(0.99, {m}[{w}])",
 }
 SIMPLE_OPS = (">", ">=", "<", "<=", "==", "!=")
+_RULE_FIELDS = f"{', '.join(RULE_KEYS)}, or the simple form's {', '.join(SIMPLE_KEYS)}"
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,8 @@ class _Validator:
             self.error(path, "a group must be a mapping with 'name' and 'rules'")
             return None
         self.unknown_keys(raw, path, GROUP_KEYS, "rule group")
-        name = raw.get("name")
-        if not isinstance(name, str) or not name:
+        name = self.string(raw, path, "name")
+        if not name:
             self.error(path, "Groupname must not be empty")
             name = ""
         elif name in seen:
@@ -165,9 +167,13 @@ class _Validator:
         seen.add(name)
         interval = self.duration(raw, path, "interval", positive=True)
         query_offset = self.duration(raw, path, "query_offset") or 0.0
-        limit = raw.get("limit", 0)
+        limit = raw.get("limit") or 0
+        if isinstance(limit, float) and limit.is_integer():  # Go's YAML reads 1e1 into an int field
+            limit = int(limit)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            self.error(path + ("limit",), f"limit must be a non-negative integer, got {limit!r}")
+            shown = self.pos.text(path + ("limit",), limit)
+            got = "a mapping or a list" if shown is None else repr(shown)
+            self.error(path + ("limit",), f"limit must be a non-negative integer, got {got}")
             limit = 0
         labels = self.string_map(raw, path, "labels", names="label")
         raw_rules = raw.get("rules") or []
@@ -185,8 +191,8 @@ class _Validator:
         if not isinstance(raw, dict):
             self.error(path, f'group "{group}", rule {number}: a rule must be a mapping')
             return None
-        record, alert = raw.get("record"), raw.get("alert")
-        rule_name = str(alert or record or "")
+        record, alert = self.string(raw, path, "record"), self.string(raw, path, "alert")
+        rule_name = alert or record
         where = f'group "{group}", rule {number}, "{rule_name}"'
         before = len(self.issues)
 
@@ -195,24 +201,26 @@ class _Validator:
 
         for key in raw:
             if key not in RULE_KEYS + SIMPLE_KEYS:
-                fail((key,), f"unknown field {key!r} in rule (expected one of: {', '.join(RULE_KEYS)}, "
-                             f"or the simple form's {', '.join(SIMPLE_KEYS)})")
+                fail((key,), f"unknown field {key!r} in rule{_did_you_mean(key, RULE_KEYS + SIMPLE_KEYS, _RULE_FIELDS)}")
         if record and alert:
             fail(("record",), "only one of 'record' and 'alert' must be set")
         if not record and not alert:
             fail((), "one of 'record' or 'alert' must be set")
 
         simple = any(key in raw for key in SIMPLE_KEYS)
-        expr = raw.get("expr")
+        expr_text = self.string(raw, path, "expr")
+        expr: str | None = None
         if simple:
-            if expr is not None:
+            if "expr" in raw:
                 fail(("expr",), "a rule has either 'expr' or the simple form (metric, aggregate, window, op, threshold)")
             expr = self.compile_simple(raw, path, fail)
-        elif not isinstance(expr, str) or not expr.strip():
-            fail(("expr",), "field 'expr' must be set in rule")
-            expr = None
-        elif (error := self.check_expr(expr, path + ("expr",), where)) is not None:
+        elif not expr_text.strip():
+            if not isinstance(raw.get("expr"), (dict, list)):  # those are reported as not a string already
+                fail(("expr",), "field 'expr' must be set in rule")
+        elif (error := self.check_expr(expr_text, path + ("expr",), where)) is not None:
             self.issues.append(error)
+        else:
+            expr = expr_text
 
         for_s = self.duration(raw, path, "for", where=where) or 0.0
         keep_firing_for_s = self.duration(raw, path, "keep_firing_for", where=where) or 0.0
@@ -226,11 +234,9 @@ class _Validator:
             ):
                 if raw.get(key):
                     fail(("record",), message)
-            if not isinstance(record, str) or not METRIC_NAME_RE.match(record):
+            if not METRIC_NAME_RE.match(record):
                 fail(("record",), f"invalid recording rule name: {record}")
         if alert:
-            if not isinstance(alert, str):
-                fail(("alert",), f"invalid alerting rule name: {alert!r}")
             for kind, values in (("label", labels), ("annotation", annotations)):
                 for key, text in values.items():
                     try:
@@ -280,7 +286,8 @@ class _Validator:
         if missing:
             fail((), f"the simple form needs {', '.join(missing)}")
             return None
-        metric, aggregate, op, threshold = raw["metric"], raw["aggregate"], raw["op"], raw["threshold"]
+        metric, aggregate, op = (self.string(raw, path, key) for key in ("metric", "aggregate", "op"))
+        threshold = raw["threshold"]
         ok = True
         if aggregate not in SIMPLE_AGGREGATES:
             fail(("aggregate",), f"unknown aggregate {aggregate!r}; expected one of: {', '.join(SIMPLE_AGGREGATES)}")
@@ -292,8 +299,8 @@ class _Validator:
             fail(("threshold",), f"threshold must be a number, got {threshold!r}")
             ok = False
         window = self.duration(raw, path, "window", positive=True)
-        if window is None or not ok or not isinstance(metric, str):
-            if not isinstance(metric, str):
+        if window is None or not ok or not metric:
+            if not metric:
                 fail(("metric",), "metric must be a metric name or selector such as up{job=\"api\"}")
             return None
         expr = SIMPLE_AGGREGATES[aggregate].format(m=metric, w=format_duration(window))
@@ -311,11 +318,11 @@ class _Validator:
         if key not in raw or raw[key] is None:
             return None
         prefix = f"{where}: " if where else ""
-        value = raw[key]
+        value = self.pos.text(path + (key,), raw[key])
         try:
-            if not isinstance(value, str):
-                raise ValueError(f"expected a duration such as 5m, got {value!r}")
-            seconds = parse_duration(value)
+            if value is None:
+                raise ValueError("expected a duration such as 5m, got a mapping or a list")
+            seconds = 0.0 if value == "0" else parse_duration(value)  # Prometheus' ParseDuration takes a bare 0
         except ValueError as exc:
             self.error(path + (key,), f"{prefix}{key}: {exc}")
             return None
@@ -337,21 +344,28 @@ class _Validator:
             if not isinstance(name, str) or not LABEL_NAME_RE.match(name) or (names == "label" and name == NAME_LABEL):
                 self.error(path + (key, name), f"{prefix}invalid {names} name: {name}", at_key=True)
                 continue
-            if isinstance(text, (dict, list)) or text is None:
+            value_text = self.pos.text(path + (key, name), text)
+            if value_text is None:
                 self.error(path + (key, name), f"{prefix}{names} {name!r} must be a string")
                 continue
-            result[name] = text if isinstance(text, str) else _scalar_text(text)
+            result[name] = value_text
         return result
+
+    def string(self, raw: dict[str, Any], path: YamlPath, key: str) -> str:
+        """A string field as Go reads it (the scalar's text; "" if absent or null); a mapping or list is an issue."""
+        text = self.pos.text(path + (key,), raw.get(key))
+        if text is None:
+            self.error(path + (key,), f"{key!r} must be a string, not a mapping or a list")
+            return ""
+        return text
 
     def unknown_keys(self, raw: dict[str, Any], path: YamlPath, allowed: Sequence[str], what: str) -> None:
         for key in raw:
             if key not in allowed:
-                self.error(path + (key,), f"unknown field {key!r} in {what} (expected one of: {', '.join(allowed)})",
-                           at_key=True)
+                self.error(path + (key,), f"unknown field {key!r} in {what}{_did_you_mean(key, allowed)}", at_key=True)
 
 
-def _scalar_text(value: Any) -> str:
-    """A YAML scalar as the string Go's YAML decoder would give a string field (1 -> "1", true -> "true")."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def _did_you_mean(key: str, allowed: Sequence[str], listed: str = "") -> str:
+    """The hint the config file's unknown keys get too: the closest field, else every field (or ``listed``)."""
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" (expected one of: {listed or ', '.join(allowed)})"

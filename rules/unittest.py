@@ -242,12 +242,12 @@ class _Reader:
         return [(at + (index,), item) for index, item in enumerate(value)]
 
     def string(self, value: Any, at: YamlPath, what: str) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        """A string field as promtool reads it: the scalar's source text (1.10 stays "1.10"), "" for null."""
+        text = self.positions.text(at, value)
+        if text is None:
             self.fail(at, f"{what} must be a string")
             return ""
-        return str(value)
+        return text
 
     def strings(self, value: Any, at: YamlPath, what: str) -> dict[str, str]:
         if value is None:
@@ -359,7 +359,9 @@ class _Reader:
         samples = []
         for sample_at, sample in self.items(item.get("exp_samples"), at + ("exp_samples",), "exp_samples"):
             fields = self.mapping(sample, sample_at, SAMPLE_KEYS, "an expected sample")
-            value = fields.get("value", 0.0)
+            value = fields.get("value")
+            if value is None:  # absent or null: 0, as in Go
+                value = 0.0
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 self.fail(sample_at + ("value",), "value must be a number (.nan, .inf and -.inf included)")
                 value = 0.0

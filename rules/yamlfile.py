@@ -1,9 +1,11 @@
 """YAML loading that remembers where every key and value came from.
 
-Values are built with ``yaml.SafeLoader`` semantics; alongside them a map from
-each path (tuple of keys and list indexes) to its source position lets
-validation errors point at ``file:line:column``. Nesting and alias expansion
-are bounded, so a hostile file is an error rather than a stack overflow or a
+Values are built as Go's yaml.v3 builds them for Prometheus (``rules.golang.yaml``:
+YAML 1.2 booleans, Go's numbers), not by PyYAML's YAML 1.1 rules (``yes`` is not true,
+``1e3`` is a float); mapping keys, and the values string fields take, are the scalar's
+source text (``Positions.text``). Alongside the values a map from each path (tuple of
+keys and list indexes) to its source position lets validation errors point at
+``file:line:column``. Nesting and alias expansion are bounded, so a hostile file is an error rather than a stack overflow or a
 memory blow-up (a few hundred bytes of aliases can name billions of values).
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 import yaml
 
 from rules.errors import SourceError, SourceIssue
+from rules.golang import yaml as goyaml
 
 Path = tuple[str | int, ...]
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -39,6 +42,8 @@ class Positions:
     styles: dict[Path, str | None] = field(default_factory=dict)
     # For block scalars: the 1-based column where their content lines start.
     block_columns: dict[Path, int] = field(default_factory=dict)
+    # The source text of scalars that resolved to something other than a string (1.10, yes, 0x1F, true).
+    texts: dict[Path, str] = field(default_factory=dict)
     # Text that must never be echoed (values from the environment, secrets) -> what to show instead.
     hidden: dict[str, str] = field(default_factory=dict)
 
@@ -53,6 +58,19 @@ class Positions:
             probe = probe[:-1]
         position = self.values.get((), (0, 0))
         return SourceIssue(self.file, position[0], position[1], message)
+
+    def text(self, path: Path, value: Any) -> str | None:
+        """What Go puts in a string field from the scalar ``value`` at ``path``: its source text, "" for null.
+
+        None when ``value`` is a mapping or a list, which no string field takes.
+        """
+        if isinstance(value, str):
+            return value
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            return None
+        return self.texts.get(path, str(value))
 
     def hide(self, value: str, shown_as: str) -> None:
         """Never echo ``value`` in a message: ``redact`` shows ``shown_as`` in its place."""
@@ -135,7 +153,10 @@ def _too_deep(mark: yaml.Mark) -> _LimitExceeded:
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader whose recursive composer stops at MAX_DEPTH, counting the document's own nodes."""
+    """SafeLoader that resolves plain scalars as yaml.v3 does and whose recursive composer stops at MAX_DEPTH.
+
+    It counts the document's own nodes, for the alias budget.
+    """
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
@@ -154,13 +175,64 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self.depth -= 1
 
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.SequenceNode:
+            return _SEQUENCE_TAG
+        if kind is yaml.MappingNode:
+            return _MAPPING_TAG
+        if not implicit[0]:  # quoted, a block, or tagged "!"
+            return goyaml.STR_TAG
+        return _MERGE_TAG if value == "<<" else goyaml.tag_of(value)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_SEQUENCE_TAG = "tag:yaml.org,2002:seq"
+_MAPPING_TAG = "tag:yaml.org,2002:map"
+
+
+class _GoConstructor(yaml.SafeLoader):
+    """SafeLoader's constructors, with yaml.v3's reading of booleans, numbers and null (also when tagged)."""
+
+    def construct_go_bool(self, node: yaml.Node) -> bool:
+        value = _resolved(node)
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"cannot decode {node.value!r} as a boolean (true or false)")
+
+    def construct_go_int(self, node: yaml.Node) -> int:
+        value = _resolved(node)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"cannot decode {node.value!r} as an integer")
+
+    def construct_go_float(self, node: yaml.Node) -> float:
+        value = _resolved(node)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"cannot decode {node.value!r} as a number")
+
+    def construct_go_null(self, node: yaml.Node) -> None:
+        if _resolved(node) is not None:
+            raise ValueError(f"cannot decode {node.value!r} as null")
+
+
+def _resolved(node: yaml.Node) -> Any:
+    assert isinstance(node, yaml.ScalarNode)
+    return goyaml.resolve(node.value)
+
+
+_GoConstructor.add_constructor(goyaml.BOOL_TAG, _GoConstructor.construct_go_bool)
+_GoConstructor.add_constructor(goyaml.INT_TAG, _GoConstructor.construct_go_int)
+_GoConstructor.add_constructor(goyaml.FLOAT_TAG, _GoConstructor.construct_go_float)
+_GoConstructor.add_constructor(goyaml.NULL_TAG, _GoConstructor.construct_go_null)
+
 
 class _Builder:
     def __init__(self, positions: Positions, issues: list[SourceIssue], substitute_env: bool, *, budget: int) -> None:
         self.positions = positions
         self.issues = issues
         self.substitute_env = substitute_env
-        self.constructor = yaml.SafeLoader("")
+        self.constructor = _GoConstructor("")
         # Values left to build: the document's own nodes plus what aliases may add (each use builds a copy).
         self.budget = budget
 
@@ -181,6 +253,8 @@ class _Builder:
         if node.style in ("|", ">") and buffer is not None:
             self.positions.block_columns[path] = _block_column(buffer, node)
         value = self._construct(node)
+        if not isinstance(value, str) and value is not None:
+            self.positions.texts[path] = node.value
         if self.substitute_env and isinstance(value, str) and node.tag == "tag:yaml.org,2002:str":
             value = self._substitute(value, path)
         return value
@@ -189,10 +263,12 @@ class _Builder:
         self.constructor.flatten_mapping(node)
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = self._construct(key_node)
-            if isinstance(key, (list, dict)):
+            if not isinstance(key_node, yaml.ScalarNode):
                 self._error(key_node, "mapping keys must be scalars")
                 continue
+            self._construct(key_node)  # a tag or literal that cannot be built is an issue
+            # Go reads every key into a string: its source text ("" for null), so 1.10 stays "1.10".
+            key = "" if key_node.tag == goyaml.NULL_TAG else key_node.value
             key_path = path + (key,)
             if key in result:
                 self._error(key_node, f"duplicate key {key!r}")

@@ -190,9 +190,10 @@ def test_mangled_configs_give_only_config_errors(start: int, length: int, insert
     ("text", "message"),
     [
         ("interval: !foo x\n", "1:11: invalid value: could not determine a constructor for the tag '!foo'"),
-        ("interval: !!int x\n", "1:11: invalid value for tag tag:yaml.org,2002:int: invalid literal for int() "
-                                 "with base 10: '<value>'"),
-        ("state_path: 2001-02-30\n", "1:13: invalid value for tag tag:yaml.org,2002:timestamp: day is out of range"),
+        ("interval: !!int x\n", "1:11: invalid value for tag tag:yaml.org,2002:int: cannot decode '<value>' "
+                                 "as an integer"),
+        ("state_path: !!timestamp 2001-02-30\n",
+         "1:13: invalid value for tag tag:yaml.org,2002:timestamp: day is out of range"),
     ],
 )
 def test_values_yaml_cannot_build_are_positioned_errors(text: str, message: str) -> None:

@@ -363,3 +363,37 @@ def test_expression_tests_are_bounded_like_promtools_engine(tmp_path: Path) -> N
     assert "query processing would load too many samples into memory" in out
     assert "query timed out in query execution" in out
     assert time.monotonic() - started < 8
+
+
+@pytest.mark.parametrize(("written", "value"), [("6E-01", 0.6), ("1e3", 1000.0), ("0x1F", 31.0), ("017", 15.0),
+                                                ("1_000", 1000.0), ("~", 0.0)])
+def test_expected_values_are_numbers_as_go_reads_them(tmp_path: Path, written: str, value: float) -> None:
+    """An exp_samples value needs no dot (6E-01, 1e3) and may be hex, octal or null (0), as promtool reads it."""
+    test = f"""
+        rule_files: [rules.yml]
+        tests:
+          - promql_expr_test:
+              - expr: vector({value!r})
+                eval_time: 0
+                exp_samples:
+                  - labels: '{{}}'
+                    value: {written}
+        """
+    code, out = run(tmp_path, test, rules="groups: []\n")
+    assert (code, out.splitlines()[1:]) == (0, ["  SUCCESS", ""])
+
+
+def test_expected_labels_keep_the_text_written(tmp_path: Path) -> None:
+    """exp_labels page: yes and ver: 1.10 are "yes" and "1.10", as the rule file's labels are."""
+    rules = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: vector(1)\n    labels: {page: yes, ver: 1.10}\n"
+    test = """
+        rule_files: [rules.yml]
+        tests:
+          - alert_rule_test:
+              - eval_time: 0
+                alertname: A
+                exp_alerts:
+                  - exp_labels: {page: yes, ver: 1.10}
+        """
+    code, out = run(tmp_path, test, rules=rules)
+    assert (code, out.splitlines()[1:]) == (0, ["  SUCCESS", ""])

@@ -101,9 +101,22 @@ def test_promtool_checks(rule: str, message: str) -> None:
 
 
 def test_unknown_group_fields_are_rejected() -> None:
-    """A misspelt group field is an error at the key, naming the allowed fields."""
+    """A misspelt group field is an error at the key, naming the field it is closest to, as the config does."""
     (issue,) = errors_of("groups:\n- name: g\n  intervall: 1m\n  rules: []\n")
-    assert issue.startswith("r.yaml:3:3: unknown field 'intervall' in rule group (expected one of: name, interval")
+    assert issue == "r.yaml:3:3: unknown field 'intervall' in rule group (did you mean 'interval'?)"
+
+
+def test_unknown_fields_far_from_any_name_every_allowed_field() -> None:
+    """An unknown key like no field gets the list of allowed ones instead of a guess."""
+    (issue,) = errors_of("groups:\n- name: g\n  zzz: 1m\n  rules: []\n")
+    assert issue.endswith("unknown field 'zzz' in rule group (expected one of: name, interval, query_offset, limit, "
+                          "labels, rules)")
+
+
+def test_unknown_rule_fields_get_a_did_you_mean() -> None:
+    """A misspelt rule field (exprr) is named with the field it is closest to."""
+    (issue,) = errors_of("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    exprr: up\n")
+    assert issue == "r.yaml:6:12: group \"g\", rule 1, \"A\": unknown field 'exprr' in rule (did you mean 'expr'?)"
 
 
 @pytest.mark.parametrize(("aggregate", "compiled"), [
@@ -197,3 +210,28 @@ def test_a_file_emptied_after_holding_groups_is_refused_but_groups_empty_is_not(
         load_rule_files([str(path)], had_groups={str(path)})
     path.write_text("groups: []\n")
     assert load_rule_files([str(path)], had_groups={str(path)}) == []
+
+
+def test_label_and_annotation_values_are_the_text_written_as_prometheus_reads_them() -> None:
+    """yes, on, no, 0x1F, 1.10, True and null keep their text ("" for null), where YAML 1.1 made them true/31/1.1."""
+    (group,) = parse_rules(
+        "groups:\n- name: 1.10\n  rules:\n  - alert: true\n    expr: 1\n    for: 0\n"
+        "    labels: {page: yes, team: on, code: 0x1F, ver: 1.10, t: True, e: 1e3, o: 017, n: null}\n"
+        "    annotations: {x: no, y: off}\n",
+        "r.yaml",
+    )
+    (rule,) = group.rules
+    assert (group.name, rule.name, rule.expr, rule.for_s) == ("1.10", "true", "1", 0.0)
+    assert rule.labels == {"page": "yes", "team": "on", "code": "0x1F", "ver": "1.10", "t": "True", "e": "1e3",
+                           "o": "017", "n": ""}
+    assert rule.annotations == {"x": "no", "y": "off"}
+
+
+def test_numbers_resolve_as_go_reads_them_where_a_number_is_due() -> None:
+    """limit: 0x1F is 31 and 1e1 is 10 (yaml.v3 reads both into an int); yes is text, not a number."""
+    (group,) = parse_rules("groups:\n- name: g\n  limit: 0x1F\n  rules: []\n", "r.yaml")
+    assert group.limit == 31
+    (group,) = parse_rules("groups:\n- name: g\n  limit: 1e1\n  rules: []\n", "r.yaml")
+    assert group.limit == 10
+    assert errors_of("groups:\n- name: g\n  limit: yes\n  rules: []\n") == [
+        "r.yaml:3:10: limit must be a non-negative integer, got 'yes'"]
