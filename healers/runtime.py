@@ -370,7 +370,7 @@ class HealingRuntime:
 
     def _notify(self, notice: Notice) -> None:
         """Log the notice and hand it to the notifier; a notifier failure never stops the healing."""
-        method = self._log.error if notice.severity == "critical" else self._log.warning
+        method = {"critical": self._log.error, "warning": self._log.warning}.get(notice.severity, self._log.info)
         method("healing notice", service=notice.service, incident_id=notice.incident_id,
                severity=notice.severity, summary=notice.summary)
         if self._deliver is None:

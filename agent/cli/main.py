@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.cli import remote
+from agent.cli.render import plural
 from rules.durations import format_duration
 from rules.errors import SourceError
 
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="validate files without running anything")
-    check_kinds = check.add_subparsers(title="what", metavar="WHAT")
+    check_kinds = check.add_subparsers(title="what", metavar="WHAT", required=True)
     check_config = check_kinds.add_parser("config", help="validate agent config files")
     check_config.add_argument("files", nargs="+", metavar="FILE")
     check_config.set_defaults(handler=_check_config)
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     check_rules.set_defaults(handler=_check_rules)
 
     test = commands.add_parser("test", help="run unit tests")
-    test_kinds = test.add_subparsers(title="what", metavar="WHAT")
+    test_kinds = test.add_subparsers(title="what", metavar="WHAT", required=True)
     test_rules = test_kinds.add_parser("rules", help="run rule unit tests (promtool's test file format)")
     test_rules.add_argument("files", nargs="+", metavar="TEST_FILE")
     test_rules.set_defaults(handler=_test_rules)
@@ -149,7 +150,7 @@ def _check_config(args: argparse.Namespace) -> int:
         for line in _service_lines(config):
             print(f"    {line}")
         rules = sum(len(group.rules) for group in groups)
-        print(f"    rules: {rules} in {len(groups)} groups from {len(rule_files)} files")
+        print(f"    rules: {rules} in {plural(len(groups), 'group')} from {plural(len(rule_files), 'file')}")
         for warning in fleet_warnings(config):
             print(f"  WARNING: {file}: {warning}")
     return 1 if failed else 0
@@ -195,8 +196,8 @@ def _summary(config: AgentConfig) -> str:
     scrapes = sum(1 for s in config.services.values() if s.scrape)
     host = f"host metrics every {format_duration(config.host.interval)}" if config.host.enabled else "host metrics off"
     return (
-        f"listen {config.listen}, {host}, {len(config.services)} services, {checks} checks, "
-        f"{scrapes} scrape targets"
+        f"listen {config.listen}, {host}, {plural(len(config.services), 'service')}, {plural(checks, 'check')}, "
+        f"{plural(scrapes, 'scrape target')}"
     )
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import queue
@@ -91,7 +92,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add.add_argument("matchers", nargs="+", metavar="MATCHER", help='e.g. alertname="DiskFull" or service=~"web|db"')
     add.add_argument("--duration", type=_duration, default=7200.0, help="how long (default: 2h)")
     add.add_argument("--comment", default="", help="why")
-    add.add_argument("--author", default=os.environ.get("USER", ""), help="who (default: $USER)")
+    add.add_argument("--author", default=_user(), help="who (default: your login name)")
     add_remote_options(add)
     add.set_defaults(handler=run, request=_silence_request, render=render_silence_added)
     listing = actions.add_parser("list", help="silences: active, then pending, then expired")
@@ -303,6 +304,14 @@ def _silence_request(args: argparse.Namespace) -> Request:
         "matchers": args.matchers, "startsAt": start.isoformat(), "endsAt": end.isoformat(),
         "createdBy": args.author, "comment": args.comment,
     }
+
+
+def _user() -> str:
+    """$LOGNAME or $USER, else the name of the process' user: cron jobs and containers often set neither."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a uid without a passwd entry
+        return ""
 
 
 def _segment(text: str) -> str:

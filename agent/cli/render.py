@@ -115,8 +115,8 @@ def render_silences(data: dict[str, Any], out: TextIO) -> None:
                 (m["isRegex"], m["isEqual"])] + json.dumps(m["value"])
             for m in silence["matchers"]
         )
-        rows.append((silence["id"], silence["status"]["state"], silence["endsAt"], matchers, silence["createdBy"],
-                     silence["comment"]))
+        rows.append((silence["id"], silence["status"]["state"], silence["endsAt"], matchers,
+                     silence["createdBy"] or "-", silence["comment"] or "-"))
     _table(rows, out)
 
 

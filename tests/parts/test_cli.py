@@ -128,3 +128,20 @@ def test_help_names_the_token_variable(capsys: pytest.CaptureFixture[str]) -> No
         with pytest.raises(SystemExit):
             main(argv)
         assert "$HEALWATCH_TOKEN" in " ".join(capsys.readouterr().out.split())
+
+
+def test_check_without_what_to_check_shows_its_own_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    """`healwatch check` alone is a usage error of `check` (exit 2), not the top-level help."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: healwatch check [-h] WHAT") and "required: WHAT" in err
+
+
+def test_check_config_counts_in_the_singular_and_plural(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One service with one check reads "1 service, 1 check", not "1 services, 1 checks"."""
+    config = tmp_path / "one.yaml"
+    config.write_text("services: {api: {checks: [{name: up, tcp: {address: '127.0.0.1:1'}}]}}\n")
+    assert main(["check", "config", str(config)]) == 0
+    assert ", 1 service, 1 check, 0 scrape targets" in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -97,3 +98,15 @@ def test_an_unreachable_agent_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("healwatch: cannot reach the agent at http://127.0.0.1:1")
     assert "Traceback" not in result.stderr
+
+
+def test_a_silence_names_its_author_without_user_in_the_environment(agent: AgentProcess) -> None:
+    """With neither $USER nor $LOGNAME (cron, containers) a silence is created by the process' login name."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HEALWATCH_TOKEN="cli-token")
+    for name in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        env.pop(name, None)
+    added = subprocess.run([sys.executable, "-m", "agent.cli", "silence", "add", "alertname=Always", "--url", agent.url],
+                           capture_output=True, text=True, env=env, timeout=30)
+    assert added.returncode == 0, added.stderr
+    (silence,) = json.loads(cli(agent, "silence", "list", "--json").stdout)["silences"]
+    assert silence["createdBy"] == pwd.getpwuid(os.getuid()).pw_name

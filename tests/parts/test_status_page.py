@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -258,6 +259,7 @@ def test_the_page_shows_services_alerts_and_charts_in_chromium(tmp_path: Path) -
         assert title in charts
     assert charts.count("<svg") == 4 and '<path d="M' in charts
     assert '<section id="problem" hidden=""' in dom  # no fetch or chart error was shown
+    assert re.search(r'<p id="updated"[^>]*>updated \d\d:\d\d:\d\d UTC</p>', dom)  # UTC, as the CLI and API
     assert screenshot.stat().st_size > 20_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("HEALWATCH_KEEP_ARTIFACTS"):
         shutil.copyfile(screenshot, REPO / "bench" / "results" / "status.png")

@@ -187,3 +187,23 @@ def test_wait_healthy_polls_on_the_clock_and_gives_up_at_its_timeout() -> None:
     passed, failed = asyncio.run(scenario())
     assert passed == ActionResult(True, "checks passed: http")
     assert failed == ActionResult(False, "still unhealthy after 2s: http: connection refused")
+
+
+def test_a_healing_notice_is_logged_at_its_own_severity() -> None:
+    """The notices of a run that heals (severity info) are logged at info, not at warning."""
+    clock = ManualClock(start=1000.0)
+    runtime, _, notices = runtime_for(CRASH_LOOP, Service(up=True), clock)
+
+    async def scenario() -> list[tuple[str, str]]:
+        await runtime.start()
+        try:
+            with capture_logs() as logs:
+                runtime.on_process_exit("api", 4242)
+                await settle()
+        finally:
+            await runtime.stop()
+        return [(entry["severity"], entry["log_level"]) for entry in logs if entry["event"] == "healing notice"]
+
+    logged = asyncio.run(scenario())
+    assert [notice.severity for notice in notices] == ["info", "info"]
+    assert logged == [("info", "info"), ("info", "info")]
