@@ -215,7 +215,9 @@ class Notifying:
         """Take one batch of alerts the rule engine sends: push it to Alertmanagers, hand it to the dispatcher."""
         now = self.clock()
         exprs = self.exprs()
-        payloads = [payload_from_alert(a, self.external_url, exprs.get(a.labels.get("alertname"), "")) for a in alerts]
+        external_labels = self.config.evaluation.external_labels
+        payloads = [payload_from_alert(a, self.external_url, exprs.get(a.labels.get("alertname"), ""), external_labels)
+                    for a in alerts]
         self._unsaved.extend(self._push(name, payloads, now) for name in self.push_receivers if payloads)
         if self.dispatcher is not None:
             self.dispatcher.ingest(payloads, now)

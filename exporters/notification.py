@@ -58,10 +58,13 @@ def generator_url(external_url: str, expr: str) -> str:
     return f"{external_url}/graph?g0.expr={quote_plus(expr, safe='')}&g0.tab=1"
 
 
-def payload_from_alert(alert: Alert, external_url: str, expr: str) -> AlertPayload:
-    """The alert a rule engine sends, as Prometheus' ``sendAlerts`` builds it."""
+def payload_from_alert(
+    alert: Alert, external_url: str, expr: str, external_labels: Mapping[str, str] | None = None,
+) -> AlertPayload:
+    """The alert a rule engine sends, as Prometheus' ``sendAlerts`` builds it, with each external label it lacks
+    (as Prometheus' notifier adds them before sending: its own label of the same name wins)."""
     return AlertPayload.of(
-        alert.labels.as_dict(),
+        {**(external_labels or {}), **alert.labels.as_dict()},
         starts_at=alert.fired_at if alert.fired_at is not None else alert.active_at,
         ends_at=alert.resolved_at if alert.resolved_at is not None else alert.valid_until,
         annotations=alert.annotations,

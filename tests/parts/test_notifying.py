@@ -95,6 +95,32 @@ def test_published_alerts_reach_webhook_and_alertmanager(tmp_path: Path) -> None
     asyncio.run(main())
 
 
+def test_external_labels_join_pushed_and_routed_alerts(tmp_path: Path) -> None:
+    """Each external label an alert lacks reaches Alertmanager and the routed webhook; the alert's own one wins."""
+
+    async def main() -> None:
+        hook, am = await RecordingServer().start(), await RecordingServer().start()
+        config = parse_config(CONFIG.format(hook=hook.url, am=am.url)
+                              + "evaluation: {external_labels: {cluster: eu1, instance: fleet}}\n", "agent.yaml")
+        db = notify_db(tmp_path)
+        notifying = Notifying(config, db.conn, exprs=dict)
+        await notifying.start()
+        try:
+            notifying.on_alerts([firing(time.time(), instance="a")])
+            (webhook,) = await hook.wait_for(1)
+            (push,) = await am.wait_for(1)
+            expected = {"alertname": "Down", "cluster": "eu1", "instance": "a"}
+            assert webhook.json()["alerts"][0]["labels"] == expected
+            assert push.json()[0]["labels"] == expected
+        finally:
+            await notifying.stop()
+            await hook.stop()
+            await am.stop()
+            db.close()
+
+    asyncio.run(main())
+
+
 def test_silenced_alerts_are_not_sent_but_counted(tmp_path: Path) -> None:
     """An alert under an active silence is held back and shows in healwatch_alerts_silenced."""
 
