@@ -242,3 +242,39 @@ def test_zero_means_none_for_cooldown_and_backoff() -> None:
     ).playbooks
     spec = playbook.spec(global_dry_run=False)
     assert (spec.cooldown_s, spec.backoff.delay_s(3)) == (0.0, 0.0)
+
+
+def test_string_fields_take_the_text_written_as_go_reads_it() -> None:
+    """A string field given yes, 1.10, 0x1F or 1e3 holds that text (YAML 1.1 made them true, 1.1, 31, 1000)."""
+    config = parse_config(
+        "state_path: 1.10\nevaluation:\n  external_labels: {page: yes, team: on, code: 0x1F, big: 1e3}\n"
+        "services:\n  1.10:\n    process: {name: 0o17}\n",
+        "agent.yaml",
+    )
+    assert config.state_path == "1.10"
+    assert config.evaluation.external_labels == {"page": "yes", "team": "on", "code": "0x1F", "big": "1e3"}
+    assert list(config.services) == ["1.10"]
+    assert config.services["1.10"].process is not None and config.services["1.10"].process.name == "0o17"
+
+
+def test_integer_fields_take_go_integers() -> None:
+    """An integer field reads 0x1F as 31 and 1_000 as 1000, as yaml.v3 does."""
+    config = parse_config("api:\n  max_body_bytes: 0x1F\n  query_max_concurrency: 1_000\n", "agent.yaml")
+    assert (config.api.max_body_bytes, config.api.query_max_concurrency) == (31, 1000)
+
+
+@pytest.mark.parametrize("written", ["yes", "on", "1", "y", "no", "'yes'"])
+def test_boolean_fields_take_only_true_or_false(written: str) -> None:
+    """yes, on, 1 or no in a boolean field is an error naming it (YAML 1.2 and Go), not a silent true or false."""
+    assert errors_of(f"host:\n  enabled: {written}\n") == [
+        f"agent.yaml:2:12: host -> enabled: expected true or false, got {written.strip(chr(39))!r}"]
+
+
+def test_boolean_fields_take_true_and_false_in_go_spellings_and_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """True, FALSE and a ${VAR} holding false are booleans, as Go's YAML (and a templated config) means them."""
+    assert parse_config("host:\n  enabled: FALSE\n", "agent.yaml").host.enabled is False
+    assert parse_config("default_rules: True\n", "agent.yaml").default_rules is True
+    monkeypatch.setenv("HW_TEST_FLAG", "false")
+    assert parse_config("host:\n  enabled: ${HW_TEST_FLAG}\n", "agent.yaml").host.enabled is False
