@@ -74,6 +74,26 @@ class GroupSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def duplicate_rules(groups: Sequence[GroupSpec]) -> str | None:
+    """promtool's duplicate-rules lint of one file's groups: its message, or None when no two rules clash.
+
+    Two rules clash when they have the same name and the same labels, in any groups; each clash is
+    listed once, in promtool's order (by name, then labels), whatever their expressions.
+    """
+    keys = sorted((rule.name, tuple(sorted(rule.labels.items()))) for group in groups for rule in group.rules)
+    clashes: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    for previous, current in zip(keys, keys[1:]):
+        if previous == current and (not clashes or clashes[-1] != current):
+            clashes.append(current)
+    if not clashes:
+        return None
+    lines = [f"lint error {len(clashes)} duplicate rule(s) found."]
+    for name, labels in clashes:
+        lines += [f"Metric: {name}", "Label(s):", *(f"\t{label}: {value}" for label, value in labels)]
+    lines.append("Might cause inconsistency while recording expressions")
+    return "\n".join(lines)
+
+
 def expand_rule_files(patterns: Sequence[str], base_dir: str | Path = ".") -> list[str]:
     """The files the globs name, sorted and de-duplicated; a pattern matching nothing is an error."""
     files: list[str] = []

@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     check_config.set_defaults(handler=_check_config)
     check_rules = check_kinds.add_parser("rules", help="validate Prometheus rule files (like promtool check rules)")
     check_rules.add_argument("files", nargs="+", metavar="FILE")
+    check_rules.add_argument("--lint-fatal", action="store_true",
+                             help="exit with code 3 on lint errors (duplicate rules), as promtool does")
     check_rules.set_defaults(handler=_check_rules)
 
     test = commands.add_parser("test", help="run unit tests")
@@ -127,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     from agent.config import load_config
     from agent.playbooks import fleet_warnings
-    from agent.schedule.rules import rule_files_of
+    from agent.schedule.rules import rule_files_of, unmatched_rule_globs
     from rules.rulefile import load_rule_files
 
     failed = False
@@ -151,15 +153,17 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f"    {line}")
         rules = sum(len(group.rules) for group in groups)
         print(f"    rules: {rules} in {plural(len(groups), 'group')} from {plural(len(rule_files), 'file')}")
+        for pattern in unmatched_rule_globs(config, Path(file).parent):
+            print(f"  WARNING: {file}: rule_files: {pattern!r} matches no file yet")
         for warning in fleet_warnings(config):
             print(f"  WARNING: {file}: {warning}")
     return 1 if failed else 0
 
 
 def _check_rules(args: argparse.Namespace) -> int:
-    from rules.rulefile import load_rule_file
+    from rules.rulefile import duplicate_rules, load_rule_file
 
-    failed = False
+    failed = linted = False
     for file in args.files:
         print(f"Checking {file}")
         try:
@@ -170,12 +174,19 @@ def _check_rules(args: argparse.Namespace) -> int:
             print()
             continue
         rules = [rule for group in groups for rule in group.rules]
+        lint = duplicate_rules(groups)
+        if lint is not None:  # promtool reports it as a failure that exits 0 unless --lint-fatal
+            linted = True
+            print(f"  FAILED:\n{lint}\n")
+            continue
         print(f"  SUCCESS: {len(rules)} rules found")
         for rule in rules:
             if rule.simple:
                 print(f"    {rule.name} (simple form) compiles to: {rule.expr}")
         print()
-    return 1 if failed else 0
+    if failed:
+        return 1
+    return 3 if linted and args.lint_fatal else 0
 
 
 def _test_rules(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 Each case is written to catch one way YAML 1.1 (PyYAML's default) reads a scalar differently from
 Go's yaml.v3 (``page: yes`` is "yes", not true; ``value: 6E-01`` is a number). A case passes in
 promtool when the expectation is the Go reading, and its negative control (the YAML 1.1 reading)
-fails there; healwatch must give both verdicts too.
+fails there; healwatch must give both verdicts too. ``check rules`` lints duplicate rules as
+promtool does, word for word.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli.main import main
 from harness.processes import require_binary
 from rules.unittest import run_test_files
 
@@ -94,3 +96,29 @@ def test_values_go_does_not_read_as_numbers_are_refused_by_both(
 ) -> None:
     """yes, true and 1:20 (80 in YAML 1.1) are no float64 to Go: the test file is refused by both tools."""
     assert verdicts(tmp_path, "groups: []\n", value_test(written, "1"), monkeypatch) == (1, 1)
+
+
+_DUPLICATES = ("groups:\n- name: g\n  rules:\n  - {alert: A, expr: up == 0, labels: {s: x}}\n"
+               "  - {alert: A, expr: up == 1, labels: {s: x}}\n  - {record: r, expr: sum(up)}\n"
+               "- name: h\n  rules:\n  - {record: r, expr: sum(up)}\n  - {alert: A, expr: up, labels: {s: y}}\n")
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("duplicates", _DUPLICATES),
+    ("distinct", _DUPLICATES.replace("record: r, expr: sum(up)}\n-", "record: r2, expr: sum(up)}\n-")
+                            .replace("up == 1, labels: {s: x}", "up == 1, labels: {s: z}")),
+])
+def test_check_rules_lints_duplicates_as_promtool(
+    name: str, text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Duplicate rules print promtool's lint error and exit 0 (3 with --lint-fatal); distinct ones succeed in both."""
+    (tmp_path / "rules.yml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    for flags in ([], ["--lint-fatal"]):
+        promtool = subprocess.run(
+            [require_binary("promtool"), "check", "rules", *flags, "rules.yml"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30, check=False,
+        )
+        code = main(["check", "rules", *flags, "rules.yml"])
+        assert (code, capsys.readouterr().out) == (promtool.returncode, promtool.stdout)
+        assert ("lint error" in promtool.stdout) is (name == "duplicates")

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.errors import SourceError
-from rules.rulefile import SIMPLE_AGGREGATES, expand_rule_files, load_rule_file, load_rule_files, parse_rules
+from rules.rulefile import (
+    SIMPLE_AGGREGATES, duplicate_rules, expand_rule_files, load_rule_file, load_rule_files, parse_rules,
+)
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -235,3 +237,28 @@ def test_numbers_resolve_as_go_reads_them_where_a_number_is_due() -> None:
     assert group.limit == 10
     assert errors_of("groups:\n- name: g\n  limit: yes\n  rules: []\n") == [
         "r.yaml:3:10: limit must be a non-negative integer, got 'yes'"]
+
+
+def test_duplicate_rules_are_reported_as_promtool_lints_them() -> None:
+    """Rules with one name and the same labels, across groups and whatever their expr, are listed once each."""
+    groups = parse_rules(
+        "groups:\n- name: g\n  rules:\n  - {alert: A, expr: up == 0, labels: {s: x}}\n"
+        "  - {alert: A, expr: up == 1, labels: {s: x}}\n  - {record: r, expr: sum(up)}\n"
+        "  - {record: r, expr: sum(up)}\n  - {alert: A, expr: up == 0, labels: {s: y}}\n"
+        "- name: h\n  rules:\n  - {alert: A, expr: up == 0, labels: {s: x}}\n",
+        "r.yaml",
+    )
+    assert duplicate_rules(groups) == (
+        "lint error 2 duplicate rule(s) found.\nMetric: A\nLabel(s):\n\ts: x\nMetric: r\nLabel(s):\n"
+        "Might cause inconsistency while recording expressions"
+    )
+
+
+def test_rules_differing_in_name_or_labels_are_no_duplicates() -> None:
+    """The same expression under other names or labels is no lint error."""
+    groups = parse_rules(
+        "groups:\n- name: g\n  rules:\n  - {alert: A, expr: up, labels: {s: x}}\n  - {alert: A, expr: up}\n"
+        "  - {alert: B, expr: up, labels: {s: x}}\n",
+        "r.yaml",
+    )
+    assert duplicate_rules(groups) is None
