@@ -39,7 +39,14 @@ from agent.looplag import LoopLag
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
 from agent.schedule.jobs import Job, JobSet, build_jobs
 from agent.schedule.phase import PhasedInterval
-from agent.schedule.rules import RuleJob, build_rule_jobs, file_stamps, retention_needed_s, rule_files_of
+from agent.schedule.rules import (
+    RuleJob,
+    build_rule_jobs,
+    file_stamps,
+    retention_needed_s,
+    rule_files_of,
+    unmatched_rule_globs,
+)
 from agent.sdnotify import SystemdNotifier
 from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB
@@ -115,6 +122,8 @@ class Agent:
         # Under systemd (Type=notify): READY=1 once the first host collection landed, watchdog pings.
         self.systemd = SystemdNotifier()
         self._systemd_ready_sent = False
+        # "agent stopped" answers "agent started": a failed start is the caller's error to log, not a stop.
+        self._started = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -166,6 +175,7 @@ class Agent:
             self._notify_ready()
         self._render_wanted.set()
         gc.freeze()  # what start-up built lives as long as the agent: the collector need not walk it again
+        self._started = True
         log.info("agent started", listen=f"{self._listen_address()[0]}:{self.server.port}",
                  config=self.config_path or "<built-in>", services=len(self.config.services),
                  jobs=len(self.jobset.jobs))
@@ -190,7 +200,8 @@ class Agent:
         if self.state is not None:
             self.state.close()
         self.systemd.close()
-        log.info("agent stopped")
+        if self._started:
+            log.info("agent stopped")
 
     async def run(self) -> None:
         """Start, serve until a stop is requested, then stop (within about a second)."""
@@ -319,6 +330,8 @@ class Agent:
     def _load_rules(self, config: AgentConfig) -> tuple[list[str], list[GroupSpec]]:
         config_dir = Path(self.config_path).parent if self.config_path else Path.cwd()
         files = rule_files_of(config, config_dir)
+        for pattern in unmatched_rule_globs(config, config_dir):
+            log.warning("rule_files pattern matches no file yet", pattern=pattern, config=self.config_path)
         return files, load_rule_files(files, had_groups={spec.file for spec in self.rule_specs})
 
     def _build_jobset(self) -> JobSet:

@@ -99,12 +99,31 @@ class _ToStructlog(logging.Handler):
         structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **event)
 
 
+class _MultilineConsole:
+    """The console renderer, with a multi-line value's lines below the event as written, not as one repr.
+
+    A rule error's caret then stands under the character it points at.
+    """
+
+    def __init__(self, renderer: structlog.dev.ConsoleRenderer) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+        tails = []
+        for key, value in event_dict.items():
+            # The renderer prints these two below the line itself.
+            if key not in ("exception", "stack") and isinstance(value, str) and "\n" in value:
+                event_dict[key], tail = value.split("\n", 1)
+                tails.append(tail)
+        return "\n".join([self._renderer(logger, method_name, event_dict), *tails])
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None, *, limiter: RateLimiter | None = None) -> None:
     """Route structlog and standard-library events at ``level`` and above to ``stream`` (stderr by default)."""
     stream = stream or sys.stderr
     renderer: structlog.typing.Processor
     if stream.isatty():
-        renderer = structlog.dev.ConsoleRenderer()
+        renderer = _MultilineConsole(structlog.dev.ConsoleRenderer())
     else:
         renderer = structlog.processors.JSONRenderer()
     numeric_level = getattr(logging, level.upper())

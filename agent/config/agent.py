@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
 from agent.config.api import ApiConfig
 from agent.config.defaults import DEFAULT_LISTEN
@@ -18,10 +20,25 @@ from agent.config.store import StoreConfig
 from agent.config.types import HostPort, PositiveDuration, Section
 
 
+def _existing_rule_file(pattern: str, info: ValidationInfo) -> str:
+    """A rule_files entry without wildcards names a file that exists, relative to the config file's directory.
+
+    The directory comes in the validation context (``config_dir``), so the entry is an error, with its
+    line, among every other error of the file; a glob may match nothing yet (the agent warns).
+    """
+    config_dir = (info.context or {}).get("config_dir")
+    if config_dir is not None and not glob.has_magic(pattern) and not (Path(config_dir) / pattern).exists():
+        raise ValueError(f"rule file {str(Path(config_dir) / pattern)!r} does not exist")
+    return pattern
+
+
+RuleFileEntry = Annotated[str, AfterValidator(_existing_rule_file)]
+
+
 class AgentConfig(Section):
     listen: HostPort = DEFAULT_LISTEN
     state_path: str = Field("./healwatch.db", description="SQLite state database; ':memory:' keeps none.")
-    rule_files: list[str] = Field([], description="Globs of Prometheus-format rule files, relative to this file.")
+    rule_files: list[RuleFileEntry] = Field([], description="Globs of Prometheus-format rule files, relative to this file.")
     default_rules: bool = Field(True, description="Also load the default host and service rules shipped with healwatch.")
     evaluation: EvaluationConfig = EvaluationConfig()
     interval: PositiveDuration = Field(15.0, description="Collection interval for process metrics.")

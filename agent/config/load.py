@@ -47,7 +47,7 @@ def parse_config(text: str, file: str) -> AgentConfig:
     for secret in _secret_values(AgentConfig, data):
         positions.hide(secret, "<secret>")
     try:
-        config = AgentConfig.model_validate(data)
+        config = AgentConfig.model_validate(data, context={"config_dir": Path(file).parent})
     except ValidationError as exc:
         raise SourceError(_sorted(decode_issues + _issues(exc, positions))) from None
     if decode_issues:

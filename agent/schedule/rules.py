@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -47,6 +48,11 @@ def rule_files_of(config: AgentConfig, config_dir: str | Path) -> list[str]:
     files = default_rule_files() if config.default_rules else []
     files.extend(f for f in expand_rule_files(config.rule_files, config_dir) if f not in files)
     return files
+
+
+def unmatched_rule_globs(config: AgentConfig, config_dir: str | Path) -> list[str]:
+    """The config's rule_files globs that match no file yet: valid (a file may appear later), worth a warning."""
+    return [p for p in config.rule_files if glob.has_magic(p) and not expand_rule_files([p], config_dir)]
 
 
 def file_stamps(files: Iterable[str]) -> dict[str, tuple[int, int] | None]:

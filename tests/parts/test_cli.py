@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import socket
 import subprocess
 import sys
@@ -95,6 +96,55 @@ def test_run_on_a_busy_port_exits_1_without_a_traceback(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_config_warns_of_a_rule_files_glob_matching_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rule_files glob that matches no file validates with a warning naming it, and none once a file matches."""
+    config = tmp_path / "agent.yaml"
+    config.write_text("rule_files: ['my-rules/*.yaml']\n")
+    assert main(["check", "config", str(config)]) == 0
+    assert f"WARNING: {config}: rule_files: 'my-rules/*.yaml' matches no file yet" in capsys.readouterr().out
+    (tmp_path / "my-rules").mkdir()
+    (tmp_path / "my-rules" / "a.yaml").write_text("groups: []\n")
+    assert main(["check", "config", str(config)]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+
+
+def test_run_on_a_terminal_shows_a_rule_error_with_its_caret_and_no_stop(tmp_path: Path) -> None:
+    """On a terminal, `healwatch run` with a broken rule prints the caret under the bad token, warns of an empty
+    glob, and logs no "agent stopped" for an agent that never started."""
+    (tmp_path / "bad.yaml").write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up ==\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"rule_files: [bad.yaml, 'none/*.yaml']\nstate_path: ':memory:'\nhost: {{enabled: false}}\n")
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "run", "-c", str(config), "--listen", "127.0.0.1:1"],
+            cwd=ROOT, stderr=terminal, env={**os.environ, "NO_COLOR": "1"}, timeout=30,
+        )
+        os.close(terminal)
+        output = b""
+        while chunk := _read_or_end(controller):
+            output += chunk
+    finally:
+        os.close(controller)
+    lines = output.decode().splitlines()
+    assert result.returncode == 1
+    assert any("rule_files pattern matches no file yet" in line and "none/*.yaml" in line for line in lines)
+    error = next(i for i, line in enumerate(lines) if "invalid rules" in line)
+    assert "parse error: unexpected end of input" in lines[error]
+    assert lines[error + 1 : error + 3] == ["    up ==", "         ^"]
+    assert not any("agent stopped" in line for line in lines)
+
+
+def _read_or_end(fd: int) -> bytes:
+    """What the pseudo-terminal holds; b"" once its other side is closed (Linux reports EIO then)."""
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
 
 
 def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:

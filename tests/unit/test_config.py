@@ -167,6 +167,20 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "cannot read config: No such file or directory" in str(info.value)
 
 
+def test_a_missing_rule_file_is_positioned_among_the_other_errors(tmp_path: Path) -> None:
+    """A rule_files entry naming no file is an error at its own line, reported with the rest of the file's errors."""
+    (tmp_path / "here.yaml").write_text("groups: []\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text("interval: soon\nrule_files:\n  - here.yaml\n  - gone.yaml\n  - 'later/*.yaml'\n")
+    with pytest.raises(SourceError) as info:
+        load_config(config)
+    assert [str(issue) for issue in info.value.issues] == [
+        f"{config}:1:11: interval: invalid duration 'soon': expected a number with a unit (ms, s, m, h, d, w, y), "
+        "e.g. 500ms, 15s, 1h30m",
+        f"{config}:4:5: rule_files -> 1: rule file '{tmp_path / 'gone.yaml'}' does not exist",
+    ]
+
+
 def test_top_level_must_be_a_mapping() -> None:
     """A list at the top level is rejected."""
     (issue,) = errors_of("- a\n- b\n")
