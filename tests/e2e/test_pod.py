@@ -110,8 +110,14 @@ class Pod:
 
 
 @pytest.fixture(scope="module")
-def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
-    build_image()
+def image() -> str:
+    """The repository's image, built once for the module."""
+    return build_image()[0]
+
+
+@pytest.fixture
+def pod(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
+    """A fresh pod per test, so no fault waits out the cooldown an earlier test's heal started."""
     base = base_image()
     work = tmp_path_factory.mktemp("kube")
     (deployment,) = _documents("deployment.yaml")
@@ -142,7 +148,6 @@ def _heal(pod: Pod, before: int, trigger: str) -> dict[str, Any]:
             return incidents[0]
         return None
 
-    # A heal within a minute of the last successful one waits for the playbook's cooldown (60 s).
     incident = wait_for(ended, timeout_s=120, interval_s=0.5)
     assert isinstance(incident, dict)
     assert incident["outcome"] == "succeeded", incident
@@ -167,7 +172,6 @@ def test_pod_starts_shares_processes_and_serves(pod: Pod) -> None:
 def test_sigkilled_app_is_restarted_by_the_runtime_and_the_playbook_follows(pod: Pod) -> None:
     """A SIGKILLed app: the runtime restarts the container, healwatch's playbook (exit seen at once) waits for health, and the journal has it."""
     wait_for(pod.kubelet_sees_web_ready, timeout_s=60, interval_s=0.5)
-    # First of the three: a transient fault the runtime repairs by itself is not held by a cooldown.
     before, restarts = len(pod.incidents()), pod.web_restarts()
     killed_at = time.monotonic()
     assert podman("exec", HEALWATCH, "python3", "-c", APP_PROCESSES, "kill").stdout.strip()
@@ -184,7 +188,7 @@ def test_sigkilled_app_is_restarted_by_the_runtime_and_the_playbook_follows(pod:
 
 
 def test_errors_flip_readiness_then_heal(pod: Pod) -> None:
-    """An app answering 500s turns /-/ready/web and the kubelet's probe to failing; the heal (after the cooldown) restarts it and both recover."""
+    """An app answering 500s turns /-/ready/web and the kubelet's probe to failing; the heal restarts it and both recover."""
     wait_for(pod.kubelet_sees_web_ready, timeout_s=60, interval_s=0.5)
     before, restarts = len(pod.incidents()), pod.web_restarts()
     broken_at = time.monotonic()
