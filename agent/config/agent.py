@@ -36,20 +36,34 @@ RuleFileEntry = Annotated[str, AfterValidator(_existing_rule_file)]
 
 
 class AgentConfig(Section):
-    listen: HostPort = DEFAULT_LISTEN
+    listen: HostPort = Field(
+        DEFAULT_LISTEN,
+        description="HOST:PORT of the HTTP server (/metrics, /-/healthy, /-/ready, the API, the status page); "
+        "loopback by default, since reads need no token unless api.auth is all. `healwatch run --listen` overrides it.",
+    )
     state_path: str = Field("./healwatch.db", description="SQLite state database; ':memory:' keeps none.")
     rule_files: list[RuleFileEntry] = Field([], description="Globs of Prometheus-format rule files, relative to this file.")
     default_rules: bool = Field(True, description="Also load the default host and service rules shipped with healwatch.")
-    evaluation: EvaluationConfig = EvaluationConfig()
+    evaluation: EvaluationConfig = Field(
+        EvaluationConfig(), description="How rule groups are evaluated (Prometheus' global settings and flags)."
+    )
     interval: PositiveDuration = Field(15.0, description="Collection interval for process metrics.")
-    host: HostConfig = HostConfig()
-    api: ApiConfig = ApiConfig()
-    store: StoreConfig = StoreConfig()
-    services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ServiceConfig] = {}
-    playbooks: list[PlaybookConfig] = []
-    healing: HealingConfig = HealingConfig()
-    coordination: CoordinationConfig = CoordinationConfig()
-    notify: NotifyConfig = NotifyConfig()
+    host: HostConfig = Field(HostConfig(), description="The host collector (node_exporter-style node_* metrics).")
+    api: ApiConfig = Field(ApiConfig(), description="The HTTP API's token, limits, TLS and query bounds.")
+    store: StoreConfig = Field(StoreConfig(), description="The in-memory series store the rules query.")
+    services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ServiceConfig] = Field(
+        {}, description="The watched services by name; the name is the `service` label of their metrics and alerts."
+    )
+    playbooks: list[PlaybookConfig] = Field(
+        [], description="Healing playbooks: triggers and steps. A service with autoheal: true needs none."
+    )
+    healing: HealingConfig = Field(HealingConfig(), description="Settings for all healing: dry run, resuming.")
+    coordination: CoordinationConfig = Field(
+        CoordinationConfig(), description="The store agents share fleet budgets in (playbooks' fleet:)."
+    )
+    notify: NotifyConfig = Field(
+        NotifyConfig(), description="Where alerts and healing notices go, in Alertmanager's shape."
+    )
     # Names of the environment variables the file referenced as ${NAME}: their values may be secrets.
     _env_references: frozenset[str] = PrivateAttr(frozenset())
 

@@ -10,8 +10,8 @@ from agent.config.types import PositiveDuration, Section
 
 
 class TlsConfig(Section):
-    cert_file: str
-    key_file: str
+    cert_file: str = Field(description="PEM file of the certificate (and chain) the HTTPS server presents.")
+    key_file: str = Field(description="PEM file of cert_file's private key.")
 
 
 class ApiConfig(Section):
@@ -20,8 +20,11 @@ class ApiConfig(Section):
     auth: Literal["mutations", "all"] = Field("mutations", description="Which requests need the token.")
     token_env: str = Field("HEALWATCH_TOKEN", description="Environment variable holding the API token.")
     token_file: str | None = Field(None, description="File holding the API token (wins over token_env).")
-    max_body_bytes: int = Field(64 << 10, gt=0)
-    tls: TlsConfig | None = None
+    max_body_bytes: int = Field(
+        64 << 10, gt=0, description="Largest request body in bytes; a larger one is answered 413. The API's bodies "
+        "(silences, heal requests) are small, so 64 KiB bounds memory without limiting them.",
+    )
+    tls: TlsConfig | None = Field(None, description="Serve HTTPS with this certificate; plain HTTP when unset.")
     query_timeout: PositiveDuration = Field(10.0, description="A PromQL query through the API is stopped after this.")
     # Far below Prometheus' 50M: each point a subquery computes is a few Python objects, and at 100k the
     # garbage collector's pauses (they stop the event loop too) stay near 30 ms and a query near 0.3 s of CPU.

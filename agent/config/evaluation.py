@@ -13,7 +13,10 @@ class EvaluationConfig(Section):
     """How rule groups are evaluated; names follow Prometheus' settings and flags."""
 
     interval: PositiveDuration = Field(15.0, description="Default evaluation interval of rule groups.")
-    external_labels: dict[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")], str] = {}
+    external_labels: dict[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")], str] = Field(
+        {}, description="Labels added to every alert that lacks them before it is routed or pushed to Alertmanager "
+        "(Prometheus' global external_labels); the alert's own label wins.",
+    )
     external_url: str = Field("", description="Used for generatorURL and $externalURL in templates.")
     lookback_delta: PositiveDuration = Field(300.0, description="How far back an instant selector looks.")
     for_outage_tolerance: PositiveDuration = Field(3600.0, description="Max downtime for which `for` state is restored.")

@@ -58,7 +58,9 @@ def _signal_name(value: str) -> str:
 
 class SupervisorConfig(Section):
     url: str = Field(description="unix:///run/supervisor.sock or http://127.0.0.1:9001/RPC2")
-    program: str
+    program: str = Field(
+        description="The supervisord program (as supervisorctl names it): stopped, started, read back as RUNNING."
+    )
 
     @field_validator("url")
     @classmethod
@@ -69,17 +71,17 @@ class SupervisorConfig(Section):
 
 
 class DockerConfig(Section):
-    socket: str = "/var/run/docker.sock"
+    socket: str = Field("/var/run/docker.sock", description="The Docker Engine API's unix socket (Docker's default).")
     container: str = Field(description="Container name or id.")
 
 
 class RestartConfig(Section):
     """How the service is restarted: exactly one backend."""
 
-    exec: Argv | None = None
+    exec: Argv | None = Field(None, description="Restart by running this argv (never a shell); exit 0 is success.")
     signal: str | None = Field(None, description="Signal the matched process; its parent restarts it.")
-    supervisor: SupervisorConfig | None = None
-    docker: DockerConfig | None = None
+    supervisor: SupervisorConfig | None = Field(None, description="Restart a supervisord program over XML-RPC.")
+    docker: DockerConfig | None = Field(None, description="Restart a container through the Docker Engine API.")
     env: ChildEnv = {}
 
     @field_validator("signal")
@@ -112,9 +114,12 @@ class ReadinessConfig(Section):
 class HaproxyConfig(Section):
     socket: str | None = Field(None, description="The runtime API's unix socket.")
     address: str | None = Field(None, description="The runtime API's TCP host:port.")
-    backend: str
-    server: str
-    mode: Literal["maint", "drain"] = "maint"
+    backend: str = Field(description="The HAProxy backend the service's server is in.")
+    server: str = Field(description="The service's server in that backend.")
+    mode: Literal["maint", "drain"] = Field(
+        "maint", description="The state a cut sets: maint sends the server no new traffic, drain still lets "
+        "persistent (sticky) sessions in; maint, since the server is about to be restarted.",
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> HaproxyConfig:
@@ -131,18 +136,20 @@ class FileConfig(Section):
 
 
 class ExecTrafficConfig(Section):
-    cut: Argv
-    restore: Argv
+    cut: Argv = Field(description="argv run to take the service out of rotation (never a shell); exit 0 is success.")
+    restore: Argv = Field(description="argv run to put it back.")
     env: ChildEnv = {}
 
 
 class TrafficConfig(Section):
     """How the service is taken out of rotation: exactly one backend."""
 
-    readiness: ReadinessConfig | None = None
-    haproxy: HaproxyConfig | None = None
-    file: FileConfig | None = None
-    exec: ExecTrafficConfig | None = None
+    readiness: ReadinessConfig | None = Field(
+        None, description="Fail the agent's /-/ready/{service}, which a load balancer or kubelet polls; write `{}`."
+    )
+    haproxy: HaproxyConfig | None = Field(None, description="Set the server's state through HAProxy's runtime API.")
+    file: FileConfig | None = Field(None, description="Create a flag file that nginx or a health script tests.")
+    exec: ExecTrafficConfig | None = Field(None, description="Run one command to cut and one to restore.")
 
     @model_validator(mode="after")
     def _one(self) -> TrafficConfig:
@@ -165,19 +172,19 @@ class TrafficConfig(Section):
 
 
 class CheckFailedWhen(Section):
-    service: Name
+    service: Name = Field(description="The service whose check turning unhealthy starts the playbook.")
     check: Name | None = Field(None, description="Only this check; any of the service's checks when omitted.")
 
 
 class ProcessExitedWhen(Section):
-    service: Name
+    service: Name = Field(description="The service whose process exiting starts the playbook (needs its process:).")
 
 
 class WhenConfig(Section):
     """One trigger: exactly one of check_failed, process_exited or alert (labels the alert must carry)."""
 
-    check_failed: CheckFailedWhen | None = None
-    process_exited: ProcessExitedWhen | None = None
+    check_failed: CheckFailedWhen | None = Field(None, description="When a check of the service turns unhealthy.")
+    process_exited: ProcessExitedWhen | None = Field(None, description="When the service's process exits.")
     alert: dict[str, str] | None = Field(None, description="Labels the firing alert must carry, e.g. alertname.")
 
     @model_validator(mode="after")
@@ -196,12 +203,16 @@ class WhenConfig(Section):
 
 
 class WaitHealthyArgs(Section):
-    timeout: PositiveDuration = 60.0
+    timeout: PositiveDuration = Field(
+        60.0, description="How long the service's checks are re-run until each meets its success_threshold."
+    )
 
 
 class NotifyArgs(Section):
-    message: str
-    severity: Literal["info", "warning", "critical"] = "warning"
+    message: str = Field(description="The notice's summary annotation.")
+    severity: Literal["info", "warning", "critical"] = Field(
+        "warning", description="The notice's severity label, which routes can match."
+    )
 
 
 class EmptyArgs(Section):
@@ -217,16 +228,31 @@ STEP_ACTIONS: tuple[Action, ...] = get_args(Action)  # each a key of StepConfig
 class StepConfig(Section):
     """One step: exactly one action, with an optional timeout and what to do when it fails."""
 
-    traffic: Literal["cut", "restore"] | None = None
-    restart: EmptyArgs | None = None
-    exec: Argv | None = None
-    signal: str | None = None
-    wait_healthy: WaitHealthyArgs | None = None
-    sleep: PositiveDuration | None = None
-    notify: NotifyArgs | None = None
+    traffic: Literal["cut", "restore"] | None = Field(
+        None, description="Cut or restore the service's traffic through its traffic: backend (timeout 10s)."
+    )
+    restart: EmptyArgs | None = Field(
+        None, description="Restart the service through its restart: backend (timeout 60s); write `{}`."
+    )
+    exec: Argv | None = Field(None, description="Run this argv, never through a shell; exit 0 passes (timeout 30s).")
+    signal: str | None = Field(
+        None, description="Send this signal (TERM, SIGHUP, 9) to the service's process (timeout 5s)."
+    )
+    wait_healthy: WaitHealthyArgs | None = Field(
+        None, description="Re-run the service's checks until all pass; fails at its timeout."
+    )
+    sleep: PositiveDuration | None = Field(None, description="Wait this long (timeout: this plus 1s).")
+    notify: NotifyArgs | None = Field(
+        None, description="Send a healing notice through the notify routes (timeout 10s)."
+    )
     env: ChildEnv = {}
-    timeout: PositiveDuration | None = None
-    on_failure: Literal["abort", "continue", "escalate"] = "abort"
+    timeout: PositiveDuration | None = Field(
+        None, description="The step fails when not done by then; default: its action's timeout, named above."
+    )
+    on_failure: Literal["abort", "continue", "escalate"] = Field(
+        "abort", description="When the step fails: abort the run, continue with the next step, or escalate "
+        "(abort, suspend the service's auto-healing and notify).",
+    )
 
     @field_validator("signal")
     @classmethod
@@ -265,24 +291,31 @@ class StepConfig(Section):
 
 
 class BudgetConfig(Section):
-    max_runs: int = Field(3, ge=1)
-    within: PositiveDuration = 1800.0
+    max_runs: int = Field(
+        3, ge=1, description="Runs of the service's playbooks within `within` after which its auto-healing is "
+        "suspended (until healthy for healing.resume_after_healthy, or reset).",
+    )
+    within: PositiveDuration = Field(1800.0, description="The window in which runs count against max_runs.")
 
 
 class BackoffConfig(Section):
-    initial: Duration = 10.0
-    factor: float = Field(2.0, ge=1.0)
-    max: Duration = 300.0
+    """The wait after a run before the next: initial * factor^(runs in the budget window - 1), at most max."""
+
+    initial: Duration = Field(
+        10.0, description="The wait after the first run (Kubernetes' CrashLoopBackOff starts at 10s too)."
+    )
+    factor: float = Field(2.0, ge=1.0, description="Each further run in the budget window multiplies the wait by this.")
+    max: Duration = Field(300.0, description="The longest wait (CrashLoopBackOff's cap, 5m).")
 
 
 class FleetConfig(Section):
     """The playbook's share of a fleet-wide budget, taken before it cuts traffic or restarts."""
 
-    group: Name
+    group: Name = Field(description="The fleet budget's name; agents whose playbooks name it share it.")
     max_concurrent: int | str = Field(1, description="Holders at a time: a count, or a percentage such as 10%.")
     fleet_size: int | None = Field(None, ge=1, description="The group's size for a percentage; else its live members.")
     max_runs: int | None = Field(None, ge=1, description="Heals across the fleet within `within`; else unlimited.")
-    within: PositiveDuration = 600.0
+    within: PositiveDuration = Field(600.0, description="The window in which max_runs counts heals.")
 
     @field_validator("max_concurrent")
     @classmethod
@@ -339,16 +372,23 @@ def _host_and_port(url: str) -> bool:
 
 
 class PlaybookConfig(Section):
-    name: Name
+    name: Name = Field(description="Unique playbook name, as the journal, API and metrics show it.")
     service: Name | None = Field(None, description="The service healed; by default the one the triggers name.")
     when: list[WhenConfig] = Field([], description="Triggers; without any the playbook only runs on request.")
-    steps: list[StepConfig] = Field(min_length=1)
-    budget: BudgetConfig = BudgetConfig()
-    backoff: BackoffConfig = BackoffConfig()
-    cooldown: Duration = 60.0
-    dry_run: bool = False
-    traffic_on_abort: Literal["restore", "keep"] = "restore"
-    fleet: FleetConfig | None = None
+    steps: list[StepConfig] = Field(min_length=1, description="Actions run in order, each journaled.")
+    budget: BudgetConfig = Field(BudgetConfig(), description="How many runs before auto-healing is suspended.")
+    backoff: BackoffConfig = Field(BackoffConfig(), description="The growing wait between runs.")
+    cooldown: Duration = Field(
+        60.0, description="No triggered run for this long after a successful one, so the service can settle."
+    )
+    dry_run: bool = Field(False, description="Journal what the steps would do and execute nothing.")
+    traffic_on_abort: Literal["restore", "keep"] = Field(
+        "restore", description="After a failed run that cut traffic: restore it, or keep it cut and send a critical "
+        "notice; restore, so a service never stays out of rotation unnoticed.",
+    )
+    fleet: FleetConfig | None = Field(
+        None, description="A fleet-wide budget the run must get a slot of before it cuts traffic or restarts."
+    )
 
     @model_validator(mode="after")
     def _one_service(self) -> PlaybookConfig:

@@ -8,8 +8,8 @@ from agent.config.types import PositiveDuration, Section
 
 
 class HostConfig(Section):
-    enabled: bool = True
-    interval: PositiveDuration = 15.0
+    enabled: bool = Field(True, description="Collect the host's CPU, memory, disk and network metrics (node_*).")
+    interval: PositiveDuration = Field(15.0, description="How often the host metrics are collected.")
     filesystem_exclude_types: list[str] = Field(
         default_factory=lambda: sorted(_PSEUDO_FILESYSTEMS),
         description="Filesystem types never reported (pseudo and virtual filesystems).",

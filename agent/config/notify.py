@@ -47,10 +47,12 @@ class SlackReceiverConfig(Section):
     webhook_url: SecretUrl | None = Field(None, description="Incoming webhook URL; a secret.")
     bot_token: SecretStr | None = Field(None, description="Bot token (xoxb-...) for chat.postMessage/chat.update.")
     channel: str | None = Field(None, description="Channel override; required with bot_token.")
-    username: str | None = None
+    username: str | None = Field(None, description="Name to post as instead of the app's (slack_configs' username).")
     api_url: HttpUrl = Field("https://slack.com/api/", description="Slack Web API base URL (bot_token mode).")
-    send_resolved: bool = False
-    timeout: PositiveDuration = 10.0
+    send_resolved: bool = Field(
+        False, description="Also notify when alerts resolve; off as in Alertmanager's slack_configs."
+    )
+    timeout: PositiveDuration = Field(10.0, description="One request to Slack fails (and is retried) after this.")
 
     @model_validator(mode="after")
     def _one_mode(self) -> SlackReceiverConfig:
@@ -64,14 +66,16 @@ class SlackReceiverConfig(Section):
 class WebhookReceiverConfig(Section):
     """POSTs Alertmanager's webhook payload (version 4); the URL counts as a secret, as in Alertmanager."""
 
-    url: SecretUrl
-    bearer_token: SecretStr | None = None
+    url: SecretUrl = Field(
+        description="The http:// or https:// URL POSTed to; a secret, redacted from logs and errors."
+    )
+    bearer_token: SecretStr | None = Field(None, description="Sent as Authorization: Bearer; a secret.")
     bearer_token_file: str | None = Field(None, description="File holding the bearer token, read at every send.")
-    headers: dict[str, SecretStr] = {}
+    headers: dict[str, SecretStr] = Field({}, description="Extra request headers; their values are secrets.")
     hmac_secret: SecretStr | None = Field(None, description="Signs the body: X-Healwatch-Signature: sha256=<hex>.")
     max_alerts: int = Field(0, ge=0, description="Send at most this many alerts (0: all); the rest are counted.")
-    send_resolved: bool = True
-    timeout: PositiveDuration = 10.0
+    send_resolved: bool = Field(True, description="Also notify when alerts resolve; on as in Alertmanager's webhook.")
+    timeout: PositiveDuration = Field(10.0, description="One POST fails (and is retried) after this.")
 
     @model_validator(mode="after")
     def _one_token(self) -> WebhookReceiverConfig:
@@ -83,17 +87,21 @@ class WebhookReceiverConfig(Section):
 class AlertmanagerReceiverConfig(Section):
     """Pushes every alert the rules send to Alertmanager's API v2, as Prometheus does; needs no route."""
 
-    urls: list[HttpUrl] = Field(min_length=1)
-    timeout: PositiveDuration = 10.0
+    urls: list[HttpUrl] = Field(
+        min_length=1, description="Alertmanager base URLs; each gets every alert at /api/v2/alerts, as from Prometheus."
+    )
+    timeout: PositiveDuration = Field(10.0, description="A push to one URL fails (and is retried) after this.")
 
 
 class ReceiverConfig(Section):
     """A named destination of notifications: at most one of slack, webhook, alertmanager (none discards)."""
 
-    name: Annotated[str, Field(min_length=1)]
-    slack: SlackReceiverConfig | None = None
-    webhook: WebhookReceiverConfig | None = None
-    alertmanager: AlertmanagerReceiverConfig | None = None
+    name: Annotated[str, Field(min_length=1)] = Field(description="Unique name that routes send to.")
+    slack: SlackReceiverConfig | None = Field(None, description="Post to Slack.")
+    webhook: WebhookReceiverConfig | None = Field(None, description="POST Alertmanager's webhook payload.")
+    alertmanager: AlertmanagerReceiverConfig | None = Field(
+        None, description="Push every alert to Alertmanager; needs no route."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> ReceiverConfig:
@@ -112,14 +120,18 @@ class OutboxConfig(Section):
     """Delivery retries: exponential backoff with full jitter, until a notification is max_age old."""
 
     max_age: PositiveDuration = Field(24 * 3600.0, description="Drop (and count) notifications undelivered this long.")
-    backoff_initial: PositiveDuration = 1.0
-    backoff_max: PositiveDuration = 300.0
+    backoff_initial: PositiveDuration = Field(
+        1.0, description="The first retry waits a random time below this; the bound doubles each retry (full jitter)."
+    )
+    backoff_max: PositiveDuration = Field(300.0, description="The bound stops doubling at this.")
 
 
 class RouteConfig(Section):
     """One node of the routing tree; unset options are inherited from the parent route."""
 
-    receiver: str | None = None
+    receiver: str | None = Field(
+        None, description="The receiver of alerts this route matches; inherited when unset, required at the root."
+    )
     matchers: list[MatcherText] = Field([], description='Alertmanager matchers, e.g. severity="critical".')
     group_by: list[GroupLabel] | None = Field(None, description="Labels to group by; ['...'] groups by all labels.")
     group_wait: Duration | None = Field(None, description="Wait before a new group's first notification (30s).")
@@ -129,7 +141,10 @@ class RouteConfig(Section):
         None, description="Send a group's all-resolved notification this long after the last alert resolved."
     )
     continue_: bool = Field(False, alias="continue", description="Keep matching sibling routes after this one.")
-    routes: list[RouteConfig] = []
+    routes: list[RouteConfig] = Field(
+        [], description="Child routes, tried in order: the first that matches takes the alert (and the next ones while "
+        "it has continue); when none does, this route keeps it.",
+    )
 
     @model_validator(mode="after")
     def _group_by_all_alone(self) -> RouteConfig:
@@ -155,9 +170,11 @@ class RouteConfig(Section):
 class InhibitRuleConfig(Section):
     """Firing alerts matching ``source_matchers`` mute alerts matching ``target_matchers`` with equal ``equal`` labels."""
 
-    source_matchers: list[MatcherText] = Field(min_length=1)
-    target_matchers: list[MatcherText] = Field(min_length=1)
-    equal: list[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]] = []
+    source_matchers: list[MatcherText] = Field(min_length=1, description="Matchers a firing alert must meet to mute.")
+    target_matchers: list[MatcherText] = Field(min_length=1, description="Matchers of the alerts it mutes.")
+    equal: list[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]] = Field(
+        [], description="Labels source and target must have equal (a label missing on both counts as equal)."
+    )
 
     def to_rule(self) -> InhibitRule:
         return InhibitRule(
@@ -172,11 +189,13 @@ class SilencesConfig(Section):
 class NotifyConfig(Section):
     """Where alerts are sent: without a route, nothing is."""
 
-    receivers: list[ReceiverConfig] = []
-    route: RouteConfig | None = None
-    inhibit_rules: list[InhibitRuleConfig] = []
-    silences: SilencesConfig = SilencesConfig()
-    outbox: OutboxConfig = OutboxConfig()
+    receivers: list[ReceiverConfig] = Field([], description="Where notifications can go, each by name.")
+    route: RouteConfig | None = Field(
+        None, description="The routing tree's root: which receiver gets which alert, grouped how, how often."
+    )
+    inhibit_rules: list[InhibitRuleConfig] = Field([], description="Firing alerts that mute others.")
+    silences: SilencesConfig = Field(SilencesConfig(), description="Silences, set through the API or by maintenance.")
+    outbox: OutboxConfig = Field(OutboxConfig(), description="How failed deliveries are retried.")
 
     @model_validator(mode="after")
     def _routes_reach_receivers(self) -> NotifyConfig:

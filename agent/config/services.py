@@ -14,7 +14,7 @@ from rules.durations import format_duration
 class ProcessMatch(Section):
     """How a service's process is found: exactly one of pidfile, name or cmdline."""
 
-    pidfile: str | None = None
+    pidfile: str | None = Field(None, description="File holding the process id; re-read at every refresh.")
     name: str | None = Field(None, description="Exact process name (as in /proc/PID/comm or argv[0]).")
     cmdline: Regex | None = Field(None, description="Regex searched in the space-joined command line.")
     children: bool = Field(False, description="Add the resources of child processes.")
@@ -28,19 +28,25 @@ class ProcessMatch(Section):
 
 
 class HttpProbe(Section):
-    url: HttpUrl
-    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
-    headers: dict[str, str] = {}
+    url: HttpUrl = Field(description="The http:// or https:// URL probed; redirects are followed.")
+    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = Field("GET", description="HTTP method; sends no body.")
+    headers: dict[str, str] = Field(
+        {}, description="Request headers; pass a secret (an Authorization header) as ${NAME}."
+    )
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         [], description="Healthy status codes; empty means any 2xx."
     )
-    body_regex: Regex | None = None
-    tls_verify: bool = True
+    body_regex: Regex | None = Field(
+        None, description="Also healthy only if this Python regex is found in the body (its first max_body_bytes)."
+    )
+    tls_verify: bool = Field(True, description="Verify an https URL's certificate; false accepts any (self-signed).")
     max_body_bytes: int = Field(1 << 20, gt=0, description="Read at most this much of the body.")
 
 
 class TcpProbe(Section):
-    address: HostPort
+    address: HostPort = Field(
+        description="HOST:PORT to connect to; healthy when a connection opens within the timeout (closed at once)."
+    )
 
 
 class ExecProbe(Section):
@@ -66,17 +72,35 @@ class FailuresWithin(Section):
 
 
 class CheckConfig(Section):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    http: HttpProbe | None = None
-    tcp: TcpProbe | None = None
-    exec: ExecProbe | None = None
-    process: ProcessProbe | None = None
-    interval: PositiveDuration = 10.0
-    timeout: PositiveDuration = 1.0
-    failure_threshold: int = Field(3, ge=1)
-    success_threshold: int = Field(1, ge=1)
-    failures_within: FailuresWithin | None = None
-    initial_delay: Duration = 0.0
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
+        description="Unique within the service; the `check` label of its metrics, and what triggers name."
+    )
+    http: HttpProbe | None = Field(None, description="Probe with an HTTP request: healthy on an expected status.")
+    tcp: TcpProbe | None = Field(None, description="Probe by opening a TCP connection.")
+    exec: ExecProbe | None = Field(None, description="Probe by running a command: healthy on exit status 0.")
+    process: ProcessProbe | None = Field(None, description="Healthy while the service's process runs; write `{}`.")
+    interval: PositiveDuration = Field(
+        10.0, description="Time between probes (Kubernetes' periodSeconds, whose default it takes)."
+    )
+    timeout: PositiveDuration = Field(
+        1.0, description="A probe not done by then fails (Kubernetes' timeoutSeconds and its default); "
+        "an exec probe's process group is killed.",
+    )
+    failure_threshold: int = Field(
+        3, ge=1, description="Consecutive failed probes that turn the check unhealthy (Kubernetes' failureThreshold "
+        "and its default).",
+    )
+    success_threshold: int = Field(
+        1, ge=1, description="Consecutive successful probes that turn it healthy again (Kubernetes' successThreshold "
+        "and its default).",
+    )
+    failures_within: FailuresWithin | None = Field(
+        None, description="Also unhealthy after count failures among the latest window runs, consecutive or not."
+    )
+    initial_delay: Duration = Field(
+        0.0, description="No probe before this long after the check starts (Kubernetes' initialDelaySeconds); "
+        "meanwhile it counts as healthy.",
+    )
 
     @model_validator(mode="after")
     def _one_probe(self) -> CheckConfig:
@@ -96,8 +120,12 @@ DEFAULT_SCRAPE_TIMEOUT_S = 10.0  # Prometheus' global scrape_timeout
 
 
 class ScrapeConfig(Section):
-    url: HttpUrl
-    interval: PositiveDuration = 15.0
+    url: HttpUrl = Field(
+        description="The service's metrics endpoint; every sample gets its `service` label (honor_labels: false)."
+    )
+    interval: PositiveDuration = Field(
+        15.0, description="Time between scrapes (Prometheus' scrape_interval); 15s like the agent's own collectors."
+    )
     timeout: PositiveDuration | None = Field(
         None, description="How long one scrape may take; by default 10s, or the interval when shorter (as Prometheus).",
     )
@@ -125,11 +153,13 @@ class ScrapeConfig(Section):
 
 
 class ServiceConfig(Section):
-    process: ProcessMatch | None = None
-    checks: list[CheckConfig] = []
-    scrape: ScrapeConfig | None = None
-    restart: RestartConfig | None = None
-    traffic: TrafficConfig | None = None
+    process: ProcessMatch | None = Field(
+        None, description="How the service's process is found: measured, watched for exits, signalled."
+    )
+    checks: list[CheckConfig] = Field([], description="Health checks, each a probe run and thresholded.")
+    scrape: ScrapeConfig | None = Field(None, description="Scrape the service's own Prometheus metrics.")
+    restart: RestartConfig | None = Field(None, description="How a playbook's restart step restarts the service.")
+    traffic: TrafficConfig | None = Field(None, description="How traffic steps take the service out of rotation.")
     depends_on: list[str] = Field([], description="Services that must be healthy before this one is restarted.")
     autoheal: bool = Field(False, description="Heal with the default playbook: cut traffic, restart, wait, restore.")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +43,47 @@ def test_durations_are_duration_strings_and_requirements_are_marked() -> None:
     assert "| `interval` | duration | `15s` | Collection interval for process metrics. |" in text
     assert f"| `retention` | duration | `10m` | {StoreConfig.model_fields['retention'].description} |" in text
     assert CheckConfig.model_fields["interval"].default == 10.0  # seconds in the model, `10s` in the reference
-    assert "| `interval` | duration | `10s` |  |" in text
-    assert "| `name` | string matching `^[A-Za-z0-9_.-]+$` | required |  |" in text
+    assert f"| `interval` | duration | `10s` | {CheckConfig.model_fields['interval'].description} |" in text
+    name = CheckConfig.model_fields["name"].description
+    assert f"| `name` | string matching `^[A-Za-z0-9_.-]+$` | required | {name} |" in text
     assert not re.search(r"\| duration[^|]*\| `\d+\.\d+`", text)
+
+
+def test_every_key_of_the_schema_has_a_description() -> None:
+    """Every property of `healwatch schema`, however deeply nested, says what it does (issue #16)."""
+    schema = AgentConfig.model_json_schema()
+    undocumented = [path for path, prop in _properties(schema, schema, "", set()) if not _described(prop)]
+    assert not undocumented, f"{len(undocumented)} config keys have no description: {', '.join(undocumented)}"
+
+
+def _described(prop: dict[str, Any]) -> bool:
+    """A description of its own or, for an optional key, on the non-null member (where the reference reads it)."""
+    return any(str(p.get("description", "")).strip() for p in [prop, *prop.get("anyOf", [])])
+
+
+def _properties(
+    node: dict[str, Any], schema: dict[str, Any], path: str, seen: set[str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, property) for every property reachable from ``node``, through $refs (each model walked once),
+    anyOf/oneOf/allOf members, list items and map values."""
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        if ref in seen:
+            return
+        seen.add(ref)
+        target: Any = schema
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
+        yield from _properties(target, schema, path, seen)
+    for key, prop in node.get("properties", {}).items():
+        where = f"{path}.{key}" if path else key
+        yield where, prop
+        yield from _properties(prop, schema, where, seen)
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        for member in node.get(combinator, []):
+            yield from _properties(member, schema, path, seen)
+    if isinstance(node.get("items"), dict):
+        yield from _properties(node["items"], schema, f"{path}[]", seen)
+    for value in [*node.get("patternProperties", {}).values(), node.get("additionalProperties")]:
+        if isinstance(value, dict):
+            yield from _properties(value, schema, f"{path}.<name>", seen)
