@@ -19,6 +19,7 @@ from agent.config import parse_config
 from agent.daemon import Agent
 from agent.http.query import MAX_POINTS_PER_SERIES, parse_step, parse_time
 from agent.http.statuspage import OPENAPI_PATHS, add_status_page
+from exporters.notification import generator_url
 from rules.model import Labels
 from harness.processes import free_port, require_binary
 
@@ -181,6 +182,24 @@ def test_the_openapi_paths_describe_the_registered_routes() -> None:
     assert all(set(operations) == {"get"} for operations in OPENAPI_PATHS.values())
 
 
+def test_graph_links_lead_to_the_status_page_charting_their_expression(tmp_path: Path) -> None:
+    """An alert's generatorURL (/graph?g0.expr=...&g0.tab=1, as Prometheus builds it) redirects to the status page
+    with the expression, instead of a 404."""
+    expr = 'up{job="a"} == 0'
+
+    async def body(client: TestClient[web.Request, web.Application]) -> None:
+        link = generator_url("", expr)
+        response = await client.get(link, allow_redirects=False)
+        assert (response.status, response.headers["Location"]) == (302, "./?expr=up%7Bjob%3D%22a%22%7D+%3D%3D+0")
+        page = await client.get(link)
+        assert page.status == 200 and page.url.path == "/" and page.url.query["expr"] == expr
+        assert 'id="expression-section"' in await page.text()
+        bare = await client.get("/graph", allow_redirects=False)
+        assert bare.headers["Location"] == "./"
+
+    run_queries(tmp_path, body)
+
+
 # -- the page in a real browser ---------------------------------------------------
 
 
@@ -263,6 +282,23 @@ def test_the_page_shows_services_alerts_and_charts_in_chromium(tmp_path: Path) -
     assert screenshot.stat().st_size > 20_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("HEALWATCH_KEEP_ARTIFACTS"):
         shutil.copyfile(screenshot, REPO / "bench" / "results" / "status.png")
+
+
+def test_the_page_charts_the_expression_of_a_graph_link_in_chromium(tmp_path: Path) -> None:
+    """Opened through /graph?g0.expr=..., the page shows the expression and charts its series with their labels."""
+    require_binary("chromium")
+
+    async def main() -> str:
+        async with running_agent(tmp_path) as agent:
+            assert agent.server is not None
+            url = f"http://127.0.0.1:{agent.server.port}" + generator_url("", "probe_success")
+            return (await chromium(url, tmp_path / "profile", "--dump-dom")).decode()
+
+    dom = asyncio.run(main())
+    section = dom.split('id="expression-section"')[1].split("</section>")[0]
+    assert not section.startswith(" hidden") and '<code id="expression">probe_success</code>' in section
+    assert "2 series" in section and section.count("<svg") == 1 and '<path d="M' in section
+    assert 'probe_success{check="port", service="db"}' in section and 'service="web"' in section
 
 
 def test_the_page_shows_incidents_with_steps_and_healing_state(tmp_path: Path) -> None:

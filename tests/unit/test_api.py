@@ -154,7 +154,7 @@ def test_the_openapi_document_lists_every_api_route(tmp_path: Path) -> None:
         assert agent.server is not None
         served = {
             resource.canonical for resource in agent.server.app.router.resources()
-            if resource.canonical.startswith(("/api/", "/-/reload")) or resource.canonical == "/"
+            if resource.canonical.startswith(("/api/", "/-/reload")) or resource.canonical in ("/", "/graph")
         }
         document = (await client.get("/api/v1/openapi.json")).json()
         assert document["info"] == OPENAPI["info"]
