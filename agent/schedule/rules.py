@@ -24,6 +24,7 @@ from prometheus_client.samples import Sample
 from agent.collectors.base import samples_of
 from agent.config import AgentConfig, EvaluationConfig
 from agent.schedule.jobs import Observation
+from agent.schedule.phase import offset_of
 from rules.alerting import ALERTS_FOR_STATE_METRIC, ALERTS_METRIC
 from rules.group import RuleGroup, history_needed_s
 from rules.model import NAME_LABEL, Alert, AlertState, Labels
@@ -36,6 +37,8 @@ log = structlog.get_logger("healwatch.rules")
 
 # Prometheus restores `for` state after the second evaluation, once the first has had data to work with.
 RESTORE_AFTER_EVALUATIONS = 2
+# How early a run may start and still count as its grid point's (at most a tenth of the interval).
+EARLY_RUN_MS = 1000
 
 
 def default_rule_files() -> list[str]:
@@ -93,6 +96,7 @@ class RuleJob:
     _logged: dict[Labels, AlertState] = field(default_factory=dict)
 
     async def observe(self, now: float) -> Observation:
+        now = self.scheduled_time(now)
         written: list[tuple[Labels, float]] = []
         for samples in self.group.evaluation(self.store, now):
             written.extend(samples)
@@ -109,6 +113,16 @@ class RuleJob:
             self.on_alerts(due)
         meta = group_families(self.group)
         return Observation(meta + result_families(written), samples_of(meta))
+
+    def scheduled_time(self, now: float) -> float:
+        """The grid point (agent.schedule.phase) of a run that began at ``now``, as Prometheus evaluates a group at
+        its tick, not when the run began: evaluations are whole intervals apart, so ``for: 30s`` at 15 s fires at
+        the second evaluation after the first, never the third for a millisecond of jitter."""
+        interval_ms = max(round(self.interval_s * 1000), 1)
+        slack_ms = min(EARLY_RUN_MS, interval_ms // 10)
+        now_ms = round(now * 1000)
+        since_tick_ms = (now_ms - round(offset_of(self.name, self.interval_s) * 1000) + slack_ms) % interval_ms
+        return (now_ms - since_tick_ms + slack_ms) / 1000
 
     def _restore(self, now: float) -> None:
         self.restored = True

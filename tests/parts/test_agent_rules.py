@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_config
+from agent.schedule.phase import offset_of
 from agent.schedule.rules import build_rule_jobs
 from agent.state import StateDB
 from rules.model import Alert, AlertState, Labels
@@ -117,9 +118,28 @@ def test_a_firing_alert_is_restored_after_sigkill(tmp_path: Path, web: WebApp) -
         restarted.stop()
 
 
+def test_a_for_of_two_intervals_fires_at_the_second_evaluation_despite_jitter() -> None:
+    """Runs a few milliseconds off their ticks evaluate at the ticks, so `for: 30s` every 15 s fires 30 s after the
+    alert went pending, not 45 s (a run 4 ms late, then one 3 ms early, used to make it 29.993 s of the 30)."""
+    (spec,) = parse_rules(WEB_RULES.replace("labels:", "for: 30s\n        labels:"), "web.yaml")
+    evaluation = parse_config("evaluation: {interval: 15s}", "agent.yaml").evaluation
+    store = SeriesStore(retention_s=None)
+    (job,) = build_rule_jobs([spec], engine=Engine(), store=store, evaluation=evaluation, state=None,
+                             on_alerts=lambda alerts: None, previous={}).values()
+    tick = 1_700_000_010.0 + offset_of(job.name, 15.0)  # 1_700_000_010 is a multiple of 15
+    down = Labels.of("healwatch_process_up", {"service": "web"})
+    states = []
+    for n, jitter in enumerate((0.004, -0.002, -0.003)):
+        store.append(down, round((tick + 15 * n) * 1000), 0.0)
+        asyncio.run(job.observe(tick + 15 * n + jitter))
+        (alert,) = job.group.alerting_rules()[0].active.values()
+        states.append((alert.state, alert.active_at))
+    assert states == [(AlertState.PENDING, tick), (AlertState.PENDING, tick), (AlertState.FIRING, tick)]
+
+
 def test_restore_follows_prometheus_for_a_pending_alert() -> None:
     """A pending `for: 1h` alert saved 10 minutes into its wait resumes with the downtime added."""
-    t0 = 1_700_000_000.0
+    t0 = 1_700_000_040.0 + offset_of("rules:web.yaml;web", 60.0)  # a tick of the group's grid (agent.schedule.phase)
     (spec,) = parse_rules(WEB_RULES.replace("labels:", "for: 1h\n        labels:"), "web.yaml")
     evaluation = parse_config("evaluation: {interval: 60s}", "agent.yaml").evaluation
     state = StateDB(":memory:")
