@@ -190,6 +190,15 @@ def test_top_level_must_be_a_mapping() -> None:
 EXAMPLE = (Path(__file__).parents[2] / "examples/agent.yaml").read_text()
 
 
+def test_the_example_config_shows_every_part() -> None:
+    """examples/agent.yaml, which the README calls complete, watches, restarts, heals by a playbook and notifies."""
+    config = parse_config(EXAMPLE, "examples/agent.yaml")
+    web = config.services["web"]
+    assert web.process and web.checks and web.scrape and web.restart and web.traffic
+    assert [playbook.target for playbook in config.playbooks] == ["web"]
+    assert config.notify.receivers
+
+
 @settings(max_examples=300, deadline=None, database=None)
 @given(st.integers(0, len(EXAMPLE) - 1), st.integers(1, 40), st.text(max_size=5))
 def test_mangled_configs_give_only_config_errors(start: int, length: int, insert: str) -> None:
