@@ -83,7 +83,8 @@ def test_a_killed_agent_resumes_alerts_notifications_journal_traffic_and_budget(
             # The next WebDown trigger finds the budget (max_runs: 1) used up by the interrupted run.
             incidents = wait_for(lambda: _later_incidents(second.url, incident_id), timeout_s=10)
             assert [(i["outcome"], "budget exhausted" in i["detail"]) for i in incidents] == [("escalated", True)]
-            assert _value(second, "healwatch_autoheal_suspended", service="web") == 1
+            # /metrics carries the agent's own families at most a second late.
+            wait_for(lambda: _value(second, "healwatch_autoheal_suspended", service="web") == 1, timeout_s=5)
 
             assert httpx.get(f"{second.url}/-/ready/web", timeout=2).status_code == 200
             assert _value(second, "healwatch_traffic_cut", service="web") == 0
