@@ -485,10 +485,7 @@ class Agent:
             self.healing.runtime.on_alerts(alerts)
 
     def _on_check_change(self, event: CheckStateChanged) -> None:
-        log.warning(
-            "check turned healthy" if event.healthy else "check turned unhealthy",
-            service=event.service, check=event.check, reason=event.reason,
-        )
+        """The check has logged its change (health.checks); healing hears of it."""
         if self.healing is not None:
             self.healing.runtime.on_check_changed(event)
 

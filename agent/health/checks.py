@@ -151,7 +151,10 @@ class Check:
     def _turn(self, healthy: bool, now: float, reason: str) -> None:
         self.healthy = healthy
         event = CheckStateChanged(self.service, self.name, healthy=healthy, at=now, reason=reason)
-        log.info("check_state_changed", service=self.service, check=self.name, healthy=healthy, reason=reason)
+        # The one line per transition: a failure is worth a warning, a recovery is news.
+        (log.info if healthy else log.warning)(
+            "check_state_changed", service=self.service, check=self.name, healthy=healthy, reason=reason
+        )
         try:
             self._on_change(event)
         except Exception:

@@ -7,6 +7,8 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 
+from structlog.testing import capture_logs
+
 from agent.config import parse_config
 from agent.daemon import Agent
 from agent.schedule.jobs import Observation
@@ -81,6 +83,27 @@ def test_check_transitions_reach_the_healing_hook() -> None:
         assert agent.ready("db") is False and agent.ready("nope") is None
 
     run_agent(text, body)
+
+
+def test_each_check_transition_is_logged_once_at_its_severity() -> None:
+    """A check that fails logs one warning and, once it recovers, one info line: no second line from the daemon."""
+    port = free_port()
+    text = config_text(
+        f"  db:\n    checks:\n      - {{name: port, tcp: {{address: '127.0.0.1:{port}'}}, interval: 100ms,"
+        " timeout: 100ms}\n"
+    )
+
+    async def body(agent: Agent) -> None:
+        (check,) = agent.jobset.checks["db"]
+        await until(lambda: not check.healthy)
+        server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", port)
+        async with server:
+            await until(lambda: check.healthy)
+
+    with capture_logs() as logs:
+        run_agent(text, body)
+    transitions = [(e["event"], e["log_level"], e.get("healthy")) for e in logs if e.get("check") == "port"]
+    assert transitions == [("check_state_changed", "warning", False), ("check_state_changed", "info", True)]
 
 
 def test_a_crashing_job_is_contained_and_counted() -> None:
