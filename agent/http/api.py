@@ -190,7 +190,7 @@ def _service_json(agent: AgentView, name: str) -> dict[str, Any]:
         ],
         "scrape": None if last_scrape is None else {
             "up": last_scrape.up, "samples": len(last_scrape.samples), "lastError": last_scrape.error,
-            "lastScrape": rfc3339(last_scrape.at),
+            "lastScrape": rfc3339(last_scrape.at), "durationSeconds": round(last_scrape.duration_s, 6),
         },
     }
 

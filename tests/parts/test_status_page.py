@@ -20,6 +20,8 @@ from agent.daemon import Agent
 from agent.http.query import MAX_POINTS_PER_SERIES, parse_step, parse_time
 from agent.http.statuspage import OPENAPI_PATHS, add_status_page
 from exporters.notification import generator_url
+from exporters.silences import new_silence
+from rules.matchers import Matcher, MatchOp
 from rules.model import Labels
 from harness.processes import free_port, require_binary
 
@@ -33,6 +35,9 @@ RULES = """groups:
         expr: vector(1) > 0
         labels: {severity: info}
         annotations: {summary: "always firing, for the status page"}
+      - alert: AlwaysMuted
+        expr: vector(2) > 0
+        annotations: {summary: "always firing, silenced"}
 """
 
 
@@ -209,24 +214,43 @@ CPU_BUSY = '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[1m]))'
 
 @asynccontextmanager
 async def running_agent(tmp_path: Path) -> AsyncIterator[Agent]:
-    """An agent watching the host, one failing and one healthy service, and an always-firing rule."""
+    """An agent watching the host, one failing service (restarted by a playbook) and one healthy and scraped
+    service, two always-firing rules (one silenced) and a webhook receiver that refuses connections."""
     (tmp_path / "always.yaml").write_text(RULES)
     port = free_port()
     config = tmp_path / "agent.yaml"
     config.write_text(
-        f"listen: 127.0.0.1:{port}\nstate_path: ':memory:'\nhost: {{enabled: true, interval: 200ms}}\n"
+        f"listen: 127.0.0.1:{port}\nstate_path: ':memory:'\ninterval: 200ms\nhost: {{enabled: true, interval: 200ms}}\n"
         "default_rules: false\nrule_files: [always.yaml]\nevaluation: {interval: 100ms}\n"
+        "notify:\n  receivers: [{name: hook, webhook: {url: 'http://127.0.0.1:1/hook', timeout: 1s}}]\n"
+        "  route: {receiver: hook, group_wait: 0s}\n"
         "services:\n"
         "  db:\n    checks:\n      - {name: port, tcp: {address: '127.0.0.1:1'}, interval: 100ms, timeout: 100ms}\n"
+        "    restart: {exec: ['true']}\n"
         f"  web:\n    checks:\n      - {{name: listener, tcp: {{address: '127.0.0.1:{port}'}}, interval: 100ms}}\n"
+        f"    scrape: {{url: 'http://127.0.0.1:{port}/metrics', interval: 200ms}}\n"
+        "playbooks:\n  - name: restart-db\n    when: [{check_failed: {service: db, check: port}}]\n"
+        "    steps: [{restart: {}}]\n"
     )
     agent = Agent(parse_config(config.read_text(), str(config)), config_path=str(config))
     await agent.start()
     try:
+        silences = agent.silences()
+        assert silences is not None
+        now = agent.clock()
+        silences.add(new_silence([Matcher("alertname", MatchOp.EQ, "AlwaysMuted")], now, now + 3600, "tester",
+                                 "muted for the status page"), now)
+
+        async def query(expr: str) -> list[object]:
+            answer: list[object] = (await client.get("/api/v1/query", params={"query": expr})).json()["data"]["result"]
+            return answer
+
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client, asyncio.timeout(10):
-            while not (await client.get("/api/v1/alerts")).json()["data"]["alerts"] or \
+            while len((await client.get("/api/v1/alerts")).json()["data"]["alerts"]) < 2 or \
                     agent.ready("db") is not False or agent.ready("web") is not True or \
-                    not (await client.get("/api/v1/query", params={"query": CPU_BUSY})).json()["data"]["result"]:
+                    not (await client.get("/api/v1/status")).json()["data"]["incidents"] or \
+                    agent.last_scrape("web") is None or \
+                    not await query(CPU_BUSY) or not await query("healwatch_notifications_total"):
                 await asyncio.sleep(0.05)
         yield agent
     finally:
@@ -271,8 +295,32 @@ def test_the_page_shows_services_alerts_and_charts_in_chromium(tmp_path: Path) -
     assert '<th scope="row">db</th>' in services and '<th scope="row">web</th>' in services
     assert "failing" in services and "connection refused" in services.lower()
     assert ">healthy<" in services and ">serving<" in services and ">not ready<" in services
+    scrape_cells = re.findall(r'<td class="scrape">(.*?)</td>', services)
+    assert len(scrape_cells) == 2 and "not scraped" in scrape_cells[0]  # db, then web: scraped, its own /metrics
+    assert ">up<" in scrape_cells[1] and re.search(r"[1-9]\d* samples · [\d.]+ (ms|µs|s) · <time", scrape_cells[1])
     alerts = dom.split('id="alerts"')[1].split("</section>")[0]
     assert "AlwaysOn" in alerts and ">firing<" in alerts and "always firing, for the status page" in alerts
+    silences = dom.split('id="silences"')[1].split("</section>")[0]
+    (silence_id,) = re.findall(r"silence ([0-9a-f-]+)</div>", silences)
+    assert '<code>alertname="AlwaysMuted"</code>' in silences and ">active<" in silences
+    assert "tester" in silences and "muted for the status page" in silences
+    muted_row = alerts.split("AlwaysMuted")[1].split("</tr>")[0]
+    assert ">muted<" in muted_row and f"by silence {silence_id}" in muted_row
+    assert ">muted<" not in alerts.split("AlwaysOn")[1].split("</tr>")[0]
+    notifications = dom.split('id="notifications"')[1].split("</section>")[0]
+    assert re.search(r'<p id="outbox">Outbox: <span class="state warn">[1-9]\d* pending</span>', notifications)
+    hook_row = notifications.split('<th scope="row">hook</th>')[1].split("</tr>")[0]
+    assert re.search(r'<td>0</td><td><span class="state warn">[1-9]\d*</span></td><td>0</td>', hook_row)
+    incidents = dom.split('id="incidents-section"')[1].split("</section>")[0]
+    assert "restart-db" in incidents and "<strong>restart</strong>" in incidents and ">succeeded<" in incidents
+    assert re.search(r"took [\d.]+ (ms|µs|s)", incidents)
+    assert re.search(r'<span class="muted step-duration"> · [\d.]+ (ms|µs|s)</span>', incidents)
+    history = dom.split('id="check-history"')[1].split("</section>")[0]
+    strips = dict(re.findall(r'<div class="strip" data-check="([^"]+)">(.*?)</svg>', history))
+    assert set(strips) == {"db/port", "web/listener"}
+    assert "down now" in strips["db/port"] and 'fill="var(--bad)"' in strips["db/port"]
+    assert "up now" in strips["web/listener"] and 'fill="var(--ok)"' in strips["web/listener"]
+    assert 'fill="var(--bad)"' not in strips["web/listener"]
     charts = dom.split('id="charts"')[1].split("</section>")[0]
     for title in ("CPU busy", "Memory used", "Probe latency: db", "Probe latency: web"):
         assert title in charts
@@ -291,12 +339,14 @@ def test_the_page_charts_the_expression_of_a_graph_link_in_chromium(tmp_path: Pa
     async def main() -> str:
         async with running_agent(tmp_path) as agent:
             assert agent.server is not None
-            url = f"http://127.0.0.1:{agent.server.port}" + generator_url("", "probe_success")
+            # Not the copies from web's scrape of the agent's own /metrics, which carry exported_service.
+            url = f"http://127.0.0.1:{agent.server.port}" + generator_url("", 'probe_success{exported_service=""}')
             return (await chromium(url, tmp_path / "profile", "--dump-dom")).decode()
 
     dom = asyncio.run(main())
     section = dom.split('id="expression-section"')[1].split("</section>")[0]
-    assert not section.startswith(" hidden") and '<code id="expression">probe_success</code>' in section
+    assert not section.startswith(" hidden")
+    assert '<code id="expression">probe_success{exported_service=""}</code>' in section
     assert "2 series" in section and section.count("<svg") == 1 and '<path d="M' in section
     assert 'probe_success{check="port", service="db"}' in section and 'service="web"' in section
 
