@@ -58,20 +58,28 @@ class ScenarioError(Exception):
 
 @dataclass(frozen=True)
 class Case:
-    """One way to make web1 sick, the alert that should catch it, and the promised time to recovery."""
+    """One way to make web1 sick, the alert that should catch it, what should start the heal, and the
+    promised time to recovery."""
 
     name: str
     how: str
     alertname: str
     recovery_budget_s: float  # from the fault to traffic restored, detection time included
+    trigger: str = ""  # what the journal's trigger of the heal contains; default: the case's alert
+
+    @property
+    def expected_trigger(self) -> str:
+        return self.trigger or f'alert {{alertname="{self.alertname}"'
 
 
 CASES = (
     Case("errors", "POST /control/sick?mode=errors: every request answered 500", "WebErrorRatioHigh", 50.0),
     Case("hang", "POST /control/sick?mode=hang: requests never answered", "WebNotAnswering", 15.0),
-    Case("crash", "SIGKILL of the process", "WebRestarted", 10.0),
+    Case("crash", "SIGKILL of the process", "WebRestarted", 10.0, trigger=f"of {SICK} exited"),
     Case("leak", "POST /control/sick?mode=leak: memory grows 8 MiB/s", "WebMemoryGrowing", 25.0),
-    Case("slow", "POST /control/sick?mode=slow: every request takes 0.4 s", "WebLatencyHigh", 20.0),
+    # 0.3 s (--slow-seconds in supervisord.conf): a p99 above WebLatencyHigh's 0.25 s, yet /health still
+    # answers within its 400 ms probe timeout, so WebNotAnswering does not fire and heal first.
+    Case("slow", "POST /control/sick?mode=slow: every request takes 0.3 s", "WebLatencyHigh", 20.0),
 )
 
 
@@ -416,26 +424,34 @@ class Stack:
             raise ScenarioError(f"not installed: {', '.join(missing)} (Debian: apt-get install haproxy supervisor "
                                 "prometheus prometheus-alertmanager)")
         self.render()
+        self.log(f"starting the stack in {self.dir} (configs, logs, state)")
         self.receivers.start()
+        self.log("starting supervisord with web1 and web2 (the example web app)")
         self._spawn("supervisord", ["supervisord", "-n", "-c", str(self.dir / "supervisord.conf")])
         for name, port in (("web1", self.ports["WEB1_PORT"]), ("web2", self.ports["WEB2_PORT"])):
             wait_until(functools.partial(self._serves, f"http://127.0.0.1:{port}/health"), 15, f"{name} to serve")
+        self.log("starting HAProxy in front of them")
         self._spawn("haproxy", ["haproxy", "-db", "-f", str(self.dir / "haproxy.cfg")])
         wait_until(lambda: self._serves(self.frontend_url), 10, "HAProxy to serve")
+        self.log("starting Alertmanager")
         self._spawn("alertmanager", [
             "prometheus-alertmanager", f"--config.file={self.dir / 'alertmanager.yml'}",
             f"--storage.path={self.dir / 'alertmanager-data'}", f"--web.listen-address=127.0.0.1:{self.ports['ALERTMANAGER_PORT']}",
             "--cluster.listen-address=", f"--web.external-url={self.alertmanager_url}", "--log.level=warn"])
         wait_until(lambda: self._serves(f"{self.alertmanager_url}/-/ready"), 15, "Alertmanager to be ready")
+        self.log("starting healwatch")
         self.start_agent()
+        self.log("starting Prometheus; waiting for it to scrape healwatch and both instances")
         self._spawn("prometheus", [
             "prometheus", f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{self.ports['PROMETHEUS_PORT']}", "--log.level=warn"])
         wait_until(lambda: self._targets_up() == 3, 30, "Prometheus to scrape healwatch and both instances")
+        self.log("starting the client's steady traffic through HAProxy")
         self.client.start()
         self.watcher.start()
         wait_until(lambda: self.value('healwatch_scrape_up{service="web1"}') == 1, 15, "healwatch to scrape web1")
         wait_until(lambda: self.watcher.timeline.current.get(("haproxy", SICK)) == "ready", 10, "a first look at HAProxy")
+        self.log("everything is up")
 
     def start_agent(self) -> None:
         """healwatch on its port with the example config; returns once it is ready."""
@@ -576,6 +592,12 @@ class CaseReport:
     pid_before: int
     pid_after: int
     suspended: float | None
+    other_alerts_before_cut: list[str]  # alerts about web1 other than the case's that fired in healwatch before the cut
+
+    @property
+    def trigger(self) -> str:
+        """What started the case's first heal, as journaled: 'alert {alertname="...", ...}', 'process ... exited'."""
+        return str(self.incidents[0]["trigger"]) if self.incidents else ""
 
     @property
     def recovery_s(self) -> float | None:
@@ -588,15 +610,19 @@ class CaseReport:
         return [(s["action"], s["result"], s["durationSeconds"]) for s in self.incidents[0]["steps"]]
 
 
-def run_case(stack: Stack, case: Case) -> CaseReport:
-    """Make web1 sick as ``case`` says, wait for the heal and for every alert about it to resolve."""
+def run_case(stack: Stack, case: Case, progress: Callable[[str], None] = lambda line: None) -> CaseReport:
+    """Make web1 sick as ``case`` says, wait for the heal and for every alert about it to resolve;
+    ``progress`` hears each stage as it happens."""
     timeline = stack.watcher.timeline
     key = f"{case.alertname}/{SICK}"
     pid_before = stack.pid(SICK)
     began = time.time()
+    progress(f"-- {case.name}: {case.how}; expecting {case.alertname} to heal it within {case.recovery_budget_s:g}s")
     stack.make_sick(SICK, case.name)
-    wait_until(lambda: [i for i in stack.incidents(SICK, began) if i["outcome"] != "running"],
-               case.recovery_budget_s + 20, f"healwatch to finish healing {SICK} ({case.name})")
+    healed = wait_until(lambda: [i for i in stack.incidents(SICK, began) if i["outcome"] != "running"],
+                        case.recovery_budget_s + 20, f"healwatch to finish healing {SICK} ({case.name})")
+    progress(f"   heal {healed[0]['outcome']} +{time.time() - began:.1f}s (trigger: {healed[0]['trigger']});"
+             " waiting for every alert to resolve everywhere")
     fired_at = wait_until(lambda: timeline.first("healwatch", key, "firing", began), 10, f"{key} to fire in healwatch")
     wait_until(lambda: timeline.first("prometheus", key, "firing", began), 20, f"{key} to fire in Prometheus")
     wait_until(lambda: timeline.first("alertmanager", key, "active", began), 10, f"{key} to show in Alertmanager")
@@ -640,7 +666,41 @@ def run_case(stack: Stack, case: Case) -> CaseReport:
         served_by_sick_while_cut=sum(r.server == SICK for r in while_cut),
         pid_before=pid_before, pid_after=stack.pid(SICK),
         suspended=stack.value(f'healwatch_autoheal_suspended{{service="{SICK}"}}'),
+        other_alerts_before_cut=sorted({c.key.partition("/")[0] for c in list(timeline.changes)
+                                        if c.source == "healwatch" and c.key.endswith(f"/{SICK}") and c.key != key
+                                        and c.state == "firing" and began <= c.at < cut}),
     )
+
+
+def case_problems(report: CaseReport) -> list[str]:
+    """Why the case did not go as it should: the advertised alert fired and started the one heal, all four
+    steps ok, traffic restored within budget, nothing failed after the cut. Empty when it passed."""
+    r, c = report, report.case
+    problems = []
+    if r.fired_at is None:
+        problems.append(f"{c.alertname} never fired in healwatch")
+    if c.expected_trigger not in r.trigger:
+        problems.append(f"healed on {r.trigger or 'nothing'}, not {c.expected_trigger}")
+    if r.other_alerts_before_cut:
+        problems.append(f"{', '.join(r.other_alerts_before_cut)} fired before the cut")
+    outcomes = [i["outcome"] for i in r.incidents]
+    if outcomes != ["succeeded"]:
+        problems.append(f"heal outcomes {outcomes}")
+    if r.recovery_s is None or r.recovery_s > c.recovery_budget_s:
+        problems.append(f"recovery {'never' if r.recovery_s is None else f'{r.recovery_s:.1f}s'}"
+                        f" over its {c.recovery_budget_s:g}s budget")
+    if r.failed_after_cut or r.served_by_sick_while_cut:
+        problems.append(f"{r.failed_after_cut} requests failed after the cut, {r.served_by_sick_while_cut} went to {SICK}")
+    return problems
+
+
+def verdict(report: CaseReport) -> str:
+    """One PASS/FAIL line with the case's key timings."""
+    r, c = report, report.case
+    problems = case_problems(report)
+    timings = (f"{c.alertname} fired {_at(r.fired_at, r.began)}, cut {_at(r.cut_at, r.began)},"
+               f" restored {_at(r.restored_at, r.began)} (budget {c.recovery_budget_s:g}s)")
+    return f"{'FAIL' if problems else 'PASS'} {c.name}: {timings}" + (f"; {'; '.join(problems)}" if problems else "")
 
 
 @dataclass
@@ -663,10 +723,11 @@ class AgentCrashReport:
     failed_after_restore: int
 
 
-def kill_agent_mid_heal(stack: Stack) -> AgentCrashReport:
+def kill_agent_mid_heal(stack: Stack, progress: Callable[[str], None] = lambda line: None) -> AgentCrashReport:
     """Crash web1, SIGKILL healwatch once its playbook has cut traffic and supervisord is starting web1,
     start healwatch again on the same state directory and wait until it has finished what was left."""
     began = time.time()
+    progress(f"-- agent crash: SIGKILL of {SICK}, then of healwatch in the middle of healing it")
     stack.make_sick(SICK, "crash")
 
     def mid_restart() -> dict[str, Any] | None:
@@ -682,6 +743,8 @@ def kill_agent_mid_heal(stack: Stack) -> AgentCrashReport:
     stack.kill_agent()
     killed_at = time.time()
     pending = stack.outbox_ids()
+    progress(f"   healwatch SIGKILLed +{killed_at - began:.1f}s with {len(pending)} notification(s) in its outbox;"
+             " starting it again")
     stack.start_agent()
     back_at = time.time()
     finished = wait_until(lambda: (found := stack.api(f"/api/v1/incidents/{incident['id']}"))["outcome"] != "running"
@@ -730,6 +793,29 @@ def narrate_case(report: CaseReport) -> Iterator[str]:
             yield f"     {step['action']:<16} {step['result']:<12} {step['durationSeconds']}s  {step['error'] or ''}".rstrip()
     recovery = "n/a" if r.recovery_s is None else f"{r.recovery_s:.1f}s"
     yield f"   recovered in {recovery} (budget {c.recovery_budget_s:g}s)"
+
+
+def agent_crash_problems(report: AgentCrashReport) -> list[str]:
+    """Why the restarted agent did not finish the interrupted heal as it should; empty when it did."""
+    r = report
+    problems = []
+    if r.incident["outcome"] != "interrupted":
+        problems.append(f"the killed run ended {r.incident['outcome']}, not interrupted")
+    if r.haproxy_state != "ready" or not r.web1_serves:
+        problems.append(f"{SICK} {r.haproxy_state} in HAProxy, serving: {r.web1_serves}")
+    if r.failed:
+        problems.append(f"{r.failed} client requests failed")
+    if not r.pending_at_kill <= set(r.delivered_after_restart):
+        problems.append("the outbox lost notifications")
+    return problems
+
+
+def agent_crash_verdict(report: AgentCrashReport) -> str:
+    r = report
+    problems = agent_crash_problems(report)
+    timings = (f"killed {_at(r.killed_at, r.began)}, ready again {_at(r.back_at, r.began)},"
+               f" run closed {_at(parse_time(r.incident.get('endedAt')), r.began)}")
+    return f"{'FAIL' if problems else 'PASS'} agent crash: {timings}" + (f"; {'; '.join(problems)}" if problems else "")
 
 
 def narrate_agent_crash(report: AgentCrashReport) -> Iterator[str]:

@@ -1,7 +1,7 @@
 """Issue #7 end to end: the "see it heal" scenario (examples/incident) with real HAProxy, supervisord,
 Prometheus and Alertmanager, five ways to make web1 sick, and healwatch SIGKILLed mid-heal.
 
-The scenario runs once for the module (about three minutes); each test asserts one aspect of every case.
+The scenario runs once for the module (about 2.5 minutes); each test asserts one aspect of every case.
 Client failures before the cut are expected (they are what healing is for) and reported, not asserted:
 they are in the assertion messages and in ``incident-report.json`` in the scenario directory.
 """
@@ -22,6 +22,8 @@ from examples.incident.scenario import (
     AgentCrashReport,
     CaseReport,
     Stack,
+    agent_crash_problems,
+    case_problems,
     kill_agent_mid_heal,
     run_case,
 )
@@ -79,6 +81,16 @@ def test_the_right_alert_fires_in_healwatch_prometheus_and_alertmanager(reports:
     assert report.resolved_at is not None and report.resolved_at > report.fired_at
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_the_heal_starts_on_the_cases_own_alert(reports: dict[str, CaseReport], name: str) -> None:
+    """The journaled heal was triggered by the alert the case advertises (the crash: by the process exit), and
+    no other alert about web1 fired before the cut: a slow web1 is healed on WebLatencyHigh, not WebNotAnswering."""
+    report = reports[name]
+    assert report.case.expected_trigger in report.trigger, report.trigger
+    assert report.other_alerts_before_cut == [], report.trigger
+    assert case_problems(report) == []
+
+
 def test_the_error_ratio_alert_waits_its_30_seconds(reports: dict[str, CaseReport]) -> None:
     """WebErrorRatioHigh (errors > 5% for 30 s) fires no sooner than 30 s after the errors began, and heals then."""
     report = reports["errors"]
@@ -132,6 +144,7 @@ def test_a_sigkilled_agent_comes_back_and_finishes_the_heal(stack: Stack, agent_
     assert report.later_incidents == []  # supervisord finished the start it was given: nothing left to heal
     assert report.haproxy_state == "ready" and report.web1_serves
     assert report.failed == 0, f"{report.requests} requests"
+    assert agent_crash_problems(report) == []
     assert report.pending_at_kill <= set(report.delivered_after_restart)
     assert not (set(report.delivered_after_restart) & (report.delivered_before_kill - report.pending_at_kill))
     assert stack.value(f'healwatch_autoheal_suspended{{service="{SICK}"}}') == 0
