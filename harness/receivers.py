@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from aiohttp import web
 
 
@@ -76,3 +77,17 @@ class RecordingServer:
             self.received.append(received)
             self.arrived.set()
         return response
+
+
+def run_with_receiver(scenario: Callable[[RecordingServer, httpx.AsyncClient], Awaitable[None]],
+                      handler: Handler | None = None) -> None:
+    """Run ``scenario`` on a fresh event loop with a started RecordingServer (answering by ``handler``) and a client."""
+    async def main() -> None:
+        server = await RecordingServer(handler).start()
+        try:
+            async with httpx.AsyncClient() as client:
+                await scenario(server, client)
+        finally:
+            await server.stop()
+
+    asyncio.run(main())

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ from agent.state import StateDB
 from exporters.notification import AlertPayload, Notification
 from exporters.outbox import MIGRATIONS, Backoff, Outbox, OutboxMetrics
 from exporters.receivers.webhook import WebhookReceiver, WebhookSettings
-from harness.receivers import Received, RecordingServer
+from harness.receivers import Received, RecordingServer, run_with_receiver
 
 pytestmark = pytest.mark.timeout(25)
 
@@ -70,19 +69,6 @@ async def drain(outbox: Outbox, client: httpx.AsyncClient) -> None:
     raise AssertionError("the outbox kept finding due notifications")
 
 
-def run(scenario: Callable[[RecordingServer, httpx.AsyncClient], Awaitable[None]],
-        handler: Callable[[Received], web.Response] | None = None) -> None:
-    async def main() -> None:
-        server = await RecordingServer(handler).start()
-        try:
-            async with httpx.AsyncClient() as client:
-                await scenario(server, client)
-        finally:
-            await server.stop()
-
-    asyncio.run(main())
-
-
 def test_receiver_down_then_up_delivers_all_once_in_order(tmp_path: Path) -> None:
     """While the receiver is down, heads retry at +1, +2, +4, +8 s (jitter at its ceiling); once up, all 5 arrive once, in group order."""
     db = StateDB(str(tmp_path / "state.db"))
@@ -111,7 +97,7 @@ def test_receiver_down_then_up_delivers_all_once_in_order(tmp_path: Path) -> Non
         assert outbox.pending() == 0 and outbox.next_attempt_at() is None
         assert registry.get_sample_value("healwatch_notifications_total", {"receiver": "hook", "outcome": "ok"}) == 5
 
-    run(scenario)
+    run_with_receiver(scenario)
     db.close()
 
 
@@ -141,7 +127,7 @@ def test_retry_delay_is_the_random_fraction_of_the_ceiling(tmp_path: Path) -> No
             clock.now = next_at
         assert gaps == [0.1, 0.5, 1.0, 2.0]
 
-    run(scenario)
+    run_with_receiver(scenario)
     db.close()
 
 
@@ -162,7 +148,7 @@ def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
         await drain(outbox, client)
         assert len(server.attempts) == 2 and len(server.received) == 1 and outbox.pending() == 0
 
-    run(scenario, lambda received: answers.pop() if answers else web.Response(text="ok"))
+    run_with_receiver(scenario, lambda received: answers.pop() if answers else web.Response(text="ok"))
     db.close()
 
 
@@ -187,7 +173,7 @@ def test_400_fails_at_once_and_reports_the_body(tmp_path: Path) -> None:
         assert registry.get_sample_value("healwatch_notifications_total", {"receiver": "hook", "outcome": "fail"}) == 1
         assert outbox.pending() == 0
 
-    run(scenario, handler)
+    run_with_receiver(scenario, handler)
     db.close()
 
 
@@ -211,7 +197,7 @@ def test_max_age_drops_counts_and_logs(tmp_path: Path) -> None:
         assert registry.get_sample_value("healwatch_notifications_dropped_total", {"receiver": "hook"}) == 2
         assert registry.get_sample_value("healwatch_outbox_pending") == 0
 
-    run(scenario)
+    run_with_receiver(scenario)
     db.close()
 
 
@@ -321,7 +307,7 @@ def test_backlog_is_due_at_once_when_the_receiver_answers_again(tmp_path: Path) 
         assert ids_by_group(server.received) == {"a": ["a-1", "a-2"], "b": ["b-1", "b-2"]}
         assert outbox.pending() == 0
 
-    run(scenario)
+    run_with_receiver(scenario)
     db.close()
 
 
@@ -351,6 +337,6 @@ def test_an_outcome_the_locked_database_refuses_is_recorded_later_not_resent(tmp
         assert [r.headers["Idempotency-Key"] for r in server.attempts] == ["a-1", "a-2"]
         assert outbox.pending() == 0
 
-    run(scenario, lock_then_accept)
+    run_with_receiver(scenario, lock_then_accept)
     other.close()
     db.close()

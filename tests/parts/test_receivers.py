@@ -8,11 +8,10 @@ receiver that checks the payload shape and the HMAC signature.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from exporters.receivers.webhook import (
     rfc3339,
 )
 from exporters.redact import REDACTED, Redactor
-from harness.receivers import Received, RecordingServer
+from harness.receivers import Received, RecordingServer, run_with_receiver
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -62,19 +61,6 @@ def notification(*alerts: AlertPayload, receiver: str = "team", key: str = "1") 
         group_labels={"alertname": "HighLatency", "service": "api"}, alerts=alerts, created_at=NOW,
         external_url="http://healwatch:9877",
     )
-
-
-def run(scenario: Callable[[RecordingServer, httpx.AsyncClient], Awaitable[None]],
-        handler: Callable[[Received], web.Response] | None = None) -> None:
-    async def main() -> None:
-        server = await RecordingServer(handler).start()
-        try:
-            async with httpx.AsyncClient() as client:
-                await scenario(server, client)
-        finally:
-            await server.stop()
-
-    asyncio.run(main())
 
 
 # -- Slack's published limits, checked by the stand-in ------------------------------------------
@@ -140,7 +126,7 @@ def test_slack_message_marks_status_counts_and_differing_labels() -> None:
         assert "<https://runbooks.example/latency|Runbook>" in texts[1]
         assert message["text"].startswith("[FIRING:2] HighLatency api\n2 firing, 1 resolved")
 
-    run(scenario, slack_webhook)
+    run_with_receiver(scenario, slack_webhook)
 
 
 def test_slack_resolved_group_is_marked_resolved() -> None:
@@ -150,7 +136,7 @@ def test_slack_resolved_group_is_marked_resolved() -> None:
         await slack_receiver(server).send(client, notification(alert(resolved=True)), NOW)
         assert server.received[0].json()["blocks"][0]["text"]["text"] == "[RESOLVED] HighLatency api"
 
-    run(scenario, slack_webhook)
+    run_with_receiver(scenario, slack_webhook)
 
 
 def test_slack_huge_group_stays_within_slack_limits() -> None:
@@ -172,7 +158,7 @@ def test_slack_huge_group_stays_within_slack_limits() -> None:
         assert message["blocks"][-1]["type"] == "context" and "more alerts not shown" in message["blocks"][-1]["elements"][0]["text"]
         assert "&lt;&amp;&gt;" in section_texts(message)[1]  # user text cannot inject Slack links or mentions
 
-    run(scenario, slack_webhook)
+    run_with_receiver(scenario, slack_webhook)
 
 
 @pytest.mark.parametrize(
@@ -194,7 +180,7 @@ def test_slack_outcomes_follow_alertmanager(
         assert (outcome.kind, outcome.retry_after_s) == (kind, retry_after)
         assert body in outcome.detail and SLACK_HOOK_PATH not in outcome.detail
 
-    run(scenario, lambda received: web.Response(status=status, text=body, headers=headers))
+    run_with_receiver(scenario, lambda received: web.Response(status=status, text=body, headers=headers))
 
 
 def test_slack_connection_error_is_retried_without_the_url() -> None:
@@ -207,7 +193,7 @@ def test_slack_connection_error_is_retried_without_the_url() -> None:
         assert outcome.kind is OutcomeKind.RETRY
         assert "XXXXXXXX" not in outcome.detail and "ConnectError" in outcome.detail
 
-    run(scenario)
+    run_with_receiver(scenario)
 
 
 # -- generic webhook --------------------------------------------------------------------------------
@@ -256,7 +242,7 @@ def test_webhook_posts_signed_alertmanager_payload(tmp_path: Path) -> None:
         assert (resolved["status"], resolved["endsAt"]) == ("resolved", rfc3339(NOW - 10))
         assert firing["startsAt"] == "2023-11-14T22:08:20Z" and payload["truncatedAlerts"] == 0
 
-    run(scenario, checking_webhook("file-token-123"))
+    run_with_receiver(scenario, checking_webhook("file-token-123"))
 
 
 def test_webhook_max_alerts_truncates_like_alertmanager() -> None:
@@ -270,7 +256,7 @@ def test_webhook_max_alerts_truncates_like_alertmanager() -> None:
         assert len(payload["alerts"]) == 2 and payload["truncatedAlerts"] == 3
         assert payload["commonLabels"]["instance"] == "same" and "zone" not in payload["commonLabels"]
 
-    run(scenario)
+    run_with_receiver(scenario)
 
 
 def test_webhook_refusal_fails_at_once_with_truncated_redacted_body() -> None:
@@ -285,7 +271,7 @@ def test_webhook_refusal_fails_at_once_with_truncated_redacted_body() -> None:
         assert "tok-abcdef" not in outcome.detail and HMAC_SECRET not in outcome.detail
         assert outcome.detail.endswith("(3012 more bytes)") and len(outcome.detail) < 1100
 
-    run(scenario, lambda r: web.Response(status=400, text=f"rejected tok-abcdef {HMAC_SECRET} " + "y" * 4000))
+    run_with_receiver(scenario, lambda r: web.Response(status=400, text=f"rejected tok-abcdef {HMAC_SECRET} " + "y" * 4000))
 
 
 # -- Slack app mode: chat.postMessage once, then chat.update --------------------------------------
@@ -337,7 +323,7 @@ def test_slack_healing_notice_is_one_short_message() -> None:
         assert message["text"] == "[WARNING] api: restart step failed: exit status 1 (incident inc-7)"
         assert section_texts(message) == ["*WARNING* · *api* · incident `inc-7`\nrestart step failed: exit status 1"]
 
-    run(scenario, slack_webhook)
+    run_with_receiver(scenario, slack_webhook)
 
 
 def test_slack_app_keeps_one_living_message_per_group(tmp_path: Path) -> None:
@@ -365,7 +351,7 @@ def test_slack_app_keeps_one_living_message_per_group(tmp_path: Path) -> None:
         assert "thread_ts" not in api.calls[4][1] and api.calls[4][1]["channel"] == "#ops"
         assert "thread_ts" not in api.calls[5][1] and api.calls[5][1]["blocks"][0]["text"]["text"] == "[FIRING:1] HighLatency api"
 
-    run(scenario, api)
+    run_with_receiver(scenario, api)
     db.close()
 
 
@@ -385,7 +371,7 @@ def test_slack_app_classifies_web_api_errors(tmp_path: Path, error: str, kind: O
         outcome = await SlackAppReceiver("ops-app", settings, db.conn).send(client, notification(alert()), NOW)
         assert (outcome.kind, outcome.detail) == (kind, error)
 
-    run(scenario, api)
+    run_with_receiver(scenario, api)
     db.close()
 
 
@@ -403,7 +389,7 @@ def test_slack_app_posts_anew_when_the_message_is_gone(tmp_path: Path) -> None:
         assert outcome.kind is OutcomeKind.OK
         assert [m for m, _ in api.calls] == ["chat.postMessage", "chat.update", "chat.postMessage"]
 
-    run(scenario, api)
+    run_with_receiver(scenario, api)
     db.close()
 
 
@@ -450,7 +436,7 @@ def test_slack_escapes_scraped_text_in_every_mrkdwn_field(tmp_path: Path) -> Non
         assert leaks == []
         assert all("&lt;!channel&gt;" in m["text"] for m in messages)
 
-    run(scenario, api)
+    run_with_receiver(scenario, api)
     db.close()
 
 
