@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import HostConfig
 
@@ -25,6 +26,19 @@ CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "stea
 # /proc/diskstats counts sectors of 512 bytes whatever the device's real sector size.
 DISK_SECTOR_BYTES = 512
 # Column of each reported statistic in a /proc/net/dev row, after the interface name.
+# /proc/pressure files and the node_exporter 1.5 series each line feeds: (resource, line) -> name, help.
+PRESSURE_SERIES = {
+    ("cpu", "some"): ("node_pressure_cpu_waiting_seconds_total",
+                      "Total time in seconds that processes have waited for CPU time"),
+    ("io", "some"): ("node_pressure_io_waiting_seconds_total",
+                     "Total time in seconds that processes have waited due to IO congestion"),
+    ("io", "full"): ("node_pressure_io_stalled_seconds_total",
+                     "Total time in seconds no process could make progress due to IO congestion"),
+    ("memory", "some"): ("node_pressure_memory_waiting_seconds_total",
+                         "Total time in seconds that processes have waited for memory"),
+    ("memory", "full"): ("node_pressure_memory_stalled_seconds_total",
+                         "Total time in seconds no process could make progress due to memory congestion"),
+}
 NETWORK_COLUMNS = {
     "receive_bytes": 0, "receive_packets": 1, "receive_errs": 2, "receive_drop": 3,
     "transmit_bytes": 8, "transmit_packets": 9, "transmit_errs": 10, "transmit_drop": 11,
@@ -35,7 +49,7 @@ Part = Callable[[], Iterator[Metric]]
 
 
 class HostCollector:
-    """CPU, load, memory, filesystems, disks, network, file descriptors and process counts of this host.
+    """CPU, load, memory, pressure, filesystems, disks, network, file descriptors and process counts of this host.
 
     Each part is named after the node_exporter collector that reports it and fails alone: a part
     that cannot be read is reported as ``node_scrape_collector_success{collector=...} 0`` while
@@ -73,7 +87,10 @@ class HostCollector:
             "netdev": self._netdev,
             "filefd": self._filefd,
             "processes": self._processes,
+            "pressure": self._pressure,
         }
+        if config.textfile_directory is not None:
+            self._parts["textfile"] = TextfileReader(Path(config.textfile_directory)).read
         self._last_errors: dict[str, str] = {}
 
     def collect(self, now: float) -> list[Metric]:
@@ -246,6 +263,80 @@ class HostCollector:
         with os.scandir(self._proc) as entries:
             pids = sum(1 for entry in entries if entry.name.isdigit())
         yield GaugeMetricFamily("node_processes_pids", "Number of PIDs", value=pids)
+
+    def _pressure(self) -> Iterator[Metric]:
+        # Each file holds "some avg10=.. avg60=.. avg300=.. total=<microseconds>" and, but for cpu on
+        # older kernels, a "full" line; node_exporter 1.5 reports the totals it names, in seconds.
+        for resource in ("cpu", "io", "memory"):
+            for line in self._read(f"pressure/{resource}").splitlines():
+                kind, *fields = line.split()
+                series = PRESSURE_SERIES.get((resource, kind))
+                if series is not None:
+                    total_us = dict(field.split("=", 1) for field in fields)["total"]
+                    yield CounterMetricFamily(*series, value=int(total_us) / 1e6)
+
+
+class TextfileReader:
+    """node_exporter's textfile collector: the ``*.prom`` files of one directory, read at each collection.
+
+    A file that cannot be read or parsed, or that carries client-side timestamps, is skipped as a
+    whole and sets ``node_textfile_scrape_error`` to 1; every file read gets its
+    ``node_textfile_mtime_seconds``. A family in several files is merged unless their types differ.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._last_errors: dict[str, str] = {}
+
+    def read(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        mtimes = GaugeMetricFamily("node_textfile_mtime_seconds", "Unixtime mtime of textfiles successfully read.",
+                                   labels=["file"])
+        errors: dict[str, str] = {}
+        try:
+            paths = sorted(path for path in self._directory.iterdir() if path.name.endswith(".prom"))
+        except OSError as exc:
+            paths, errors[str(self._directory)] = [], f"{type(exc).__name__}: {exc}"
+        for path in paths:
+            try:
+                parsed, mtime = self._parse(path, families)
+            except (OSError, ValueError) as exc:
+                errors[str(path)] = f"{type(exc).__name__}: {exc}"
+                continue
+            for family in parsed:
+                if family.name in families:
+                    families[family.name].samples.extend(family.samples)
+                else:
+                    families[family.name] = family
+            mtimes.add_metric([str(path)], mtime)
+        self._note_errors(errors)
+        yield from families.values()
+        yield mtimes
+        yield GaugeMetricFamily("node_textfile_scrape_error",
+                                "1 if there was an error opening or reading a file, 0 otherwise",
+                                value=1 if errors else 0)
+
+    @staticmethod
+    def _parse(path: Path, known: dict[str, Metric]) -> tuple[list[Metric], float]:
+        """The families of one file and its mtime; ValueError when the file is not one node_exporter takes."""
+        with path.open(encoding="utf-8") as stream:
+            mtime = float(int(os.fstat(stream.fileno()).st_mtime))  # whole seconds, as node_exporter reports it
+            text = stream.read()
+        families = list(text_string_to_metric_families(text))
+        for family in families:
+            if any(sample.timestamp is not None for sample in family.samples):
+                raise ValueError(f"{family.name} carries client-side timestamps, which textfiles may not")
+            earlier = known.get(family.name)
+            if earlier is not None and earlier.type != family.type:
+                raise ValueError(f"{family.name} is a {family.type} here but a {earlier.type} in an earlier file")
+        return families, mtime
+
+    def _note_errors(self, errors: dict[str, str]) -> None:
+        # A broken file stays broken between collections: say so when it breaks or breaks differently.
+        for path, error in errors.items():
+            if self._last_errors.get(path) != error:
+                log.warning("textfile not read", file=path, error=error)
+        self._last_errors = errors
 
 
 def _unescape_mount_field(field: str) -> str:

@@ -14,6 +14,11 @@ class HostConfig(Section):
         default_factory=lambda: sorted(_PSEUDO_FILESYSTEMS),
         description="Filesystem types never reported (pseudo and virtual filesystems).",
     )
+    textfile_directory: str | None = Field(
+        None,
+        description="Directory of `*.prom` files whose metrics are reported with the host's, as node_exporter's "
+        "textfile collector (`node_textfile_mtime_seconds`, `node_textfile_scrape_error`); unset: off.",
+    )
 
 
 # node_exporter's default --collector.filesystem.fs-types-exclude.

@@ -38,8 +38,14 @@ CORE_SAMPLES = {
     "node_procs_running", "node_procs_blocked", "node_processes_pids",
 }
 NODE_EXPORTER_COLLECTORS = ("cpu", "stat", "loadavg", "meminfo", "filesystem", "diskstats", "netdev", "filefd",
-                            "processes")
-PROC_FILES = ("stat", "loadavg", "meminfo", "diskstats", "net/dev", "sys/fs/file-nr")
+                            "processes", "pressure")
+PROC_FILES = ("stat", "loadavg", "meminfo", "diskstats", "net/dev", "sys/fs/file-nr",
+              "pressure/cpu", "pressure/io", "pressure/memory")
+PRESSURE_SAMPLES = {
+    "node_pressure_cpu_waiting_seconds_total", "node_pressure_io_waiting_seconds_total",
+    "node_pressure_io_stalled_seconds_total", "node_pressure_memory_waiting_seconds_total",
+    "node_pressure_memory_stalled_seconds_total",
+}
 
 
 # Sample name -> {sorted label pairs: value}.
@@ -63,12 +69,10 @@ def values_of(series: dict[tuple[tuple[str, str], ...], float], label: str) -> s
     return {dict(labels)[label] for labels in series}
 
 
-@pytest.fixture(scope="module")
-def node_exporter_samples() -> HostSamples:
-    """One scrape of the real node_exporter, limited to the collectors we mirror."""
+def scrape_node_exporter(*flags: str) -> HostSamples:
+    """One scrape of the real node_exporter started with ``flags``."""
     binary = require_binary("prometheus-node-exporter")
-    argv = [binary, "--web.listen-address=127.0.0.1:0", "--collector.disable-defaults",
-            *(f"--collector.{name}" for name in NODE_EXPORTER_COLLECTORS)]
+    argv = [binary, "--web.listen-address=127.0.0.1:0", "--collector.disable-defaults", *flags]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Port 0 lets the kernel pick; the listening socket tells us which.
@@ -81,6 +85,12 @@ def node_exporter_samples() -> HostSamples:
     return samples(list(text_string_to_metric_families(text)))
 
 
+@pytest.fixture(scope="module")
+def node_exporter_samples() -> HostSamples:
+    """One scrape of the real node_exporter, limited to the collectors we mirror."""
+    return scrape_node_exporter(*(f"--collector.{name}" for name in NODE_EXPORTER_COLLECTORS))
+
+
 @pytest.fixture()
 def ours() -> HostSamples:
     return samples(HostCollector(HostConfig()).collect(time.time()))
@@ -91,6 +101,9 @@ def test_core_families_exist_in_both(node_exporter_samples: HostSamples, ours: H
     """Every core host sample name is produced both by node_exporter and by us."""
     assert CORE_SAMPLES - set(node_exporter_samples) == set()
     assert CORE_SAMPLES - set(ours) == set()
+    if Path("/proc/pressure").is_dir():
+        assert PRESSURE_SAMPLES - set(node_exporter_samples) == set()
+        assert PRESSURE_SAMPLES - set(ours) == set()
 
 
 @pytest.mark.integration
@@ -125,7 +138,13 @@ def proc_root(tmp_path: Path) -> Path:
     root = tmp_path / "proc"
     for relative in PROC_FILES:
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        (root / relative).write_text(Path("/proc", relative).read_text())
+        if Path("/proc", relative).exists():
+            (root / relative).write_text(Path("/proc", relative).read_text())
+    if not Path("/proc/pressure").is_dir():  # a kernel without PSI: the test writes what one with it shows
+        for resource in ("cpu", "io", "memory"):
+            (root / "pressure" / resource).write_text(
+                "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500000\n"
+                "full avg10=0.00 avg60=0.00 avg300=0.00 total=250000\n")
     (root / "self").mkdir()
     for pid in ("1", "42"):
         (root / pid).mkdir()
@@ -239,3 +258,72 @@ def test_garbage_procfs_content_fails_its_part_without_raising(proc_root: Path) 
     success = {dict(k)["collector"]: v for k, v in got["node_scrape_collector_success"].items()}
     assert success["loadavg"] == 0 and success["filefd"] == 0 and success["cpu"] == 1
     assert "node_cpu_seconds_total" in got
+
+
+def write_textfiles(directory: Path) -> None:
+    """Two good files sharing a family, one with client-side timestamps, one malformed, one not *.prom."""
+    directory.mkdir()
+    (directory / "a.prom").write_text(
+        "# HELP app_jobs_total Jobs done.\n# TYPE app_jobs_total counter\napp_jobs_total{queue=\"a\"} 3\n")
+    (directory / "b.prom").write_text(
+        "# HELP app_jobs_total Jobs done.\n# TYPE app_jobs_total counter\napp_jobs_total{queue=\"b\"} 4\n"
+        "backup_last_success_timestamp_seconds 1.7e+09\n")
+    (directory / "c.prom").write_text("stamped 1 1700000000000\n")
+    (directory / "d.prom").write_text("not a metric line{\n")
+    (directory / "e.txt").write_text("ignored 1\n")
+
+
+def textfile_part(table: HostSamples) -> HostSamples:
+    return {name: series for name, series in table.items()
+            if name.startswith(("app_", "backup_", "stamped", "ignored", "node_textfile_"))}
+
+
+@pytest.mark.integration
+def test_textfile_matches_node_exporter(tmp_path: Path) -> None:
+    """The same directory gives node_exporter's series: merged families, per-file mtimes, the error flag."""
+    write_textfiles(tmp_path / "textfiles")
+    theirs = scrape_node_exporter("--collector.textfile", f"--collector.textfile.directory={tmp_path / 'textfiles'}")
+    config = HostConfig(textfile_directory=str(tmp_path / "textfiles"))
+    ours = samples(HostCollector(config).collect(0.0))
+    assert textfile_part(ours) == textfile_part(theirs)
+    assert ours["node_textfile_scrape_error"] == {(): 1}
+    assert set(values_of(ours["node_textfile_mtime_seconds"], "file")) == {
+        str(tmp_path / "textfiles" / name) for name in ("a.prom", "b.prom")}
+
+
+def test_textfile_errors_clear_and_type_conflicts_skip_the_file(tmp_path: Path) -> None:
+    """A fixed file clears the error; a family typed differently in a later file skips that file."""
+    directory = tmp_path / "textfiles"
+    directory.mkdir()
+    (directory / "a.prom").write_text("# TYPE jobs gauge\njobs 1\n")
+    (directory / "b.prom").write_text("# TYPE jobs counter\njobs_total 2\n")
+    collector = HostCollector(HostConfig(textfile_directory=str(directory)), proc_root=tmp_path)
+    got = samples(collector.collect(0.0))
+    assert got["jobs"] == {(): 1} and "jobs_total" not in got
+    assert got["node_textfile_scrape_error"] == {(): 1}
+    (directory / "b.prom").unlink()
+    assert samples(collector.collect(0.0))["node_textfile_scrape_error"] == {(): 0}
+
+
+def test_missing_textfile_directory_is_an_error_not_a_failure(tmp_path: Path) -> None:
+    """A directory that does not exist yet reports the error flag; the collector part still succeeds."""
+    collector = HostCollector(HostConfig(textfile_directory=str(tmp_path / "absent")), proc_root=tmp_path)
+    got = samples(collector.collect(0.0))
+    assert got["node_textfile_scrape_error"] == {(): 1}
+    assert got["node_scrape_collector_success"][(("collector", "textfile"),)] == 1
+
+
+def test_pressure_totals_in_seconds(proc_root: Path) -> None:
+    """PSI totals (microseconds) become node_exporter 1.5's counters; the cpu 'full' line is not one of them."""
+    for resource in ("cpu", "io", "memory"):
+        (proc_root / "pressure" / resource).write_text(
+            "some avg10=1.00 avg60=0.50 avg300=0.10 total=1500000\n"
+            "full avg10=0.00 avg60=0.00 avg300=0.00 total=250000\n")
+    write_mounts(proc_root, "/dev/vda / ext4 rw 0 0")
+    got = samples(HostCollector(HostConfig(), proc_root=proc_root).collect(0.0))
+    pressure = {name: series[()] for name, series in got.items() if name.startswith("node_pressure_")}
+    assert pressure == {
+        "node_pressure_cpu_waiting_seconds_total": 1.5,
+        "node_pressure_io_waiting_seconds_total": 1.5, "node_pressure_io_stalled_seconds_total": 0.25,
+        "node_pressure_memory_waiting_seconds_total": 1.5, "node_pressure_memory_stalled_seconds_total": 0.25,
+    }
