@@ -6,7 +6,8 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import psutil
@@ -18,6 +19,11 @@ from healers.backends.children import agent_side_errno
 # A pidfile holds one number; anything longer is not a pidfile.
 PIDFILE_MAX_BYTES = 4096
 SCAN_ATTRS = ["name", "cmdline", "status"]
+# process-exporter's namegroup states: psutil's status -> the state label (anything else is "Other").
+STATES = {
+    psutil.STATUS_RUNNING: "Running", psutil.STATUS_SLEEPING: "Sleeping",
+    psutil.STATUS_DISK_SLEEP: "Waiting", psutil.STATUS_ZOMBIE: "Zombie",
+}
 
 ProcessIter = Callable[..., Iterator[psutil.Process]]
 
@@ -201,6 +207,11 @@ class _Usage:
     threads: int = 0
     open_fds: int | None = 0
     start_time_s: float = 0.0
+    read_bytes: int | None = 0
+    write_bytes: int | None = 0
+    voluntary_switches: int = 0
+    involuntary_switches: int = 0
+    states: dict[str, int] = field(default_factory=lambda: dict.fromkeys([*STATES.values(), "Other"], 0))
 
     def add(self, process: psutil.Process) -> None:
         """Add one process; raises psutil.NoSuchProcess if it is gone or a zombie."""
@@ -210,10 +221,16 @@ class _Usage:
             cpu = process.cpu_times()
             memory = process.memory_info()
             threads = process.num_threads()
+            switches = process.num_ctx_switches()
+            state = STATES.get(process.status(), "Other")
             try:
                 fds: int | None = process.num_fds()
             except psutil.AccessDenied:
                 fds = None
+            try:
+                io: Any = process.io_counters()
+            except psutil.AccessDenied:  # /proc/PID/io is readable only by the owner (or with ptrace rights)
+                io = None
         self.count += 1
         self.cpu_user_s += cpu.user
         self.cpu_system_s += cpu.system
@@ -222,6 +239,11 @@ class _Usage:
         self.threads += threads
         # One unreadable fd table makes the sum unknown rather than too small.
         self.open_fds = None if fds is None or self.open_fds is None else self.open_fds + fds
+        self.read_bytes = None if io is None or self.read_bytes is None else self.read_bytes + io.read_bytes
+        self.write_bytes = None if io is None or self.write_bytes is None else self.write_bytes + io.write_bytes
+        self.voluntary_switches += switches.voluntary
+        self.involuntary_switches += switches.involuntary
+        self.states[state] += 1
 
 
 def _measure(process: psutil.Process, children: bool) -> _Usage | None:
@@ -278,6 +300,26 @@ class ServiceProcessCollector:
         cpu.add_metric([self.service, "user"], usage.cpu_user_s)
         cpu.add_metric([self.service, "system"], usage.cpu_system_s)
         yield cpu
+        switches = CounterMetricFamily(
+            "healwatch_process_context_switches_total", "Context switches of the service's process.",
+            labels=["service", "ctxswitchtype"])
+        switches.add_metric([self.service, "voluntary"], usage.voluntary_switches)
+        switches.add_metric([self.service, "nonvoluntary"], usage.involuntary_switches)
+        yield switches
+        states = GaugeMetricFamily("healwatch_process_states", "Processes of the service in each state.",
+                                   labels=["service", "state"])
+        for state, count in usage.states.items():
+            states.add_metric([self.service, state], count)
+        yield states
+        io = [("healwatch_process_read_bytes_total", "Bytes the service's process caused to be read from storage.",
+               usage.read_bytes),
+              ("healwatch_process_write_bytes_total", "Bytes the service's process caused to be written to storage.",
+               usage.write_bytes)]
+        for metric_name, documentation, total in io:
+            if total is not None:
+                counter = CounterMetricFamily(metric_name, documentation, labels=["service"])
+                counter.add_metric(labels, total)
+                yield counter
         gauges = [
             ("healwatch_process_resident_memory_bytes", "Resident memory size in bytes.", usage.resident_bytes),
             ("healwatch_process_virtual_memory_bytes", "Virtual memory size in bytes.", usage.virtual_bytes),

@@ -34,7 +34,8 @@ DOWN_FAMILIES = {"healwatch_process_up", "healwatch_process_pid_changes", "healw
 UP_FAMILIES = DOWN_FAMILIES | {
     "healwatch_process_cpu_seconds", "healwatch_process_resident_memory_bytes",
     "healwatch_process_virtual_memory_bytes", "healwatch_process_threads", "healwatch_process_open_fds",
-    "healwatch_process_start_time_seconds",
+    "healwatch_process_start_time_seconds", "healwatch_process_context_switches", "healwatch_process_states",
+    "healwatch_process_read_bytes", "healwatch_process_write_bytes",
 }
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
@@ -289,3 +290,21 @@ def test_stale_snapshot_never_revives_a_dead_process(spawn: Spawn) -> None:
     assert any(p.pid == process.pid for p in scanner.snapshot())
     assert not tracker.alive()
     assert tracker.pid is None and tracker.reason.startswith("no running process has a command line")
+
+
+def test_io_context_switches_and_states_of_a_real_process(spawn: Spawn, tmp_path: Path) -> None:
+    """A process that writes 1 MiB to disk and fsyncs shows it in write_bytes; a sleeper is Sleeping."""
+    target = tmp_path / "written"
+    writer = spawn(sys.executable, "-c",
+                   f"import os, time; fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT);"
+                   "os.write(fd, b'x' * 1048576); os.fsync(fd); print('ready', flush=True); time.sleep(60)")
+    pidfile = tmp_path / "svc.pid"
+    pidfile.write_text(str(writer.pid))
+    table = collect(ServiceProcessCollector("svc", ProcessMatch(pidfile=str(pidfile))))
+    io = psutil.Process(writer.pid).io_counters()
+    assert value(table, "healwatch_process_write_bytes") == io.write_bytes
+    if io.write_bytes:  # 0 on filesystems that do not account writes per task (tmpfs)
+        assert io.write_bytes >= 1048576
+    assert value(table, "healwatch_process_context_switches", ctxswitchtype="voluntary") >= 1
+    assert value(table, "healwatch_process_states", state="Sleeping") == 1
+    assert sum(table["healwatch_process_states"].values()) == 1
