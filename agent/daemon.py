@@ -38,7 +38,8 @@ from agent.httpclient import new_http_client
 from agent.looplag import LoopLag
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
 from agent.schedule.jobs import Job, JobSet, build_jobs
-from agent.schedule.phase import PhasedInterval
+from agent.schedule.arrival import wait_bound_s
+from agent.schedule.phase import PhasedInterval, offset_of
 from agent.schedule.rules import (
     RuleJob,
     build_rule_jobs,
@@ -114,7 +115,7 @@ class Agent:
         self._host_landed = False
         self._render_problems: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
-        self._running_jobs: set[asyncio.Task[None]] = set()
+        self._running_jobs: dict[str, asyncio.Task[None]] = {}  # job name -> its run in flight
         self._http: httpx.AsyncClient | None = None
         self._insecure_http: httpx.AsyncClient | None = None
         # One scan of all processes serves every service matched by name or command line.
@@ -186,9 +187,9 @@ class Agent:
             await self.healing.stop()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-        for task in [*self._tasks, *self._running_jobs]:
+        for task in [*self._tasks, *self._running_jobs.values()]:
             task.cancel()
-        await asyncio.gather(*self._running_jobs, return_exceptions=True)
+        await asyncio.gather(*self._running_jobs.values(), return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             await self.server.stop()
@@ -341,9 +342,11 @@ class Agent:
             self.config, http_client=self._http, insecure_http_client=self._insecure_http,
             on_check_change=self._on_check_change, scanner=self._scanner, previous=self.jobset,
         )
+        phases = {name: (offset_of(name, job.interval_s), job.interval_s) for name, job in jobset.jobs.items()}
         rule_jobs = build_rule_jobs(
             self.rule_specs, engine=self.engine, store=self.store, evaluation=self.config.evaluation,
             state=self.state.conn if self.state else None, on_alerts=self._on_alerts, previous=self.jobset.jobs,
+            phases=phases,
         )
         jobset.jobs.update(rule_jobs)
         needed = retention_needed_s((job.group for job in rule_jobs.values()), self.config.evaluation.lookback_delta)
@@ -395,8 +398,9 @@ class Agent:
         for name, job in jobset.jobs.items():
             if self.jobset.jobs.get(name) is job:
                 continue
+            offset_s = job.offset_s if isinstance(job, RuleJob) else None
             self._scheduler.add_job(
-                self._run_job, PhasedInterval(name, job.interval_s), args=[job], id=name,
+                self._run_job, PhasedInterval(name, job.interval_s, offset_s), args=[job], id=name,
                 max_instances=1, coalesce=True, misfire_grace_time=None,
             )
         self.jobset = jobset
@@ -405,13 +409,23 @@ class Agent:
         """A crash barrier: a failing job is logged and counted, and never stops the others."""
         task = asyncio.current_task()
         assert task is not None
-        self._running_jobs.add(task)
+        self._running_jobs[job.name] = task
         try:
+            if isinstance(job, RuleJob):
+                await self._feeders_landed(job)
             await self._observe(job)
         except asyncio.CancelledError:
             pass  # the agent is stopping; the job ends here
         finally:
-            self._running_jobs.discard(task)
+            if self._running_jobs.get(job.name) is task:  # a reload may have started the job's successor
+                del self._running_jobs[job.name]
+
+    async def _feeders_landed(self, job: RuleJob) -> None:
+        """Evaluate on arrival: the group's tick follows its feeders' (agent.schedule.arrival); wait, within a
+        bound, for those still in flight, so the evaluation reads the samples they are fetching."""
+        in_flight = [task for name, task in self._running_jobs.items() if name in job.feeders]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=wait_bound_s(job.interval_s))
 
     async def _observe(self, job: Job) -> None:
         now = self.clock()

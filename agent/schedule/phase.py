@@ -1,10 +1,9 @@
 """When a job runs: right away, then on a grid of its interval shifted by an offset of its own.
 
-Like Prometheus' scrape loops and rule groups, each job's offset within its interval is a hash
-of its name, so jobs of one interval spread out instead of firing together, and a rule group's
-place after the scrapes it reads is the same after every restart. Were all jobs to start
-together, each rule evaluation would run just before the scrape it needs and see it one whole
-interval late.
+Like Prometheus' scrape loops, each job's offset within its interval is a hash of its name, so
+jobs of one interval spread out instead of firing together, the same after every restart. A rule
+group is placed just after the jobs it reads instead (agent.schedule.arrival), so it sees their
+samples at once rather than up to an interval late.
 """
 
 from __future__ import annotations
@@ -22,13 +21,16 @@ def offset_of(name: str, interval_s: float) -> float:
 
 
 class PhasedInterval(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no types: BaseTrigger is Any
-    """Fires at once, then at ``k * interval_s + offset`` (Unix time), never twice within half an interval."""
+    """Fires at once, then at ``k * interval_s + offset`` (Unix time), never twice within half an interval.
+
+    The offset is the name's hash unless given (a rule group placed after its feeders, agent.schedule.arrival).
+    """
 
     __slots__ = ("interval_s", "offset_s")
 
-    def __init__(self, name: str, interval_s: float) -> None:
+    def __init__(self, name: str, interval_s: float, offset_s: float | None = None) -> None:
         self.interval_s = interval_s
-        self.offset_s = offset_of(name, interval_s)
+        self.offset_s = offset_of(name, interval_s) if offset_s is None else offset_s
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
         if previous_fire_time is None:

@@ -6,7 +6,7 @@ import asyncio
 import glob
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +23,7 @@ from prometheus_client.samples import Sample
 
 from agent.collectors.base import samples_of
 from agent.config import AgentConfig, EvaluationConfig
+from agent.schedule.arrival import feeders, placed_offset
 from agent.schedule.jobs import Observation
 from agent.schedule.phase import offset_of
 from rules.alerting import ALERTS_FOR_STATE_METRIC, ALERTS_METRIC
@@ -81,7 +82,7 @@ def retention_needed_s(groups: Iterable[RuleGroup], lookback_s: float) -> float:
 
 @dataclass
 class RuleJob:
-    """Evaluates one rule group on the agent's loop; its results are already in the store."""
+    """Evaluates one rule group on the agent's loop, on a grid placed just after the jobs that feed it."""
 
     name: str
     interval_s: float
@@ -91,6 +92,8 @@ class RuleJob:
     evaluation: EvaluationConfig
     state: sqlite3.Connection | None
     on_alerts: Callable[[list[Alert]], None]
+    offset_s: float = 0.0  # the grid's place within the interval (agent.schedule.arrival)
+    feeders: frozenset[str] = frozenset()  # jobs whose samples each tick waits for, if in flight
     evaluations: int = 0
     restored: bool = False
     _logged: dict[Labels, AlertState] = field(default_factory=dict)
@@ -121,7 +124,7 @@ class RuleJob:
         interval_ms = max(round(self.interval_s * 1000), 1)
         slack_ms = min(EARLY_RUN_MS, interval_ms // 10)
         now_ms = round(now * 1000)
-        since_tick_ms = (now_ms - round(offset_of(self.name, self.interval_s) * 1000) + slack_ms) % interval_ms
+        since_tick_ms = (now_ms - round(self.offset_s * 1000) + slack_ms) % interval_ms
         return (now_ms - since_tick_ms + slack_ms) / 1000
 
     def _restore(self, now: float) -> None:
@@ -154,20 +157,32 @@ def build_rule_jobs(
     state: sqlite3.Connection | None,
     on_alerts: Callable[[list[Alert]], None],
     previous: dict[str, Any],
+    phases: Mapping[str, tuple[float, float]],
 ) -> dict[str, RuleJob]:
-    """A job per group; an unchanged group keeps its job, a changed one keeps its alerts' state."""
+    """A job per group, placed after its feeders among ``phases`` (job name -> (offset, interval) of the other jobs).
+
+    An unchanged group in an unchanged place keeps its job; a changed one keeps its alerts' state.
+    """
     jobs: dict[str, RuleJob] = {}
     for spec in specs:
         interval = spec.interval_s or evaluation.interval
         name = f"rules:{spec.file};{spec.name}"
-        old = previous.get(name)
-        if isinstance(old, RuleJob) and old.spec == (spec, evaluation):
+        found = previous.get(name)
+        old = found if isinstance(found, RuleJob) else None
+        same = old is not None and old.spec == (spec, evaluation)
+        group = old.group if old is not None and same else RuleGroup(
+            spec, interval, engine, dict(evaluation.external_labels), evaluation.external_url)
+        recorded = [rule.spec.name for rule in group.rules if rule.spec.kind == "record"]
+        fed = feeders((rule.expr for rule in group.rules), phases, recorded)
+        offset = placed_offset(interval, (phases[job] for job in fed))
+        offset = offset_of(name, interval) if offset is None else offset
+        if old is not None and same and (old.offset_s, old.feeders) == (offset, fed):
             jobs[name] = old
             continue
-        group = RuleGroup(spec, interval, engine, dict(evaluation.external_labels), evaluation.external_url)
-        job = RuleJob(name, interval, (spec, evaluation), group, store, evaluation, state, on_alerts)
-        if isinstance(old, RuleJob):
-            group.adopt(old.group)
+        job = RuleJob(name, interval, (spec, evaluation), group, store, evaluation, state, on_alerts, offset, fed)
+        if old is not None:
+            if not same:
+                group.adopt(old.group)
             job.evaluations, job.restored = old.evaluations, old.restored
         jobs[name] = job
     return jobs

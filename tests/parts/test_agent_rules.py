@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agent.config import parse_config
@@ -125,7 +129,7 @@ def test_a_for_of_two_intervals_fires_at_the_second_evaluation_despite_jitter() 
     evaluation = parse_config("evaluation: {interval: 15s}", "agent.yaml").evaluation
     store = SeriesStore(retention_s=None)
     (job,) = build_rule_jobs([spec], engine=Engine(), store=store, evaluation=evaluation, state=None,
-                             on_alerts=lambda alerts: None, previous={}).values()
+                             on_alerts=lambda alerts: None, previous={}, phases={}).values()
     tick = 1_700_000_010.0 + offset_of(job.name, 15.0)  # 1_700_000_010 is a multiple of 15
     down = Labels.of("healwatch_process_up", {"service": "web"})
     states = []
@@ -148,7 +152,7 @@ def test_restore_follows_prometheus_for_a_pending_alert() -> None:
 
     def run(store: SeriesStore, start: float, steps: int) -> dict[Labels, Alert]:
         jobs = build_rule_jobs([spec], engine=Engine(), store=store, evaluation=evaluation, state=state.conn,
-                               on_alerts=lambda alerts: None, previous={})
+                               on_alerts=lambda alerts: None, previous={}, phases={})
         (job,) = jobs.values()
         for step in range(steps):
             now = start + 60 * step
@@ -162,3 +166,51 @@ def test_restore_follows_prometheus_for_a_pending_alert() -> None:
     (alert,) = alerts.values()
     assert alert.state == AlertState.PENDING
     assert alert.active_at == t0 + (restart + 60 - (t0 + 600))  # shifted by the time it was down
+
+
+class SlowCounter(BaseHTTPRequestHandler):
+    """A scrape target that answers 200 ms late with how many scrapes it has answered."""
+
+    served = 0
+
+    def do_GET(self) -> None:
+        time.sleep(0.2)
+        type(self).served += 1
+        body = f"served {type(self).served}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_each_evaluation_reads_the_scrape_in_flight_at_its_tick(tmp_path: Path) -> None:
+    """Evaluate on arrival: the group ticks 5 ms after its scrape and waits for it, though the target takes
+    200 ms; every recorded sample equals the newest scrape at or before its timestamp, never the one before."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowCounter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules/seen.yaml").write_text("groups:\n  - name: seen\n    rules:\n      - record: seen\n"
+                                             "        expr: served\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"state_path: {tmp_path / 'state.db'}\nhost: {{enabled: false}}\ndefault_rules: false\n"
+        "rule_files: ['rules/*.yaml']\nevaluation: {interval: 1s}\n"
+        f"services:\n  slow:\n    scrape: {{url: 'http://127.0.0.1:{server.server_address[1]}/metrics', "
+        "interval: 1s}\n")
+    agent = AgentProcess(config, tmp_path)
+    try:
+        def raw(name: str) -> list[tuple[float, float]]:
+            answer = httpx.get(f"{agent.url}/api/v1/query", params={"query": f"{name}[20s]"}, timeout=5).json()
+            return [(float(t), float(v)) for result in answer["data"]["result"] for t, v in result["values"]]
+
+        wait_for(lambda: len(raw("seen")) >= 6, timeout_s=20)
+        served, seen = raw("served"), raw("seen")
+    finally:
+        agent.stop()
+        server.shutdown()
+    for at, value in seen[1:]:  # the first evaluation may run before the first scrape ever landed
+        assert value == max((s for s in served if s[0] <= at), default=(0.0, 0.0))[1], (at, served, seen)
