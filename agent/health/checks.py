@@ -197,4 +197,11 @@ class Check:
             )
             status.add_metric(key, float(result.status_code or 0))
             families.append(status)
-        return families
+        extra: dict[str, GaugeMetricFamily] = {}
+        for metric in result.metrics:
+            family = extra.get(metric.name)
+            if family is None:
+                names = [*_LABELS, *(name for name, _ in metric.labels)]
+                family = extra[metric.name] = GaugeMetricFamily(metric.name, metric.documentation, labels=names)
+            family.add_metric([*key, *(value for _, value in metric.labels)], metric.value)
+        return [*families, *extra.values()]

@@ -24,11 +24,22 @@ _EOF_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
+class ProbeMetric:
+    """One more gauge of a probe run, named as blackbox_exporter names it (``probe_dns_answer_rrs``)."""
+
+    name: str
+    documentation: str
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     """One probe run: ``error`` is a short human reason when ``success`` is false.
 
     ``agent_error`` (an errno name such as "EMFILE") says the agent itself could not probe, for
     want of descriptors, memory or processes: the run tells nothing about the service.
+    ``metrics`` are the probe kind's own gauges, reported with the check's labels.
     """
 
     success: bool
@@ -36,6 +47,7 @@ class ProbeResult:
     status_code: int | None = None
     error: str = ""
     agent_error: str = ""
+    metrics: tuple[ProbeMetric, ...] = ()
 
 
 Probe = Callable[[], Awaitable[ProbeResult]]
@@ -59,6 +71,10 @@ def make_probe(
         return functools.partial(probe_tcp, check.tcp.address, timeout_s)
     if check.exec is not None:
         return functools.partial(probe_exec, check.exec, timeout_s)
+    if check.dns is not None:
+        from agent.health.dns import probe_dns  # dnspython only where a DNS check exists
+
+        return functools.partial(probe_dns, check.dns, timeout_s)
     if alive is None:
         raise ValueError(f"process check {check.name!r} needs the service's process tracker")
     return functools.partial(probe_process, alive)

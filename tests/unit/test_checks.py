@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from agent.health.checks import Check
 from agent.collectors.base import samples_of
-from agent.health.probes import ProbeResult, make_probe
+from agent.health.probes import ProbeMetric, ProbeResult, make_probe
 from agent.httpclient import new_http_client
 from agent.config import CheckConfig
 from healers.events import CheckStateChanged
@@ -151,6 +151,18 @@ def test_non_http_checks_export_no_status_code() -> None:
     run_at(check, 0)
     names = {labels.name for labels in samples(check.families())}
     assert "probe_success" in names and "probe_http_status_code" not in names
+
+
+def test_a_probes_own_gauges_carry_the_check_labels_and_their_own() -> None:
+    """A probe kind's extra metrics (DNS counts, the TLS version) become families with service and check added."""
+    extra = ProbeResult(True, 0.01, metrics=(
+        ProbeMetric("probe_dns_answer_rrs", "Records in the answer section.", 2.0),
+        ProbeMetric("probe_tls_version_info", "The TLS version used.", 1.0, (("version", "TLS 1.3"),)),
+    ))
+    check, _ = make_check([extra], [])
+    run_at(check, 1000)
+    assert sample(check, "probe_dns_answer_rrs") == 2.0
+    assert sample(check, "probe_tls_version_info", version="TLS 1.3") == 1.0
 
 
 def test_a_crashing_probe_counts_as_a_failure() -> None:
