@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from agent.health.checks import Check
 from agent.collectors.process import ProcessTracker
 from agent.config import AgentConfig, ServiceConfig
+from agent.config.timeintervals import intervener
 from agent.health.pidwatch import ProcessWatcher
 from agent.playbooks import fleet_warnings, playbook_specs
 from agent.secrets import config_redactor
@@ -163,6 +164,7 @@ class Healing:
             dry_run=config.healing.dry_run,
             resume_after_healthy_s=config.healing.resume_after_healthy,
             redact=config_redactor(config),
+            time_active=intervener(config.time_intervals).active,
         )
 
     def _backends(self, name: str, service: ServiceConfig) -> ServiceBackends:

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent.config import AgentConfig, ReceiverConfig
+from agent.config.timeintervals import intervener
 from exporters import outbox as outbox_module
 from exporters import silences as silences_module
 from exporters.delivery import Receiver
@@ -164,7 +165,7 @@ class Notifying:
         self.dispatcher = None if route is None else Dispatcher(
             route, notify.build_inhibitor(), self.silences,
             send_resolved=lambda name: self._send_resolved.get(name, True), external_url=self.external_url,
-            notification_log=self.notification_log,
+            notification_log=self.notification_log, intervener=intervener(config.time_intervals),
         )
 
     def reload(self, config: AgentConfig) -> None:
@@ -177,8 +178,10 @@ class Notifying:
         self.outbox.max_age_s = config.notify.outbox.max_age
         same_tree = (old.notify.route, old.notify.inhibit_rules, old.evaluation.external_url) == (
             config.notify.route, config.notify.inhibit_rules, config.evaluation.external_url)
-        if same_tree:
-            self.dispatcher = dispatcher  # keep its groups and what each receiver was already told
+        if same_tree and dispatcher is not None and self.dispatcher is not None:
+            # Keep its groups and what each receiver was already told; the intervals may have changed.
+            dispatcher.intervener = self.dispatcher.intervener
+            self.dispatcher = dispatcher
         elif dispatcher is not None:
             log.warning("notification routes changed; alert groups start over and may notify again")
         self._dispatch_wanted.set()
@@ -244,7 +247,8 @@ class Notifying:
         if self.silences.mutes(labels, now):
             return
         alert = AlertPayload.of(labels, starts_at=notice.at, annotations={"summary": notice.summary})
-        receivers = dict.fromkeys(route.options.receiver for route in self.dispatcher.route.match(labels))
+        receivers = dict.fromkeys(route.options.receiver for route in self.dispatcher.route.match(labels)
+                                  if not self.dispatcher.time_muted(route, now))
         self._unsaved.extend(
             Notification(id=uuid.uuid4().hex, receiver=name, group_key=HEALING_GROUP_PREFIX + notice.incident_id,
                          group_labels={"service": notice.service, "incident_id": notice.incident_id},
@@ -344,8 +348,10 @@ class _MutedCollector:
 
     def collect(self) -> Iterator[Metric]:
         silenced, inhibited = set(), set()
+        time_muted = 0
         dispatcher = self._notifying.dispatcher
         for group in dispatcher.state(self._notifying.clock()) if dispatcher else ():
+            time_muted += bool(group.muted_by)
             for view in group.alerts:
                 if view.silenced_by:
                     silenced.add(view.alert.fingerprint)
@@ -354,3 +360,6 @@ class _MutedCollector:
         yield GaugeMetricFamily("healwatch_alerts_silenced", "Alerts muted by a silence now.", value=len(silenced))
         yield GaugeMetricFamily("healwatch_alerts_inhibited", "Alerts muted by an inhibition rule now.",
                                 value=len(inhibited))
+        yield GaugeMetricFamily("healwatch_alert_groups_time_muted",
+                                "Alert groups whose route sends nothing now (mute or active time intervals).",
+                                value=time_muted)

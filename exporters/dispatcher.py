@@ -6,7 +6,10 @@ This is Alertmanager's dispatcher and notification pipeline without goroutines
 - every alert goes to the groups of the routes it matches, keyed by route and group labels;
 - a group flushes first ``group_wait`` after it was created (at once if its alert
   started longer than that ago), then every ``group_interval``;
-- at a flush, inhibited and silenced alerts are left out, and the notification log
+- at a flush, inhibited and silenced alerts are left out, a route outside its
+  ``active_time_intervals`` or inside one of its ``mute_time_intervals`` sends nothing
+  and logs nothing (its resolved alerts are dropped, as Alertmanager's TimeActiveStage
+  and TimeMuteStage stop the pipeline before the notification log), and the notification log
   (last firing/resolved sets per receiver and group) decides whether anything is
   sent: new firing alerts, newly resolved ones (with ``send_resolved``), all resolved,
   or ``repeat_interval`` elapsed (effectively rounded up to the group interval beat);
@@ -34,6 +37,7 @@ from exporters.inhibit import Inhibition, Inhibitor
 from exporters.notification import AlertPayload, Notification, notification_id
 from exporters.routing import Route
 from exporters.silences import Silences
+from exporters.timeintervals import Intervener
 from rules.golang.fmt import quote as go_quote
 
 NFLOG_RETENTION_S = 120 * 3600.0  # Alertmanager's default --data.retention
@@ -71,6 +75,7 @@ class GroupView:
     labels: dict[str, str]
     alerts: tuple[AlertView, ...]
     next_flush_at: float
+    muted_by: tuple[str, ...] = ()  # the time intervals that keep the group's route from sending now
 
 
 NFLOG_MIGRATIONS = (
@@ -177,8 +182,10 @@ class Dispatcher:
         send_resolved: Callable[[str], bool],
         external_url: str = "",
         notification_log: NotificationLog | None = None,
+        intervener: Intervener | None = None,
     ) -> None:
         self.route = route
+        self.intervener = intervener or Intervener({})
         self.inhibitor = inhibitor
         self.silences = silences
         self._send_resolved = send_resolved
@@ -228,10 +235,19 @@ class Dispatcher:
                 labels=dict(group.labels),
                 alerts=tuple(self._view(a, inhibition, at) for a in sort_alerts(group.alerts.values())),
                 next_flush_at=group.due_at(),
+                muted_by=self.time_muted(group.route, at),
             )
             for group in self._groups.values()
         ]
         return sorted(views, key=lambda v: (v.group_key, v.receiver))
+
+    def time_muted(self, route: Route, now: float) -> tuple[str, ...]:
+        """The time intervals that keep ``route`` from sending at ``now``: all its active ones when it is
+        outside them, else its mute intervals holding now; empty when it may send."""
+        options = route.options
+        if not self.intervener.active(options.active_time_intervals, now):
+            return options.active_time_intervals
+        return self.intervener.containing(options.mute_time_intervals, now)
 
     def _insert(self, route: Route, alert: AlertPayload, now: float) -> None:
         labels = route.group_labels(alert.labels)
@@ -256,6 +272,8 @@ class Dispatcher:
             a for a in alerts
             if not inhibition.inhibited_by(a.labels) and not self.silences.mutes(a.labels, now)
         ]
+        if self.time_muted(group.route, now):
+            unmuted = []
         notification = self._notify(group, unmuted, now) if unmuted else None
         # Resolved alerts were dealt with by this flush, whether or not anything was sent.
         for alert in resolved_now:

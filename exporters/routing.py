@@ -32,6 +32,9 @@ class RouteOptions:
     group_interval_s: float = DEFAULT_GROUP_INTERVAL_S
     repeat_interval_s: float = DEFAULT_REPEAT_INTERVAL_S
     resolve_wait_s: float | None = None
+    # Names of time intervals; unlike the rest, set per route and not inherited (as in Alertmanager).
+    mute_time_intervals: tuple[str, ...] = ()
+    active_time_intervals: tuple[str, ...] = ()
 
     @property
     def effective_repeat_s(self) -> float:
@@ -50,6 +53,8 @@ class RouteSpec:
     group_interval_s: float | None = None
     repeat_interval_s: float | None = None
     resolve_wait_s: float | None = None
+    mute_time_intervals: tuple[str, ...] = ()
+    active_time_intervals: tuple[str, ...] = ()
     continue_: bool = False
     routes: tuple[RouteSpec, ...] = ()
 
@@ -108,6 +113,8 @@ def build_route(spec: RouteSpec, parent: Route | None = None) -> Route:
             raise ValueError("the root route must not have matchers")
         if spec.continue_:
             raise ValueError("the root route cannot have continue")
+        if spec.mute_time_intervals or spec.active_time_intervals:
+            raise ValueError("the root route must not have mute or active time intervals")
         options = RouteOptions(receiver=spec.receiver)
     else:
         options = parent.options
@@ -118,7 +125,9 @@ def build_route(spec: RouteSpec, parent: Route | None = None) -> Route:
 
 
 def _apply(options: RouteOptions, spec: RouteSpec) -> RouteOptions:
-    changes: dict[str, object] = {}
+    changes: dict[str, object] = {
+        "mute_time_intervals": spec.mute_time_intervals, "active_time_intervals": spec.active_time_intervals,
+    }
     if spec.receiver:
         changes["receiver"] = spec.receiver
     if spec.group_by is not None:

@@ -11,6 +11,7 @@ from healers.backends.base import RestartBackend, TrafficBackend
 from healers.fleet.slots import FleetMetrics, FleetSlots
 from healers.health import ServiceHealth
 from healers.playbook import PlaybookSpec
+from healers.safety import without_intervals
 
 
 class HealingError(Exception):
@@ -43,3 +44,5 @@ class HealingPlan:
     dry_run: bool = False
     resume_after_healthy_s: float = 600.0
     redact: Callable[[str], str] = str
+    # Whether a Unix time is in one of the named time intervals (always, without names); the agent's time_intervals.
+    time_active: Callable[[Sequence[str], float], bool] = without_intervals

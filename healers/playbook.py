@@ -103,6 +103,7 @@ class PlaybookSpec:
     cooldown_s: float = 60.0
     dry_run: bool = False
     traffic_on_abort: TrafficOnAbort = "restore"
+    active_time_intervals: tuple[str, ...] = ()  # outside them, a triggered run may only cut traffic
 
     def disrupts(self) -> bool:
         """Whether a run may cut traffic or take the service down (and so needs a fleet slot)."""

@@ -81,6 +81,7 @@ class HealingRuntime:
         self.plan = plan
         self.runner.redact = plan.redact
         self.safety.resume_after_healthy_s = plan.resume_after_healthy_s
+        self.safety.time_active = plan.time_active
         self.actions = {service: self._actions(service, backends) for service, backends in plan.backends.items()}
 
     def _actions(self, service: str, backends: ServiceBackends) -> ServiceActions:

@@ -1,4 +1,5 @@
-"""Whether a playbook may run now: locks, budget, backoff, cooldown, suspension, maintenance, dependencies.
+"""Whether a playbook may run now: locks, budget, backoff, cooldown, suspension, maintenance, dependencies,
+active time intervals.
 
 Pure bookkeeping with ``now`` passed in, shaped like Supervisor's process states and
 Kubernetes' CrashLoopBackOff: each run of a service's playbooks is recorded; the next one waits
@@ -10,7 +11,7 @@ or an operator resets it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -55,11 +56,18 @@ class ServiceSafety:
     healthy_since: float | None = None
 
 
+def without_intervals(names: Sequence[str], now: float) -> bool:
+    """The time check when no time intervals are configured: active exactly when no names are asked for."""
+    return not names
+
+
 class Safety:
     """The safety state of every service, and the rules deciding each run."""
 
     def __init__(self, resume_after_healthy_s: float) -> None:
         self.resume_after_healthy_s = resume_after_healthy_s
+        # Whether ``now`` is in one of the named time intervals (a playbook's active_time_intervals).
+        self.time_active: Callable[[Sequence[str], float], bool] = without_intervals
         self._services: dict[str, ServiceSafety] = {}
 
     def state(self, service: str) -> ServiceSafety:
@@ -96,6 +104,9 @@ class Safety:
             return Decision("run", "manual run", restart_blocked=blocked)
         if state.suspended:
             return Decision("refuse", f"auto-healing of {spec.service} is suspended: {state.suspended_reason}")
+        names = spec.active_time_intervals
+        if not blocked and not self.time_active(names, now):
+            blocked = f"not restarting {spec.service}: outside its active time intervals ({', '.join(names)})"
         if blocked:
             # Cutting traffic only: neither counted against the budget nor held back by backoff.
             return Decision("run", blocked, restart_blocked=blocked)

@@ -14,9 +14,10 @@ from agent.config.defaults import DEFAULT_LISTEN
 from agent.config.evaluation import EvaluationConfig
 from agent.config.healing import CoordinationConfig, HealingConfig, PlaybookConfig
 from agent.config.host import HostConfig
-from agent.config.notify import NotifyConfig
+from agent.config.notify import NotifyConfig, interval_names
 from agent.config.services import ServiceConfig
 from agent.config.store import StoreConfig
+from agent.config.timeintervals import TimeIntervalConfig, duplicate_names
 from agent.config.types import HostPort, PositiveDuration, Section
 
 
@@ -54,6 +55,9 @@ class AgentConfig(Section):
     services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], ServiceConfig] = Field(
         {}, description="The watched services by name; the name is the `service` label of their metrics and alerts."
     )
+    time_intervals: list[TimeIntervalConfig] = Field(
+        [], description="Named times (Alertmanager's time_intervals) that routes and playbooks are muted or active in."
+    )
     playbooks: list[PlaybookConfig] = Field(
         [], description="Healing playbooks: triggers and steps. A service with autoheal: true needs none."
     )
@@ -73,10 +77,22 @@ class AgentConfig(Section):
 
     @model_validator(mode="after")
     def _healing_references(self) -> AgentConfig:
-        problems = _reference_problems(self.services, self.playbooks)
+        problems = _reference_problems(self.services, self.playbooks) + self._interval_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _interval_problems(self) -> list[str]:
+        """Duplicate interval names, and names used but not defined (load_config reports those at their line)."""
+        problems = [f"time_intervals: time interval {name!r} is not unique"
+                    for name in duplicate_names(self.time_intervals)]
+        defined = {entry.name for entry in self.time_intervals}
+        used = interval_names(self.notify.route) + [
+            (f"playbooks -> {index} -> active_time_intervals", name)
+            for index, playbook in enumerate(self.playbooks) for name in playbook.active_time_intervals
+        ]
+        problems += [f"{where}: undefined time interval {name!r}" for where, name in used if name not in defined]
+        return problems
 
 
 def _reference_problems(services: Mapping[str, ServiceConfig], playbooks: Sequence[PlaybookConfig]) -> list[str]:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from agent.config.timeintervals import IntervalName
 from agent.config.types import Duration, PositiveDuration, Section
 from healers.backends import (
     DockerRestart,
@@ -389,6 +390,10 @@ class PlaybookConfig(Section):
     fleet: FleetConfig | None = Field(
         None, description="A fleet-wide budget the run must get a slot of before it cuts traffic or restarts."
     )
+    active_time_intervals: list[IntervalName] = Field(
+        [], description="Names from time_intervals: outside all of them a triggered run only cuts traffic and "
+        "notifies (journaled as blocked); manual runs are not limited.",
+    )
 
     @model_validator(mode="after")
     def _one_service(self) -> PlaybookConfig:
@@ -424,6 +429,7 @@ class PlaybookConfig(Section):
             cooldown_s=self.cooldown,
             dry_run=self.dry_run or global_dry_run,
             traffic_on_abort=self.traffic_on_abort,
+            active_time_intervals=tuple(self.active_time_intervals),
         )
 
 

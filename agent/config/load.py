@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, SecretStr, ValidationError
 
 from agent.config.agent import AgentConfig
+from agent.config.timeintervals import NAMES_CONTEXT_KEY
 from rules.errors import SourceError, SourceIssue
 from rules.yamlfile import Path as YamlPath
 from rules.yamlfile import Positions, load_yaml, read_source
@@ -47,13 +48,21 @@ def parse_config(text: str, file: str) -> AgentConfig:
     for secret in _secret_values(AgentConfig, data):
         positions.hide(secret, "<secret>")
     try:
-        config = AgentConfig.model_validate(data, context={"config_dir": Path(file).parent})
+        config = AgentConfig.model_validate(data, context={
+            "config_dir": Path(file).parent, NAMES_CONTEXT_KEY: _interval_names(data.get("time_intervals"))})
     except ValidationError as exc:
         raise SourceError(_sorted(decode_issues + _issues(exc, positions))) from None
     if decode_issues:
         raise SourceError(_sorted(decode_issues))
     config._env_references = frozenset(filter(None, (m.group(1) for m in _ENV_REFERENCE.finditer(text))))
     return config
+
+
+def _interval_names(entries: Any) -> frozenset[str]:
+    """The names the file's time_intervals define, so a route or playbook naming another is an error at its line."""
+    if not isinstance(entries, list):
+        return frozenset()
+    return frozenset(e["name"] for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str))
 
 
 def _go_decode(annotation: Any, value: Any, path: YamlPath, positions: Positions, issues: list[SourceIssue]) -> Any:

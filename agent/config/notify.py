@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
+from agent.config.timeintervals import IntervalName
 from agent.config.types import Duration, HttpUrl, PositiveDuration, Section
 from exporters.inhibit import Inhibitor, InhibitRule
 from exporters.matchers import parse_matcher_list, parse_matchers
@@ -140,6 +141,12 @@ class RouteConfig(Section):
     resolve_wait: Duration | None = Field(
         None, description="Send a group's all-resolved notification this long after the last alert resolved."
     )
+    mute_time_intervals: list[IntervalName] = Field(
+        [], description="Names from time_intervals: while one holds, this route sends nothing (not inherited)."
+    )
+    active_time_intervals: list[IntervalName] = Field(
+        [], description="Names from time_intervals: this route sends only while one holds (not inherited)."
+    )
     continue_: bool = Field(False, alias="continue", description="Keep matching sibling routes after this one.")
     routes: list[RouteConfig] = Field(
         [], description="Child routes, tried in order: the first that matches takes the alert (and the next ones while "
@@ -162,6 +169,8 @@ class RouteConfig(Section):
             group_interval_s=self.group_interval,
             repeat_interval_s=self.repeat_interval,
             resolve_wait_s=self.resolve_wait,
+            mute_time_intervals=tuple(self.mute_time_intervals),
+            active_time_intervals=tuple(self.active_time_intervals),
             continue_=self.continue_,
             routes=tuple(child.to_spec() for child in self.routes),
         )
@@ -214,6 +223,8 @@ class NotifyConfig(Section):
             raise ValueError("route: the root route must not have matchers")
         if self.route.continue_:
             raise ValueError("route: the root route cannot have continue")
+        if self.route.mute_time_intervals or self.route.active_time_intervals:
+            raise ValueError("route: the root route must not have mute_time_intervals or active_time_intervals")
         known = set(names)
         for where, route in _walk(self.route, "route"):
             if route.receiver is not None and route.receiver not in known:
@@ -227,6 +238,14 @@ class NotifyConfig(Section):
 
     def build_inhibitor(self) -> Inhibitor:
         return Inhibitor(rule.to_rule() for rule in self.inhibit_rules)
+
+
+def interval_names(route: RouteConfig | None) -> list[tuple[str, str]]:
+    """Every time interval name the routing tree uses, with where (for errors)."""
+    if route is None:
+        return []
+    return [(f"{where} -> {key}", name) for where, node in _walk(route, "route")
+            for key in ("mute_time_intervals", "active_time_intervals") for name in getattr(node, key)]
 
 
 def _walk(route: RouteConfig, where: str) -> list[tuple[str, RouteConfig]]:
