@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agent.config.types import HostPort, Regex, Section
 
@@ -42,3 +43,37 @@ class DnsProbe(Section):
                                                       description="Checks on the authority section.")
     validate_additional_rrs: RecordsValidation = Field(RecordsValidation(),
                                                        description="Checks on the additional section.")
+
+
+class TlsConfig(Section):
+    """How a check's TLS is set up and what it asks of the server's certificates (blackbox_exporter's tls_config)."""
+
+    insecure_skip_verify: bool = Field(
+        False, description="Accept any certificate (self-signed, expired, another host's); still reported.")
+    server_name: str | None = Field(None, description="Name sent in SNI and verified; by default the address' host.")
+    ca_file: str | None = Field(None, description="PEM file of the CAs trusted instead of the system's.")
+    min_days_left: float | None = Field(
+        None, gt=0, description="Fail while a certificate the server presents expires within this many days.")
+
+    @model_validator(mode="after")
+    def _ca_file_loads(self) -> TlsConfig:
+        if self.ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=self.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load ca_file {self.ca_file!r}: {exc}") from None
+        return self
+
+
+class DialogueStep(Section):
+    """One entry of a TCP dialogue, as blackbox_exporter's ``query_response``: expect, then send, then starttls."""
+
+    expect: Regex | None = Field(None, description="Read lines until one matches this regex; fail at EOF or timeout.")
+    send: str | None = Field(None, description="Then send this text and a newline.")
+    starttls: bool = Field(False, description="Then upgrade the connection to TLS (after e.g. STARTTLS was accepted).")
+
+    @model_validator(mode="after")
+    def _something(self) -> DialogueStep:
+        if self.expect is None and self.send is None and not self.starttls:
+            raise ValueError("expected at least one of expect, send or starttls: true")
+        return self

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from agent.config.healing import ChildEnv, RestartConfig, TrafficConfig
-from agent.config.probes import DnsProbe
+from agent.config.probes import DialogueStep, DnsProbe, TlsConfig
 from agent.config.types import Duration, HostPort, HttpUrl, PositiveDuration, Regex, Section
 from rules.durations import format_duration
 
@@ -47,6 +47,12 @@ class HttpProbe(Section):
 class TcpProbe(Section):
     address: HostPort = Field(
         description="HOST:PORT to connect to; healthy when a connection opens within the timeout (closed at once)."
+    )
+    tls: bool = Field(False, description="Connect over TLS and report the certificates (probe_ssl_*).")
+    tls_config: TlsConfig = Field(TlsConfig(), description="Verification and expiry limits for tls and starttls.")
+    query_response: list[DialogueStep] = Field(
+        [], description="A dialogue held once connected, as blackbox_exporter's: each entry expects a line, then "
+        "sends one, then may start TLS; healthy when it completes within the timeout.",
     )
 
 

@@ -67,6 +67,13 @@ def make_probe(
     timeout_s = check.timeout
     if check.http is not None:
         return functools.partial(probe_http, http_client, check.http, timeout_s)
+    if check.tcp is not None and (check.tcp.tls or check.tcp.query_response):
+        from agent.health.dialogue import probe_tcp_dialogue  # ssl only where a check speaks TLS
+        from agent.health.tls import client_context
+
+        tls = check.tcp.tls or any(step.starttls for step in check.tcp.query_response)
+        context = client_context(check.tcp.tls_config) if tls else None
+        return functools.partial(probe_tcp_dialogue, check.tcp, context, timeout_s)
     if check.tcp is not None:
         return functools.partial(probe_tcp, check.tcp.address, timeout_s)
     if check.exec is not None:

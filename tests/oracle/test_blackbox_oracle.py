@@ -1,13 +1,15 @@
 """Probes against the real blackbox_exporter: the same question to the same real server, the same verdict and series.
 
 dnsmasq serves a zone from files on loopback; blackbox_exporter 0.23 (Debian) and our probe ask it
-alike, module by module, and must agree on ``probe_success`` and every ``probe_dns_*`` count.
+alike, module by module, and must agree on ``probe_success`` and every ``probe_dns_*`` count. A
+TLS server with a certificate from a test CA gets the same ``probe_ssl_*`` and ``probe_tls_*``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.config import CheckConfig
 from agent.config.probes import DnsProbe
 from agent.health.dns import probe_dns
+from agent.health.probes import ProbeResult, make_probe
+from agent.httpclient import new_http_client
 from harness.processes import free_port, require_binary, stop, wait_for
+from harness.tlscerts import TestCA
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +133,60 @@ def test_a_server_that_does_not_answer(blackbox: str) -> None:
     assert not result.success and result.error
     assert {m.name: m.value for m in result.metrics} == {"probe_dns_query_succeeded": 0.0}
     assert theirs(blackbox, "a_matches", silent)["probe_success"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, TestCA]]:
+    """A TLS server on loopback (a certificate from a test CA, 45 days left) that holds connections open."""
+    ca = TestCA(tmp_path_factory.mktemp("ca"))
+    context = ca.issue("leaf", days_left=45).server_context()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = asyncio.run_coroutine_threadsafe(asyncio.start_server(hold, "127.0.0.1", 0, ssl=context), loop).result(5)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}", ca
+    finally:
+        server.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def test_tls_series_as_blackbox_exporter(tls_server: tuple[str, TestCA], tmp_path: Path) -> None:
+    """A TCP check with tls: the same verdict, certificate expiries and TLS version as blackbox_exporter's."""
+    address, ca = tls_server
+    config = tmp_path / "blackbox.yml"
+    config.write_text(yaml.safe_dump({"modules": {"tls": {"prober": "tcp", "timeout": "2s", "tcp": {
+        "tls": True, "preferred_ip_protocol": "ip4", "tls_config": {"ca_file": str(ca.cert)}}}}}))
+    port = free_port()
+    process = subprocess.Popen([require_binary("prometheus-blackbox-exporter"), f"--config.file={config}",
+                                f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/-/healthy", timeout=1).status_code == 200, timeout_s=10)
+        text = httpx.get(f"http://127.0.0.1:{port}/probe", params={"module": "tls", "target": address}, timeout=5).text
+    finally:
+        stop(process)
+    wanted = ("probe_success", "probe_ssl_earliest_cert_expiry", "probe_ssl_last_chain_expiry_timestamp_seconds",
+              "probe_tls_version_info")
+    theirs = {(s.name, s.labels.get("version", "")): s.value
+              for family in text_string_to_metric_families(text) for s in family.samples if s.name in wanted}
+    check = CheckConfig.model_validate({"name": "tls", "timeout": "2s", "tcp": {
+        "address": address, "tls": True, "tls_config": {"ca_file": str(ca.cert)}}})
+    result = asyncio.run(probe_once(check))
+    ours = {("probe_success", ""): float(result.success),
+            **{(m.name, dict(m.labels).get("version", "")): m.value for m in result.metrics}}
+    assert ours == theirs
+
+
+async def probe_once(check: CheckConfig) -> ProbeResult:
+    client = new_http_client()
+    try:
+        return await make_probe(check, http_client=client)()
+    finally:
+        await client.aclose()
