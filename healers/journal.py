@@ -48,6 +48,8 @@ MIGRATIONS = (
     )""",
     # An operator's reset (or a long enough healthy period): runs that ended before it no longer count.
     "ALTER TABLE heal_service_state ADD COLUMN budget_reset_at REAL",
+    # A capture step's output (bounded by its max_bytes), attached to the incident.
+    "ALTER TABLE incident_steps ADD COLUMN attachment TEXT NOT NULL DEFAULT ''",
 )
 
 OUTPUT_TAIL_BYTES = 1024
@@ -77,6 +79,7 @@ class StepRecord:
     result: str  # running | ok | failed | timeout | skipped | dry_run
     error: str
     output_tail: str
+    attachment: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,13 +133,14 @@ class Journal:
         )
 
     def finish_step(
-        self, incident_id: str, index: int, now: float, result: str, error: str = "", output_tail: str = ""
+        self, incident_id: str, index: int, now: float, result: str, error: str = "", output_tail: str = "",
+        attachment: str = "",
     ) -> None:
         tail = output_tail.encode()[-OUTPUT_TAIL_BYTES:].decode(errors="replace")
         self.conn.execute(
-            "UPDATE incident_steps SET ended_at = ?, result = ?, error = ?, output_tail = ? "
+            "UPDATE incident_steps SET ended_at = ?, result = ?, error = ?, output_tail = ?, attachment = ? "
             "WHERE incident_id = ? AND idx = ?",
-            (now, result, error, tail, incident_id, index),
+            (now, result, error, tail, attachment, incident_id, index),
         )
 
     def next_step_index(self, incident_id: str) -> int:
@@ -160,7 +164,7 @@ class Journal:
 
     def steps(self, incident_id: str) -> list[StepRecord]:
         rows = self.conn.execute(
-            "SELECT incident_id, idx, action, backend, started_at, ended_at, result, error, output_tail "
+            "SELECT incident_id, idx, action, backend, started_at, ended_at, result, error, output_tail, attachment "
             "FROM incident_steps WHERE incident_id = ? ORDER BY idx",
             (incident_id,),
         ).fetchall()

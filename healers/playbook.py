@@ -16,7 +16,7 @@ from rules.model import Labels
 # runtime adds by itself (after an abort, an interrupted run, a dependency's recovery).
 DEFAULT_TRAFFIC_TIMEOUT_S = 10.0
 
-Action = Literal["traffic", "restart", "exec", "signal", "wait_healthy", "sleep", "notify"]
+Action = Literal["traffic", "restart", "exec", "signal", "wait_healthy", "sleep", "notify", "capture"]
 OnFailure = Literal["abort", "continue", "escalate"]
 TrafficOnAbort = Literal["restore", "keep"]
 TriggerKind = Literal["check_failed", "process_exited", "alert", "manual"]

@@ -21,6 +21,7 @@ from healers.backends.base import (
     TrafficBackend,
 )
 from healers.backends.restart import SignalRestartBackend, run_command
+from healers.capture import capture
 from healers.journal import Journal
 from healers.playbook import DEFAULT_TRAFFIC_TIMEOUT_S, PlaybookSpec, StepSpec
 
@@ -57,6 +58,8 @@ class ServiceActions:
     traffic: TrafficBackend | None
     wait_healthy: Callable[[ActionContext], Awaitable[ActionResult]]
     pid: Callable[[], int | None]
+    # The pid looked up afresh (the process may have been restarted since ``pid`` last learned it): for capture.
+    current_pid: Callable[[], Awaitable[int | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,11 +152,13 @@ class Runner:
         log.info("step started", step=step.describe(), backend=backend, index=index)
         ctx = ActionContext(actions.service, incident_id, step.timeout_s, pid=actions.pid(), dry_run=dry_run)
         result, state = await self._execute(step, actions, ctx, incident_id)
-        result = replace(result, detail=self.redact(result.detail), output_tail=self.redact(result.output_tail))
+        result = replace(result, detail=self.redact(result.detail), output_tail=self.redact(result.output_tail),
+                         attachment=self.redact(result.attachment))
         if result.ok and not dry_run and step.restores_traffic():
             self.journal.set_traffic_cut(actions.service, None)
         self.journal.finish_step(
-            incident_id, index, self._clock(), state, "" if result.ok else result.detail, result.output_tail
+            incident_id, index, self._clock(), state, "" if result.ok else result.detail, result.output_tail,
+            result.attachment,
         )
         if result.ok:
             log.info("step finished", step=step.describe(), result=state, detail=result.detail)
@@ -195,6 +200,11 @@ class Runner:
             return await run_command(step.args["command"], ctx, "exec step", step.args.get("env"))
         if step.action == "signal":
             return await SignalRestartBackend(str(step.args["signal"])).restart(ctx)
+        if step.action == "capture":
+            if actions.current_pid is not None and not ctx.dry_run:
+                ctx = replace(ctx, pid=await actions.current_pid())
+            return await capture(step.args["command"], ctx, timeout_s=float(step.args["timeout_s"]),
+                                 max_bytes=int(step.args["max_bytes"]), env=step.args.get("env"))
         if step.action == "wait_healthy":
             if ctx.dry_run:
                 return ActionResult(True, f"dry run: would wait up to {step.timeout_s:g}s for the checks to pass")
@@ -284,6 +294,5 @@ def _backend_name(step: StepSpec, actions: ServiceActions) -> str:
         return actions.traffic.name if actions.traffic is not None else "none"
     if step.action == "restart":
         return actions.restart.name if actions.restart is not None else "none"
-    return {"exec": "exec", "signal": "signal", "wait_healthy": "checks", "sleep": "clock", "notify": "notifier"}[
-        step.action
-    ]
+    return {"exec": "exec", "capture": "exec", "signal": "signal", "wait_healthy": "checks", "sleep": "clock",
+            "notify": "notifier"}[step.action]

@@ -88,7 +88,13 @@ class HealingRuntime:
         async def wait(ctx: ActionContext) -> ActionResult:
             return await wait_healthy(service, self._health(service), ctx.timeout_s, self.clock)
 
-        return ServiceActions(service, backends.restart, backends.traffic, wait, self._health(service).pid)
+        async def current_pid() -> int | None:
+            health = self._health(service)
+            await health.alive()  # looks the process up again
+            return health.pid()
+
+        return ServiceActions(service, backends.restart, backends.traffic, wait, self._health(service).pid,
+                              current_pid)
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -7,11 +7,12 @@ lives in ``agent.config`` and ``agent.healing``, so this module imports neither.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
 from agent.config.timeintervals import IntervalName
 from agent.config.types import Duration, PositiveDuration, Section
@@ -52,6 +53,31 @@ def _exactly_one(model: Section, keys: Sequence[str]) -> None:
 def _signal_name(value: str) -> str:
     parse_signal(value)
     return value
+
+
+_BYTE_UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "KB": 1000, "MB": 1000 * 1000}
+
+
+def _byte_size(value: Any) -> int:
+    """``64KiB``, ``1MiB``, ``500KB`` or a plain number of bytes, greater than 0."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = re.fullmatch(r"(\d+)\s*(B|KiB|MiB|KB|MB)?", str(value).strip()) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"expected a size such as 64KiB, 1MiB or 4096, got {value!r}")
+        size = int(match[1]) * _BYTE_UNITS[match[2] or ""]
+    if size <= 0:
+        raise ValueError("must be greater than 0 bytes")
+    return size
+
+
+ByteSize = Annotated[
+    int,
+    BeforeValidator(_byte_size),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\d+\s*(B|KiB|MiB|KB|MB)?$"},
+                              {"type": "integer", "minimum": 1}], "examples": ["64KiB", "1MiB"]}),
+]
 
 
 # -- service level -----------------------------------------------------------------
@@ -216,6 +242,22 @@ class NotifyArgs(Section):
     )
 
 
+class CaptureArgs(Section):
+    """Diagnostics before acting: the command's output, redacted, is attached to the incident."""
+
+    exec: Argv = Field(
+        description="argv (never a shell) run once; $PID in an argument is the service's pid, also in HEALWATCH_PID "
+        "(a command naming $PID fails when the pid is unknown). stdout and stderr are both kept.",
+    )
+    timeout: PositiveDuration = Field(10.0, description="The command is killed (its process group) after this; "
+                                      "what it printed is kept and the step fails.")
+    max_bytes: ByteSize = Field(
+        "64KiB", validate_default=True,
+        description="Output kept, such as 64KiB; a command printing more is killed at the bound and the step passes "
+        "with what it kept.",
+    )
+
+
 class EmptyArgs(Section):
     """An action without settings: ``restart: {}``."""
 
@@ -224,6 +266,8 @@ DEFAULT_TIMEOUTS_S = {
     "traffic": DEFAULT_TRAFFIC_TIMEOUT_S, "restart": 60.0, "exec": 30.0, "signal": 5.0, "notify": 10.0,
 }
 STEP_ACTIONS: tuple[Action, ...] = get_args(Action)  # each a key of StepConfig
+# A capture's step outlasts its command's timeout by this, so the killed command's output is still kept.
+CAPTURE_GRACE_S = 5.0
 
 
 class StepConfig(Section):
@@ -246,6 +290,11 @@ class StepConfig(Section):
     notify: NotifyArgs | None = Field(
         None, description="Send a healing notice through the notify routes (timeout 10s)."
     )
+    capture: CaptureArgs | None = Field(
+        None, description="Run a diagnostics command and attach its bounded, redacted output to the incident; "
+        "triggers of the service wait while it runs, like during any step. A failed capture continues the run "
+        "unless on_failure says otherwise.",
+    )
     env: ChildEnv = {}
     timeout: PositiveDuration | None = Field(
         None, description="The step fails when not done by then; default: its action's timeout, named above."
@@ -263,8 +312,10 @@ class StepConfig(Section):
     @model_validator(mode="after")
     def _one(self) -> StepConfig:
         _exactly_one(self, STEP_ACTIONS)
-        if self.env and self.exec is None:
-            raise ValueError("env applies only to an exec step")
+        if self.env and self.exec is None and self.capture is None:
+            raise ValueError("env applies only to an exec or capture step")
+        if self.capture is not None and self.timeout is not None:
+            raise ValueError("a capture step has its own timeout: write it inside capture:")
         return self
 
     @property
@@ -288,7 +339,13 @@ class StepConfig(Section):
             default_timeout = self.sleep + 1.0
         elif self.notify is not None:
             args = {"message": self.notify.message, "severity": self.notify.severity}
-        return StepSpec(action, args, self.timeout or default_timeout, self.on_failure)
+        elif self.capture is not None:
+            args = {"command": tuple(self.capture.exec), "env": dict(self.env), "timeout_s": self.capture.timeout,
+                    "max_bytes": self.capture.max_bytes}
+            default_timeout = self.capture.timeout + CAPTURE_GRACE_S
+        # Diagnostics that fail must not keep the heal from healing: a capture continues unless told otherwise.
+        explicit = "on_failure" in self.model_fields_set or action != "capture"
+        return StepSpec(action, args, self.timeout or default_timeout, self.on_failure if explicit else "continue")
 
 
 class BudgetConfig(Section):

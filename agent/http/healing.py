@@ -128,6 +128,7 @@ def incident_json(record: IncidentRecord, steps: list[StepRecord] | None = None)
                 "result": step.result,
                 "error": step.error,
                 "outputTail": step.output_tail,
+                "attachment": step.attachment,
             }
             for step in steps
         ]

@@ -24,6 +24,7 @@ class ActionResult:
     ok: bool
     detail: str  # one human line: what was done or why it failed (no secrets)
     output_tail: str = ""  # last <= 1 KiB of command output, if any
+    attachment: str = ""  # a capture step's bounded output, kept whole in the journal
 
 
 class RestartBackend(Protocol):
