@@ -35,11 +35,7 @@ from exporters.delivery import Receiver
 from exporters.dispatcher import NFLOG_MIGRATIONS, Dispatcher, NotificationLog
 from exporters.notification import AlertPayload, Notification, payload_from_alert
 from exporters.outbox import Backoff, Outbox, OutboxMetrics
-from exporters.receivers import slack_app
-from exporters.receivers.alertmanager import AlertmanagerReceiver, AlertmanagerSettings
-from exporters.receivers.slack import HEALING_GROUP_PREFIX, SlackReceiver, SlackSettings
-from exporters.receivers.slack_app import SlackAppReceiver, SlackAppSettings
-from exporters.receivers.webhook import WebhookReceiver, WebhookSettings
+from exporters.receivers import HEALING_GROUP_PREFIX, RECEIVER_MIGRATIONS
 from exporters.silences import ACTIVE, Silences, new_silence
 from healers.runner import Notice
 from rules.matchers import Matcher, MatchOp
@@ -51,7 +47,7 @@ log = structlog.get_logger("healwatch")
 # The daemon applies these with StateDB.migrate(namespace, migrations) before start().
 NOTIFY_MIGRATIONS: dict[str, Sequence[str]] = {
     "outbox": outbox_module.MIGRATIONS,
-    "slack_app": slack_app.MIGRATIONS,
+    **RECEIVER_MIGRATIONS,
     "silences": silences_module.MIGRATIONS,
     "nflog": NFLOG_MIGRATIONS,
 }
@@ -80,31 +76,60 @@ def alert_exprs(specs: Iterable[GroupSpec]) -> dict[str, str]:
     return exprs
 
 
+def _slack(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
+    slack = config.slack
+    assert slack is not None
+    if slack.bot_token is not None:
+        from exporters.receivers.slack_app import SlackAppReceiver, SlackAppSettings
+
+        assert slack.channel is not None  # enforced by the config model
+        return SlackAppReceiver(config.name, SlackAppSettings(
+            bot_token=slack.bot_token.get_secret_value(), channel=slack.channel, username=slack.username,
+            api_url=slack.api_url, timeout_s=slack.timeout), conn)
+    from exporters.receivers.slack import SlackReceiver, SlackSettings
+
+    assert slack.webhook_url is not None
+    return SlackReceiver(config.name, SlackSettings(
+        webhook_url=slack.webhook_url.get_secret_value(), channel=slack.channel, username=slack.username,
+        timeout_s=slack.timeout))
+
+
+def _webhook(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
+    from exporters.receivers.webhook import WebhookReceiver, WebhookSettings
+
+    hook = config.webhook
+    assert hook is not None
+    return WebhookReceiver(config.name, WebhookSettings(
+        url=hook.url.get_secret_value(),
+        bearer_token=hook.bearer_token.get_secret_value() if hook.bearer_token else None,
+        bearer_token_file=hook.bearer_token_file,
+        headers={k: v.get_secret_value() for k, v in hook.headers.items()},
+        hmac_secret=hook.hmac_secret.get_secret_value() if hook.hmac_secret else None,
+        max_alerts=hook.max_alerts, timeout_s=hook.timeout))
+
+
+def _alertmanager(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
+    from exporters.receivers.alertmanager import AlertmanagerReceiver, AlertmanagerSettings
+
+    assert config.alertmanager is not None
+    return AlertmanagerReceiver(config.name, AlertmanagerSettings(
+        urls=tuple(config.alertmanager.urls), timeout_s=config.alertmanager.timeout))
+
+
+# The receiver registry: config key -> builder. Each builder imports its receiver's module itself, so a
+# kind's module (and whatever it imports) is loaded only when the config has a receiver of that kind (issue #14).
+RECEIVER_KINDS: dict[str, Callable[[ReceiverConfig, sqlite3.Connection], Receiver]] = {
+    "slack": _slack,
+    "webhook": _webhook,
+    "alertmanager": _alertmanager,
+}
+
+
 def build_receiver(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver | None:
     """The receiver a config entry describes; None for one without a kind, which discards what it gets."""
-    if config.slack is not None:
-        slack = config.slack
-        if slack.bot_token is not None:
-            assert slack.channel is not None  # enforced by the config model
-            return SlackAppReceiver(config.name, SlackAppSettings(
-                bot_token=slack.bot_token.get_secret_value(), channel=slack.channel, username=slack.username,
-                api_url=slack.api_url, timeout_s=slack.timeout), conn)
-        assert slack.webhook_url is not None
-        return SlackReceiver(config.name, SlackSettings(
-            webhook_url=slack.webhook_url.get_secret_value(), channel=slack.channel, username=slack.username,
-            timeout_s=slack.timeout))
-    if config.webhook is not None:
-        hook = config.webhook
-        return WebhookReceiver(config.name, WebhookSettings(
-            url=hook.url.get_secret_value(),
-            bearer_token=hook.bearer_token.get_secret_value() if hook.bearer_token else None,
-            bearer_token_file=hook.bearer_token_file,
-            headers={k: v.get_secret_value() for k, v in hook.headers.items()},
-            hmac_secret=hook.hmac_secret.get_secret_value() if hook.hmac_secret else None,
-            max_alerts=hook.max_alerts, timeout_s=hook.timeout))
-    if config.alertmanager is not None:
-        return AlertmanagerReceiver(config.name, AlertmanagerSettings(
-            urls=tuple(config.alertmanager.urls), timeout_s=config.alertmanager.timeout))
+    for kind, build in RECEIVER_KINDS.items():
+        if getattr(config, kind) is not None:
+            return build(config, conn)
     return None
 
 

@@ -17,6 +17,7 @@ from exporters.delivery import (
     error_body,
 )
 from exporters.notification import AlertPayload, Notification
+from exporters.receivers import HEALING_GROUP_PREFIX
 from exporters.receivers.webhook import USER_AGENT
 from exporters.redact import Redactor
 
@@ -35,10 +36,6 @@ ELLIPSIS = "…"
 
 # Labels every alert of a group shares are shown once; these carry their own line.
 _SHOWN_APART = ("alertname", "severity")
-
-# Notifications whose group key starts with this carry a healer's notice (one alert,
-# labels service/incident_id/severity, annotation summary): sent as one short message.
-HEALING_GROUP_PREFIX = "healing:"
 
 
 def truncate(text: str, limit: int) -> str:
@@ -88,6 +85,10 @@ def alert_section_text(alert: AlertPayload, common: Mapping[str, str], now: floa
     for key in ("summary", "description"):
         if alert.annotations.get(key):
             lines.append(escape(alert.annotations[key]))
+    if alert.annotations.get("check_reason"):
+        lines.append(f"Why: {escape(alert.annotations['check_reason'])}")
+    if alert.annotations.get("check_output"):
+        lines.append(f"```{escape(alert.annotations['check_output'])}```")
     differing = _differing(alert, common)
     if differing:
         lines.append(differing)
@@ -141,6 +142,8 @@ def healing_message(notification: Notification) -> dict[str, Any]:
     incident, summary = alert.labels.get("incident_id", ""), alert.annotations.get("summary", "")
     text = f"[{severity.upper()}] {service}: {summary} (incident {incident})"
     section = f"*{escape(severity.upper())}* · *{escape(service)}* · incident `{escape(incident)}`\n{escape(summary)}"
+    if alert.annotations.get("incident_url"):
+        section += f"\n{link(alert.annotations['incident_url'], 'Journal')}"
     return {"text": truncate(escape(text), FALLBACK_MAX_CHARS), "blocks": [_section(truncate(section, SECTION_MAX_CHARS))]}
 
 

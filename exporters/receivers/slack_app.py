@@ -18,20 +18,12 @@ import httpx
 
 from exporters.delivery import Outcome, OutcomeKind, classify_error, classify_response
 from exporters.notification import Notification
+from exporters.receivers import RECEIVER_MIGRATIONS
 from exporters.receivers.slack import is_healing, slack_message
 from exporters.receivers.webhook import USER_AGENT
 from exporters.redact import Redactor
 
-MIGRATIONS = (
-    """CREATE TABLE slack_messages (
-        receiver TEXT NOT NULL,
-        group_key TEXT NOT NULL,
-        channel TEXT NOT NULL,
-        ts TEXT NOT NULL,
-        resolved INTEGER NOT NULL,
-        PRIMARY KEY (receiver, group_key)
-    )""",
-)
+MIGRATIONS = RECEIVER_MIGRATIONS["slack_app"]
 
 DEFAULT_API_URL = "https://slack.com/api/"
 
