@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import ssl
 from typing import Literal
 
@@ -9,6 +11,7 @@ from pydantic import Field, model_validator
 
 from agent.config.types import HostPort, Regex, Section
 
+ICMP_PROTOCOL: dict[int, int] = {socket.AF_INET: socket.IPPROTO_ICMP, socket.AF_INET6: socket.IPPROTO_ICMPV6}
 # The record types a DNS check may ask for (blackbox_exporter takes any miekg/dns type name).
 DnsQueryType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "SRV", "NS", "SOA", "PTR", "CAA", "ANY"]
 DnsRcode = Literal["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
@@ -76,4 +79,33 @@ class DialogueStep(Section):
     def _something(self) -> DialogueStep:
         if self.expect is None and self.send is None and not self.starttls:
             raise ValueError("expected at least one of expect, send or starttls: true")
+        return self
+
+
+def ping_socket_kind(family: int = socket.AF_INET) -> int:
+    """SOCK_DGRAM where unprivileged ping sockets work, else SOCK_RAW where allowed; PermissionError otherwise."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_RAW):
+        try:
+            socket.socket(family, kind, ICMP_PROTOCOL[family]).close()
+        except PermissionError:
+            continue
+        return kind
+    raise PermissionError(
+        f"ICMP needs ping sockets (net.ipv4.ping_group_range must include gid {os.getgid()}) or raw sockets "
+        "(root or CAP_NET_RAW)")
+
+
+class IcmpProbe(Section):
+    """Send one ICMP echo request; healthy when the reply comes within the timeout."""
+
+    host: str = Field(min_length=1, description="Name or address pinged (IPv4 or IPv6).")
+    payload_size: int = Field(56, ge=0, le=65000, description="Bytes of payload in the echo request.")
+
+    @model_validator(mode="after")
+    def _can_ping(self) -> IcmpProbe:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            ping_socket_kind(family)
+        except PermissionError as exc:
+            raise ValueError(str(exc)) from None
         return self

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from agent.config.healing import ChildEnv, RestartConfig, TrafficConfig
-from agent.config.probes import DialogueStep, DnsProbe, TlsConfig
+from agent.config.probes import DialogueStep, DnsProbe, IcmpProbe, TlsConfig
 from agent.config.types import Duration, HostPort, HttpUrl, PositiveDuration, Regex, Section
 from rules.durations import format_duration
 
@@ -87,6 +87,7 @@ class CheckConfig(Section):
     exec: ExecProbe | None = Field(None, description="Probe by running a command: healthy on exit status 0.")
     process: ProcessProbe | None = Field(None, description="Healthy while the service's process runs; write `{}`.")
     dns: DnsProbe | None = Field(None, description="Probe by asking a DNS server (blackbox_exporter's DNS prober).")
+    icmp: IcmpProbe | None = Field(None, description="Probe with an ICMP echo request (ping).")
     interval: PositiveDuration = Field(
         10.0, description="Time between probes (Kubernetes' periodSeconds, whose default it takes)."
     )
@@ -113,11 +114,11 @@ class CheckConfig(Section):
     @model_validator(mode="after")
     def _one_probe(self) -> CheckConfig:
         if len(self.probe_kinds()) != 1:
-            raise ValueError("expected exactly one probe: http, tcp, exec, process or dns")
+            raise ValueError("expected exactly one probe: http, tcp, exec, process, dns or icmp")
         return self
 
     def probe_kinds(self) -> list[str]:
-        return [k for k in ("http", "tcp", "exec", "process", "dns") if getattr(self, k) is not None]
+        return [k for k in ("http", "tcp", "exec", "process", "dns", "icmp") if getattr(self, k) is not None]
 
     @property
     def kind(self) -> str:

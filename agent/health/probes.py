@@ -82,6 +82,10 @@ def make_probe(
         from agent.health.dns import probe_dns  # dnspython only where a DNS check exists
 
         return functools.partial(probe_dns, check.dns, timeout_s)
+    if check.icmp is not None:
+        from agent.health.icmp import probe_icmp
+
+        return functools.partial(probe_icmp, check.icmp.host, check.icmp.payload_size, timeout_s)
     if alive is None:
         raise ValueError(f"process check {check.name!r} needs the service's process tracker")
     return functools.partial(probe_process, alive)
