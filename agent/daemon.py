@@ -36,7 +36,7 @@ from agent.http.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
 from agent.http.statuspage import add_status_page
 from agent.httpclient import new_http_client
 from agent.looplag import LoopLag
-from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs
+from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs, check_why
 from agent.schedule.jobs import Job, JobSet, build_jobs
 from agent.schedule.arrival import wait_bound_s
 from agent.schedule.phase import PhasedInterval, offset_of
@@ -154,7 +154,8 @@ class Agent:
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
         self._scheduler.start()
         self.notifying = Notifying(self.config, self.state.conn, self.clock,
-                                   exprs=lambda: alert_exprs(self.rule_specs))
+                                   exprs=lambda: alert_exprs(self.rule_specs),
+                                   why=lambda labels: check_why(self.jobset.checks, labels))
         await self.notifying.start()
         self._schedule(self._build_jobset())
         self.healing = Healing(self.config, self.state.conn, self.jobset.checks, clock=self.clock,

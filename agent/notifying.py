@@ -15,6 +15,7 @@ notification log's changes, until one transaction writes them all.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import socket
 import sqlite3
@@ -29,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent.config import AgentConfig, ReceiverConfig
 from agent.config.timeintervals import intervener
+from agent.health.checks import Check
 from exporters import outbox as outbox_module
 from exporters import silences as silences_module
 from exporters.delivery import Receiver
@@ -133,6 +135,25 @@ def build_receiver(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver
     return None
 
 
+def check_why(checks: Mapping[str, Sequence[Check]], labels: Mapping[str, str]) -> dict[str, str]:
+    """Why an alert about a service fires: its failing checks' last reasons (``check_reason``) and the last
+    lines an exec check printed (``check_output``), already redacted and bounded by the checks; only the
+    check named by a ``check`` label when the alert has one."""
+    failing = [check for check in checks.get(labels.get("service", ""), ())
+               if not check.healthy and labels.get("check", check.name) == check.name]
+    if not failing:
+        return {}
+    if len(failing) == 1:
+        reasons = failing[0].failure()
+    else:
+        reasons = "; ".join(f"{check.name}: {check.failure()}" for check in failing)
+    annotations = {"check_reason": reasons}
+    outputs = [check.last_result.output for check in failing if check.last_result and check.last_result.output]
+    if outputs:
+        annotations["check_output"] = outputs[0]
+    return annotations
+
+
 def default_external_url(config: AgentConfig) -> str:
     """Prometheus' default: this host's name and the port the agent listens on."""
     port = config.listen.rpartition(":")[2]
@@ -150,11 +171,14 @@ class Notifying:
         *,
         exprs: Callable[[], Mapping[str, str]] = dict,
         random_fraction: Callable[[], float] = random.random,
+        why: Callable[[Mapping[str, str]], Mapping[str, str]] = lambda labels: {},
     ) -> None:
+        """``why`` gives the annotations that say why an alert with these labels fires (``check_why``)."""
         notify = config.notify
         self.clock = clock
         self.conn = conn
         self.exprs = exprs
+        self.why = why
         self.registry = CollectorRegistry(auto_describe=True)
         self.silences = Silences.load(conn)
         # What each receiver was told, kept across restarts so unchanged groups are not notified again.
@@ -246,6 +270,9 @@ class Notifying:
         external_labels = self.config.evaluation.external_labels
         payloads = [payload_from_alert(a, self.external_url, exprs.get(a.labels.get("alertname"), ""), external_labels)
                     for a in alerts]
+        # The reason joins the rule's own annotations (which win on a clash) while the alert fires.
+        payloads = [dataclasses.replace(p, annotations={**self.why(p.labels), **p.annotations})
+                    if p.status(now) == "firing" else p for p in payloads]
         self._unsaved.extend(self._push(name, payloads, now) for name in self.push_receivers if payloads)
         if self.dispatcher is not None:
             self.dispatcher.ingest(payloads, now)
@@ -271,7 +298,9 @@ class Notifying:
                   "severity": notice.severity}
         if self.silences.mutes(labels, now):
             return
-        alert = AlertPayload.of(labels, starts_at=notice.at, annotations={"summary": notice.summary})
+        incident_url = f"{self.external_url.rstrip('/')}/api/v1/incidents/{notice.incident_id}"
+        alert = AlertPayload.of(labels, starts_at=notice.at,
+                                annotations={"summary": notice.summary, "incident_url": incident_url})
         receivers = dict.fromkeys(route.options.receiver for route in self.dispatcher.route.match(labels)
                                   if not self.dispatcher.time_muted(route, now))
         self._unsaved.extend(

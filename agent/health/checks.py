@@ -106,7 +106,7 @@ class Check:
             reason = f"probe crashed: {type(exc).__name__}"
             result = ProbeResult(False, time.monotonic() - began, None, reason, agent_side_errno(exc))
         if result.error:
-            result = replace(result, error=self._redact(result.error))
+            result = replace(result, error=self._redact(result.error), output=self._redact(result.output))
         if result.agent_error:
             self._agent_failed(result)
             return result

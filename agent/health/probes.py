@@ -17,8 +17,9 @@ from agent.httpclient import FetchError, fetch, os_reason
 from healers.backends.children import agent_side_errno, child_env, kill_group
 from rules.durations import format_duration
 
-# How much of an exec probe's output is kept for the failure reason.
+# How much of an exec probe's output is kept for the failure reason (and, as lines, for notifications).
 EXEC_OUTPUT_TAIL_BYTES = 1024
+EXEC_OUTPUT_TAIL_LINES = 10
 # How long a killed exec probe's output pipe may take to reach EOF.
 _EOF_GRACE_S = 1.0
 
@@ -39,7 +40,8 @@ class ProbeResult:
 
     ``agent_error`` (an errno name such as "EMFILE") says the agent itself could not probe, for
     want of descriptors, memory or processes: the run tells nothing about the service.
-    ``metrics`` are the probe kind's own gauges, reported with the check's labels.
+    ``metrics`` are the probe kind's own gauges, reported with the check's labels; ``output`` is the
+    last lines a failed exec probe printed (at most 10 lines and 1 KiB).
     """
 
     success: bool
@@ -48,6 +50,7 @@ class ProbeResult:
     error: str = ""
     agent_error: str = ""
     metrics: tuple[ProbeMetric, ...] = ()
+    output: str = ""
 
 
 Probe = Callable[[], Awaitable[ProbeResult]]
@@ -204,8 +207,10 @@ async def probe_exec(probe: ExecProbe, timeout_s: float) -> ProbeResult:
         reason = f"killed by {signal.Signals(-exit_code).name}"
     else:
         reason = f"exit status {exit_code}"
-    output = " ".join(tail.decode("utf-8", errors="replace").split())
-    return ProbeResult(False, duration_s, None, f"{reason}: {output}" if output else reason)
+    text = tail.decode("utf-8", errors="replace")
+    output = " ".join(text.split())
+    lines = "\n".join(text.rstrip().splitlines()[-EXEC_OUTPUT_TAIL_LINES:])
+    return ProbeResult(False, duration_s, None, f"{reason}: {output}" if output else reason, output=lines)
 
 
 async def _keep_tail(stream: asyncio.StreamReader, tail: bytearray, limit: int) -> None:
