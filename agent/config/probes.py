@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import ssl
@@ -108,4 +109,23 @@ class IcmpProbe(Section):
             ping_socket_kind(family)
         except PermissionError as exc:
             raise ValueError(str(exc)) from None
+        return self
+
+
+class GrpcProbe(Section):
+    """Call the standard gRPC health service (grpc.health.v1.Health/Check); healthy when it answers SERVING."""
+
+    address: HostPort = Field(description="HOST:PORT of the gRPC server.")
+    service: str = Field("", description="The service asked about; empty asks about the server as a whole.")
+    tls: bool = Field(False, description="Connect over TLS (verified; tls_config's ca_file and server_name apply).")
+    tls_config: TlsConfig = Field(TlsConfig(), description="The CA and name to verify the server against.")
+
+    @model_validator(mode="after")
+    def _grpc_installed(self) -> GrpcProbe:
+        if importlib.util.find_spec("grpc") is None or importlib.util.find_spec("grpc_health") is None:
+            raise ValueError("gRPC checks need the grpc extra: pip install 'healwatch[grpc]' "
+                             "(grpcio and grpcio-health-checking)")
+        if self.tls_config.insecure_skip_verify or self.tls_config.min_days_left is not None:
+            raise ValueError("gRPC checks verify TLS always and do not see the certificates: "
+                             "insecure_skip_verify and min_days_left are for tcp and http checks")
         return self

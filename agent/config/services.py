@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from agent.config.healing import ChildEnv, RestartConfig, TrafficConfig
-from agent.config.probes import DialogueStep, DnsProbe, IcmpProbe, TlsConfig
+from agent.config.probes import DialogueStep, DnsProbe, GrpcProbe, IcmpProbe, TlsConfig
 from agent.config.types import Duration, HostPort, HttpUrl, PositiveDuration, Regex, Section
 from rules.durations import format_duration
 
@@ -88,6 +88,7 @@ class CheckConfig(Section):
     process: ProcessProbe | None = Field(None, description="Healthy while the service's process runs; write `{}`.")
     dns: DnsProbe | None = Field(None, description="Probe by asking a DNS server (blackbox_exporter's DNS prober).")
     icmp: IcmpProbe | None = Field(None, description="Probe with an ICMP echo request (ping).")
+    grpc: GrpcProbe | None = Field(None, description="Probe with the gRPC health service (needs healwatch[grpc]).")
     interval: PositiveDuration = Field(
         10.0, description="Time between probes (Kubernetes' periodSeconds, whose default it takes)."
     )
@@ -114,11 +115,11 @@ class CheckConfig(Section):
     @model_validator(mode="after")
     def _one_probe(self) -> CheckConfig:
         if len(self.probe_kinds()) != 1:
-            raise ValueError("expected exactly one probe: http, tcp, exec, process, dns or icmp")
+            raise ValueError("expected exactly one probe: http, tcp, exec, process, dns, icmp or grpc")
         return self
 
     def probe_kinds(self) -> list[str]:
-        return [k for k in ("http", "tcp", "exec", "process", "dns", "icmp") if getattr(self, k) is not None]
+        return [k for k in ("http", "tcp", "exec", "process", "dns", "icmp", "grpc") if getattr(self, k) is not None]
 
     @property
     def kind(self) -> str:

@@ -89,6 +89,10 @@ def make_probe(
         from agent.health.icmp import probe_icmp
 
         return functools.partial(probe_icmp, check.icmp.host, check.icmp.payload_size, timeout_s)
+    if check.grpc is not None:
+        from agent.health.grpc_health import probe_grpc  # the optional grpc extra, ~22 MiB
+
+        return functools.partial(probe_grpc, check.grpc, timeout_s)
     if alive is None:
         raise ValueError(f"process check {check.name!r} needs the service's process tracker")
     return functools.partial(probe_process, alive)
