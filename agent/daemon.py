@@ -27,7 +27,7 @@ from agent.collectors.base import samples_of
 from agent.collectors.process import ProcessScanner, ProcessTracker
 from agent.collectors.scrape import ScrapeResult
 from agent.config import AgentConfig, load_config
-from agent.healing import Healing
+from agent.healing import Healing, StoreEvaluator
 from agent.health.checks import Check
 from agent.http.api import add_api_routes
 from agent.http.auth import api_token, protect
@@ -159,7 +159,7 @@ class Agent:
         await self.notifying.start()
         self._schedule(self._build_jobset())
         self.healing = Healing(self.config, self.state.conn, self.jobset.checks, clock=self.clock,
-                               notify=self.notifying.notice)
+                               notify=self.notifying.notice, evaluate=StoreEvaluator(self.engine, self.store))
         await self.healing.start()
         self._scheduler.add_job(
             self._housekeep, "interval", seconds=self.config.interval, id="housekeeping",

@@ -34,6 +34,7 @@ from agent.secrets import config_redactor
 from healers.backends import ReadinessGate, make_restart_backend, make_traffic_backend
 from healers.backends.base import RestartBackend, TrafficBackend
 from healers.clock import SystemClock
+from healers.exprcheck import ExprEvaluator, Samples, bind, scoped
 from healers.fleet import BudgetSettings, open_store
 from healers.fleet.slots import FleetSettings, FleetSlots
 from healers.journal import Journal
@@ -42,6 +43,9 @@ from healers.plan import HealingPlan, ServiceBackends
 from healers.runner import Notice
 from healers.runtime import HealingRuntime
 from healers.triggers import watches_exits
+from rules.model import Labels
+from rules.promql import Engine, PromQLEvalError, ScalarResult, VectorResult
+from rules.store import SeriesStore
 
 log = structlog.get_logger("healwatch.healing")
 
@@ -69,6 +73,22 @@ class WatchedService:
     def rearm(self) -> None:
         if self.watcher is not None:
             self.watcher.rearm_soon()
+
+
+class StoreEvaluator:
+    """PromQL for healing steps (``healers.exprcheck.ExprEvaluator``): the agent's engine over its store, on the loop."""
+
+    def __init__(self, engine: Engine, store: SeriesStore) -> None:
+        self.engine = engine
+        self.store = store
+
+    def __call__(self, expr: str, service: str, now: float) -> Samples:
+        result = self.engine.instant(bind(expr, service), self.store, round(now * 1000))
+        if isinstance(result, ScalarResult):
+            return [(Labels(), result.value)]
+        if not isinstance(result, VectorResult):
+            raise PromQLEvalError(f"the expression must return an instant vector: {expr}")
+        return scoped(result.samples, service)
 
 
 class HealingMetrics:
@@ -122,11 +142,14 @@ class Healing:
         trackers: Mapping[str, ProcessTracker] | None = None,
         gate: ReadinessGate | None = None,
         notify: Callable[[Notice], None] | None = None,
+        evaluate: ExprEvaluator | None = None,
     ) -> None:
         """``trackers`` defaults to one tracker per service with ``process:``, separate from the collectors'.
 
         ``notify`` delivers escalations and notify steps (the notifier's ``notice``); they are logged either way.
+        ``evaluate`` runs verify steps' and restore guards' PromQL (a ``StoreEvaluator`` over the agent's store).
         """
+        self.evaluate = evaluate
         self.config = config
         self.gate = gate if gate is not None else ReadinessGate()
         self.metrics = HealingMetrics()
@@ -165,6 +188,7 @@ class Healing:
             resume_after_healthy_s=config.healing.resume_after_healthy,
             redact=config_redactor(config),
             time_active=intervener(config.time_intervals).active,
+            evaluate=self.evaluate,
         )
 
     def _backends(self, name: str, service: ServiceConfig) -> ServiceBackends:

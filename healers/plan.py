@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from healers.backends.base import RestartBackend, TrafficBackend
+from healers.exprcheck import ExprEvaluator
 from healers.fleet.slots import FleetMetrics, FleetSlots
 from healers.health import ServiceHealth
 from healers.playbook import PlaybookSpec
@@ -46,3 +47,5 @@ class HealingPlan:
     redact: Callable[[str], str] = str
     # Whether a Unix time is in one of the named time intervals (always, without names); the agent's time_intervals.
     time_active: Callable[[Sequence[str], float], bool] = without_intervals
+    # PromQL over the agent's store for verify steps and restore guards; None where there is no store (tests).
+    evaluate: ExprEvaluator | None = None

@@ -22,6 +22,7 @@ from healers.backends.base import (
 )
 from healers.backends.restart import SignalRestartBackend, run_command
 from healers.capture import capture
+from healers.exprcheck import ExprEvaluator
 from healers.journal import Journal
 from healers.playbook import DEFAULT_TRAFFIC_TIMEOUT_S, PlaybookSpec, StepSpec
 
@@ -60,6 +61,8 @@ class ServiceActions:
     pid: Callable[[], int | None]
     # The pid looked up afresh (the process may have been restarted since ``pid`` last learned it): for capture.
     current_pid: Callable[[], Awaitable[int | None]] | None = None
+    # PromQL over the agent's store (healers.exprcheck): verify steps and restore guards read it.
+    evaluate: ExprEvaluator | None = None
 
 
 @dataclass(frozen=True)

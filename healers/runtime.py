@@ -94,7 +94,7 @@ class HealingRuntime:
             return health.pid()
 
         return ServiceActions(service, backends.restart, backends.traffic, wait, self._health(service).pid,
-                              current_pid)
+                              current_pid, evaluate=self.plan.evaluate)
 
     # -- lifecycle -----------------------------------------------------------------
 
