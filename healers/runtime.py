@@ -388,7 +388,7 @@ class HealingRuntime:
             self._log.exception("healing notice not handed to the notifier", service=notice.service)
 
     async def _health_ticks(self) -> None:
-        """Resume suspended services that have been healthy for long enough."""
+        """Resume suspended services that have been healthy for long enough, and runs blocked by the time."""
         while True:
             await self.clock.sleep(HEALTH_TICK_S)
             for service in self.plan.backends:
@@ -399,6 +399,21 @@ class HealingRuntime:
                 if self.safety.note_health(service, healthy, now):
                     self.journal.reset_budget(service, now)
                     self._log.warning("auto-healing resumed after a healthy period", service=service)
+            await self._after_time_block()
+
+    async def _after_time_block(self) -> None:
+        """Runs blocked outside their playbook's active time intervals heal once an interval begins, if still sick."""
+        now = self.clock.now()
+        for service in sorted(self._blocked):
+            spec = next((spec for spec in self.plan.specs if spec.service == service), None)
+            if (spec is None or not spec.active_time_intervals or self._busy(service)
+                    or not self.plan.time_active(spec.active_time_intervals, now)
+                    or self._unhealthy_dependencies(service)):
+                continue
+            self._blocked.discard(service)
+            if await self._sick(service):
+                kind: TriggerKind = "check_failed" if failing_checks(self._health(service)) else "process_exited"
+                await self._trigger(spec, Cause(kind, f"{service} still unhealthy when its active time interval began"))
 
     # -- service state -------------------------------------------------------------
 

@@ -7,10 +7,12 @@ a real Alertmanager cannot be given a fixed clock, so its test cases are the ora
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import structlog
 
 from agent.config.load import parse_config
 from agent.config.timeintervals import intervener
@@ -31,9 +33,16 @@ from exporters.timeintervals import (
     parse_weekdays,
     parse_years,
 )
+from agent.state import StateDB
+from healers.clock import ManualClock, settle
+from healers.journal import MIGRATIONS, Journal
+from healers.plan import HealingPlan, ServiceBackends
 from healers.playbook import PlaybookSpec, StepSpec, Trigger
+from healers.runner import Notice
+from healers.runtime import HealingRuntime
 from healers.safety import Safety
 from rules.errors import SourceError
+from tests.unit.test_heal_runtime import CountingRestart, Metrics, Service
 
 SYDNEY = load_location("Australia/Sydney")
 
@@ -360,3 +369,41 @@ def test_playbook_outside_its_active_intervals_only_cuts_traffic() -> None:
     assert outside.verdict == "run"
     assert outside.restart_blocked == "not restarting web: outside its active time intervals (work)"
     assert safety.decide(spec, MONDAY_9 - 3600, manual=True).restart_blocked == ""
+
+
+def test_a_run_blocked_outside_its_interval_heals_when_the_interval_begins() -> None:
+    """A crash outside the playbook's active interval restarts nothing (journaled blocked, notified); once the
+    interval begins and the service is still down, the next health tick heals it."""
+    clock = ManualClock(start=1000.0)
+    restart = CountingRestart()
+    restart.clock = clock
+    notices: list[Notice] = []
+    db = StateDB(":memory:")
+    db.migrate("healers", MIGRATIONS)
+    spec = PlaybookSpec("heal-api", "api", (Trigger("process_exited", "api"),), (StepSpec("restart"),),
+                        active_time_intervals=("day",))
+    plan = HealingPlan(specs=(spec,), backends={"api": ServiceBackends(restart=restart)},
+                       health={"api": Service(up=False)}, time_active=lambda names, now: now >= 1100.0)
+    journal = Journal(db.conn)
+    runtime = HealingRuntime(plan, journal, clock=clock, metrics=Metrics(), log=structlog.get_logger(),
+                             notify=notices.append)
+
+    async def scenario() -> None:
+        await runtime.start()
+        try:
+            runtime.on_process_exit("api", 4242)
+            await settle()
+            assert restart.restarts == []
+            [blocked] = journal.incidents(service="api")
+            assert blocked.outcome == "blocked"
+            assert "outside its active time intervals (day)" in blocked.detail
+            assert notices and notices[0].summary.startswith("healing api with heal-api")
+            await clock.advance(99.0)
+            assert restart.restarts == []
+            await clock.advance(1.0)
+            await settle()
+            assert restart.restarts == [1100.0]
+        finally:
+            await runtime.stop()
+
+    asyncio.run(scenario())
