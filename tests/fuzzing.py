@@ -317,6 +317,7 @@ def fuzz(count: int, seed: int, workdir: Path, *, time_limit_s: float = TIME_LIM
     rng = random.Random(seed)
     summary = Summary()
     starting_points = seeds()
+    created = not workdir.exists()
     for kind in KINDS:
         for i in range(count):
             case = generate(rng, starting_points[kind])
@@ -334,6 +335,8 @@ def fuzz(count: int, seed: int, workdir: Path, *, time_limit_s: float = TIME_LIM
                 folder.rmdir()
             if progress is not None and (i + 1) % 1000 == 0:
                 progress(f"{kind}: {i + 1}/{count}, findings so far: {len(summary.findings)}")
+    if created and not summary.findings:
+        workdir.rmdir()  # nothing found: leave no empty folder behind
     return summary
 
 

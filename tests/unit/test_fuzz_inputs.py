@@ -14,6 +14,7 @@ SAMPLE = 150
 
 def test_generated_inputs_never_crash_or_hang_the_cli(tmp_path: Path) -> None:
     """150 mutated inputs of each kind (seed 12) end with exit status 0 or 1 within the time limit."""
-    summary = fuzz(SAMPLE, seed=12, workdir=tmp_path)
+    summary = fuzz(SAMPLE, seed=12, workdir=tmp_path / "findings")
     assert summary.inputs == dict.fromkeys(KINDS, SAMPLE)
     assert not summary.findings, "\n".join(summary.lines())
+    assert not (tmp_path / "findings").exists()  # nothing found, no folder left behind
