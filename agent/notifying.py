@@ -118,12 +118,36 @@ def _alertmanager(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
         urls=tuple(config.alertmanager.urls), timeout_s=config.alertmanager.timeout))
 
 
+def _pagerduty(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
+    from exporters.receivers.pagerduty import PagerDutyReceiver, PagerDutySettings
+
+    pd = config.pagerduty
+    assert pd is not None
+    return PagerDutyReceiver(config.name, PagerDutySettings(
+        routing_key=pd.routing_key.get_secret_value() if pd.routing_key else None,
+        routing_key_file=pd.routing_key_file, url=pd.url, source=pd.source or socket.getfqdn(),
+        severity=pd.severity, event_class=pd.class_, component=pd.component, group=pd.group, details=pd.details,
+        timeout_s=pd.timeout))
+
+
+def _msteams(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
+    from exporters.receivers.msteams import MSTeamsReceiver, MSTeamsSettings
+
+    teams = config.msteams
+    assert teams is not None
+    return MSTeamsReceiver(config.name, MSTeamsSettings(
+        webhook_url=teams.webhook_url.get_secret_value() if teams.webhook_url else None,
+        webhook_url_file=teams.webhook_url_file, title=teams.title, text=teams.text, timeout_s=teams.timeout))
+
+
 # The receiver registry: config key -> builder. Each builder imports its receiver's module itself, so a
 # kind's module (and whatever it imports) is loaded only when the config has a receiver of that kind (issue #14).
 RECEIVER_KINDS: dict[str, Callable[[ReceiverConfig, sqlite3.Connection], Receiver]] = {
     "slack": _slack,
     "webhook": _webhook,
     "alertmanager": _alertmanager,
+    "pagerduty": _pagerduty,
+    "msteams": _msteams,
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
@@ -94,8 +94,52 @@ class AlertmanagerReceiverConfig(Section):
     timeout: PositiveDuration = Field(10.0, description="A push to one URL fails (and is retried) after this.")
 
 
+class PagerDutyReceiverConfig(Section):
+    """PagerDuty Events API v2: a group's firing notification triggers one PagerDuty alert, its resolved one resolves it."""
+
+    routing_key: SecretStr | None = Field(
+        None, description="The integration key of an Events API v2 integration; a secret, redacted everywhere."
+    )
+    routing_key_file: str | None = Field(None, description="File holding the routing key, read at every send.")
+    url: HttpUrl = Field("https://events.pagerduty.com/v2/enqueue",
+                         description="Events API v2 endpoint; healers' change events go to change/enqueue beside it.")
+    severity: Literal["critical", "error", "warning", "info"] = Field(
+        "error", description="payload.severity of the events (Alertmanager's default: error)."
+    )
+    class_: str | None = Field(None, alias="class", description="payload.class: the type of the event.")
+    component: str | None = Field(None, description="payload.component: the part of the source that is broken.")
+    group: str | None = Field(None, description="payload.group: a logical grouping of components.")
+    source: str | None = Field(None, description="payload.source: the affected system; this host's name if unset.")
+    details: dict[str, str] = Field({}, description="Extra payload.custom_details, beside the firing and resolved alerts.")
+    send_resolved: bool = Field(True, description="Resolve the PagerDuty alert when the group resolves.")
+    timeout: PositiveDuration = Field(10.0, description="One request to PagerDuty fails (and is retried) after this.")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> PagerDutyReceiverConfig:
+        if (self.routing_key is None) == (self.routing_key_file is None):
+            raise ValueError("expected exactly one of routing_key or routing_key_file")
+        return self
+
+
+class MSTeamsReceiverConfig(Section):
+    """Microsoft Teams through an incoming webhook or a Workflows URL: one Adaptive Card per notification."""
+
+    webhook_url: SecretUrl | None = Field(None, description="Incoming webhook or Workflows URL; a secret.")
+    webhook_url_file: str | None = Field(None, description="File holding the URL, read at every send.")
+    title: str | None = Field(None, description="Card title; Alertmanager's default ([FIRING:2] group labels) if unset.")
+    text: str | None = Field(None, description="Card text (Markdown); each alert's summary, reason, labels and links if unset.")
+    send_resolved: bool = Field(True, description="Also notify when alerts resolve; on as in Alertmanager's msteamsv2.")
+    timeout: PositiveDuration = Field(10.0, description="One POST to Teams fails (and is retried) after this.")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> MSTeamsReceiverConfig:
+        if (self.webhook_url is None) == (self.webhook_url_file is None):
+            raise ValueError("expected exactly one of webhook_url or webhook_url_file")
+        return self
+
+
 class ReceiverConfig(Section):
-    """A named destination of notifications: at most one of slack, webhook, alertmanager (none discards)."""
+    """A named destination of notifications: at most one kind (slack, webhook, alertmanager, ...; none discards)."""
 
     name: Annotated[str, Field(min_length=1)] = Field(description="Unique name that routes send to.")
     slack: SlackReceiverConfig | None = Field(None, description="Post to Slack.")
@@ -103,18 +147,24 @@ class ReceiverConfig(Section):
     alertmanager: AlertmanagerReceiverConfig | None = Field(
         None, description="Push every alert to Alertmanager; needs no route."
     )
+    pagerduty: PagerDutyReceiverConfig | None = Field(None, description="Send PagerDuty Events API v2 events.")
+    msteams: MSTeamsReceiverConfig | None = Field(None, description="Post an Adaptive Card to Microsoft Teams.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> ReceiverConfig:
-        kinds = [k for k in ("slack", "webhook", "alertmanager") if getattr(self, k) is not None]
+        kinds = [k for k in RECEIVER_KINDS if getattr(self, k) is not None]
         if len(kinds) > 1:
-            raise ValueError(f"expected one of slack, webhook or alertmanager per receiver, got {', '.join(kinds)}")
+            raise ValueError(f"expected one of {', '.join(RECEIVER_KINDS)} per receiver, got {', '.join(kinds)}")
         return self
 
     @property
     def send_resolved(self) -> bool:
-        kind = self.slack or self.webhook
-        return kind.send_resolved if kind is not None else True
+        kind = next((getattr(self, k) for k in RECEIVER_KINDS if getattr(self, k) is not None), None)
+        return bool(getattr(kind, "send_resolved", True))
+
+
+# The receiver kinds, each a section of ReceiverConfig (agent.notifying builds each kind's receiver).
+RECEIVER_KINDS = [name for name in ReceiverConfig.model_fields if name != "name"]
 
 
 class OutboxConfig(Section):

@@ -8,9 +8,17 @@ them: the agent imports a receiver's module only when the config uses that kind.
 
 from collections.abc import Mapping, Sequence
 
+from exporters.notification import Notification
+
 # Notifications whose group key starts with this carry a healer's notice (one alert,
 # labels service/incident_id/severity, annotation summary).
 HEALING_GROUP_PREFIX = "healing:"
+
+
+def is_healing(notification: Notification) -> bool:
+    """Whether ``notification`` carries a healer's notice."""
+    return notification.group_key.startswith(HEALING_GROUP_PREFIX) and len(notification.alerts) == 1
+
 
 # Tables receivers keep state in, by StateDB namespace; created whatever the config uses, so a reload may add one.
 RECEIVER_MIGRATIONS: Mapping[str, Sequence[str]] = {

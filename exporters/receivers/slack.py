@@ -17,7 +17,7 @@ from exporters.delivery import (
     error_body,
 )
 from exporters.notification import AlertPayload, Notification
-from exporters.receivers import HEALING_GROUP_PREFIX
+from exporters.receivers import is_healing
 from exporters.receivers.webhook import USER_AGENT
 from exporters.redact import Redactor
 
@@ -129,10 +129,6 @@ def fallback_text(notification: Notification) -> str:
     lines = [title(notification), counts(notification)]
     lines += [a.annotations["summary"] for a in notification.alerts if a.annotations.get("summary")]
     return truncate(escape("\n".join(lines)), FALLBACK_MAX_CHARS)
-
-
-def is_healing(notification: Notification) -> bool:
-    return notification.group_key.startswith(HEALING_GROUP_PREFIX) and len(notification.alerts) == 1
 
 
 def healing_message(notification: Notification) -> dict[str, Any]:

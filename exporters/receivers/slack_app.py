@@ -18,8 +18,8 @@ import httpx
 
 from exporters.delivery import Outcome, OutcomeKind, classify_error, classify_response
 from exporters.notification import Notification
-from exporters.receivers import RECEIVER_MIGRATIONS
-from exporters.receivers.slack import is_healing, slack_message
+from exporters.receivers import RECEIVER_MIGRATIONS, is_healing
+from exporters.receivers.slack import slack_message
 from exporters.receivers.webhook import USER_AGENT
 from exporters.redact import Redactor
 
