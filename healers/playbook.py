@@ -16,7 +16,7 @@ from rules.model import Labels
 # runtime adds by itself (after an abort, an interrupted run, a dependency's recovery).
 DEFAULT_TRAFFIC_TIMEOUT_S = 10.0
 
-Action = Literal["traffic", "restart", "exec", "signal", "wait_healthy", "sleep", "notify", "capture"]
+Action = Literal["traffic", "restart", "exec", "signal", "wait_healthy", "sleep", "notify", "capture", "verify"]
 OnFailure = Literal["abort", "continue", "escalate"]
 TrafficOnAbort = Literal["restore", "keep"]
 TriggerKind = Literal["check_failed", "process_exited", "alert", "manual"]
@@ -104,10 +104,11 @@ class PlaybookSpec:
     dry_run: bool = False
     traffic_on_abort: TrafficOnAbort = "restore"
     active_time_intervals: tuple[str, ...] = ()  # outside them, a triggered run may only cut traffic
+    rollback: tuple[StepSpec, ...] = ()  # run once when a verify step fails; then that verify runs again
 
     def disrupts(self) -> bool:
         """Whether a run may cut traffic or take the service down (and so needs a fleet slot)."""
-        return any(step.disrupts() for step in self.steps)
+        return any(step.disrupts() for step in (*self.steps, *self.rollback))
 
     def restore_step(self) -> StepSpec:
         """A traffic restore with the playbook's own restore timeout, for restores the runtime adds."""

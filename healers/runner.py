@@ -1,6 +1,8 @@
 """Running one playbook: its steps in order, each journaled before and after, bounded by its timeout.
 
-A failed step continues, aborts or escalates as its ``on_failure`` says. A run that stops
+A failed step continues, aborts or escalates as its ``on_failure`` says; a failed ``verify`` step
+first runs the playbook's ``rollback`` steps (once per run) and then itself again, and escalates if
+it fails again. A run that stops
 after cutting traffic restores it or, with ``traffic_on_abort: keep``, raises a critical
 notice: a service is never left out of rotation silently. In dry run every step is journaled
 and nothing acts. Suspending the service after an escalation is the caller's business
@@ -25,6 +27,7 @@ from healers.capture import capture
 from healers.exprcheck import ExprEvaluator
 from healers.journal import Journal
 from healers.playbook import DEFAULT_TRAFFIC_TIMEOUT_S, PlaybookSpec, StepSpec
+from healers.verify import Verify, verify
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -115,7 +118,9 @@ class Runner:
         log.info("playbook started", trigger=trigger, dry_run=dry_run)
         self._tell(dry_run, spec.service, incident_id, "info", f"healing {spec.service} with {spec.name}: {trigger}")
         outcome, detail = "succeeded", ""
-        for index, step in enumerate(spec.steps):
+        rolled_back = False
+        for step in spec.steps:
+            index = self.journal.next_step_index(incident_id)
             if restart_blocked and not step.cuts_traffic():
                 self._skip(incident_id, index, step, actions, restart_blocked)
                 log.warning("step skipped", step=step.describe(), reason=restart_blocked)
@@ -125,6 +130,12 @@ class Runner:
             if not result.ok:
                 self._tell(dry_run, spec.service, incident_id, "warning",
                            f"{spec.service}: step {step.describe()} failed: {result.detail}")
+            if not result.ok and step.action == "verify" and spec.rollback and not rolled_back:
+                rolled_back = True
+                result = await self._roll_back(spec, step, actions, incident_id, dry_run, log)
+                if not result.ok:
+                    outcome, detail = "escalated", result.detail
+                    break
             if result.ok or step.on_failure == "continue":
                 continue
             outcome = "escalated" if step.on_failure == "escalate" else "aborted"
@@ -144,11 +155,30 @@ class Runner:
         if not dry_run:
             self._notify(Notice(service, incident_id, severity, summary, self._clock()))
 
-    async def _step(
-        self, incident_id: str, index: int, step: StepSpec, actions: ServiceActions, dry_run: bool, log: Log
+    async def _roll_back(
+        self, spec: PlaybookSpec, failed: StepSpec, actions: ServiceActions, incident_id: str, dry_run: bool, log: Log
     ) -> ActionResult:
+        """Run the rollback steps, then the failed verify once more: its result, or the failed rollback step's."""
+        log.warning("rolling back", steps=len(spec.rollback), after=failed.describe())
+        for step in spec.rollback:
+            index = self.journal.next_step_index(incident_id)
+            result = await self._step(incident_id, index, step, actions, dry_run, log, f"rollback: {step.describe()}")
+            if not result.ok and step.on_failure != "continue":
+                return replace(result, detail=f"rollback {step.describe()} failed: {result.detail}")
+        index = self.journal.next_step_index(incident_id)
+        result = await self._step(incident_id, index, failed, actions, dry_run, log,
+                                  f"{failed.describe()} after rollback")
+        if result.ok:
+            return result
+        return replace(result, detail=f"{failed.describe()} failed again after the rollback: {result.detail}")
+
+    async def _step(
+        self, incident_id: str, index: int, step: StepSpec, actions: ServiceActions, dry_run: bool, log: Log,
+        name: str = "",
+    ) -> ActionResult:
+        """Run one step, journaled as ``name`` (by default the step's own description)."""
         backend = _backend_name(step, actions)
-        self.journal.start_step(incident_id, index, step.describe(), backend, self._clock())
+        self.journal.start_step(incident_id, index, name or step.describe(), backend, self._clock())
         if step.cuts_traffic() and not dry_run:
             # Recorded before acting: if the agent dies during the cut, the next start restores traffic.
             self.journal.set_traffic_cut(actions.service, incident_id)
@@ -208,6 +238,11 @@ class Runner:
                 ctx = replace(ctx, pid=await actions.current_pid())
             return await capture(step.args["command"], ctx, timeout_s=float(step.args["timeout_s"]),
                                  max_bytes=int(step.args["max_bytes"]), env=step.args.get("env"))
+        if step.action == "verify":
+            check: Verify = step.args["verify"]
+            if ctx.dry_run:
+                return ActionResult(True, f"dry run: would verify {check.describe()}")
+            return await verify(check, actions.service, actions.evaluate, now=self._clock, sleep=self._sleep)
         if step.action == "wait_healthy":
             if ctx.dry_run:
                 return ActionResult(True, f"dry run: would wait up to {step.timeout_s:g}s for the checks to pass")
@@ -298,4 +333,4 @@ def _backend_name(step: StepSpec, actions: ServiceActions) -> str:
     if step.action == "restart":
         return actions.restart.name if actions.restart is not None else "none"
     return {"exec": "exec", "capture": "exec", "signal": "signal", "wait_healthy": "checks", "sleep": "clock",
-            "notify": "notifier"}[step.action]
+            "notify": "notifier", "verify": "store"}[step.action]

@@ -158,9 +158,13 @@ class HealingRuntime:
 
     # -- what operators ask (the API) --------------------------------------------------
 
-    async def heal_now(self, service: str, *, dry_run: bool = False) -> RunResult:
-        """Run the service's first playbook now, as an operator asked; maintenance and the lock still apply."""
-        spec = next((spec for spec in self.plan.specs if spec.service == service), None)
+    async def heal_now(self, service: str, *, dry_run: bool = False, playbook: str | None = None) -> RunResult:
+        """Run ``playbook`` (by default the service's first) now, as an operator asked; maintenance and the lock apply."""
+        specs = [spec for spec in self.plan.specs if spec.service == service]
+        spec = next((spec for spec in specs if playbook in (None, spec.name)), None)
+        if spec is None and playbook is not None and specs:
+            names = ", ".join(spec.name for spec in specs)
+            raise HealingError(f"no playbook {playbook!r} heals {service!r}; its playbooks: {names}")
         if spec is None:
             raise HealingError(f"no playbook heals {service!r}")
         decision = self.safety.decide(

@@ -64,9 +64,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     incidents.set_defaults(handler=run, request=_incidents_request, render=render_incidents)
 
     heal = commands.add_parser("heal", help="run a service's playbook now, or `heal reset SERVICE` (token)",
-                               usage="%(prog)s [-h] [--dry-run] [--url URL] [--json] (SERVICE | reset SERVICE)")
+                               usage="%(prog)s [-h] [--dry-run] [--playbook NAME] [--url URL] [--json] "
+                                     "(SERVICE | reset SERVICE)")
     heal.add_argument("target", nargs="+", metavar="SERVICE | reset SERVICE")
     heal.add_argument("--dry-run", action="store_true", help="journal what would be done, touch nothing")
+    heal.add_argument("--playbook", metavar="NAME", help="run this playbook of the service (default: its first)")
     add_remote_options(heal)
     heal.set_defaults(handler=_heal(heal))
 
@@ -158,8 +160,8 @@ def _heal(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
     def handler(args: argparse.Namespace, out: TextIO | None = None) -> int:
         out = out or sys.stdout
         if len(args.target) == 2 and args.target[0] == "reset":
-            if args.dry_run:
-                parser.error("--dry-run does not apply to `heal reset`")
+            if args.dry_run or args.playbook:
+                parser.error("--dry-run and --playbook do not apply to `heal reset`")
             args.request = _fixed("POST", f"/api/v1/heal/{_segment(args.target[1])}/reset")
             args.render = render_reset
             return run(args, out)
@@ -173,7 +175,8 @@ def _heal(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
             return 1
         if not args.json:
             # Shown before the call: it answers only when the playbook has finished.
-            print(f"healing {service}{' (dry run)' if args.dry_run else ''}...", file=out, flush=True)
+            with_playbook = f" with {args.playbook}" if args.playbook else ""
+            print(f"healing {service}{with_playbook}{' (dry run)' if args.dry_run else ''}...", file=out, flush=True)
         progress = None if args.json else _HealProgress(args, service, out)
         try:
             data = _heal_request(args, service, progress)
@@ -203,7 +206,8 @@ def _heal_request(args: argparse.Namespace, service: str, progress: _HealProgres
 
     def request() -> None:
         try:
-            answers.put((call(args, "POST", f"/api/v1/heal/{_segment(service)}", {"dry_run": args.dry_run},
+            body = {"dry_run": args.dry_run, **({"playbook": args.playbook} if args.playbook else {})}
+            answers.put((call(args, "POST", f"/api/v1/heal/{_segment(service)}", body,
                               HEAL_TIMEOUT_S), None))
         except RemoteError as exc:
             answers.put((None, exc))

@@ -29,9 +29,11 @@ from healers.backends import (
     TrafficSettings,
 )
 from healers.backends.restart import parse_signal
+from healers.exprcheck import check as check_expr
 from healers.backends.traffic import check_haproxy_name, parse_address
 from healers.fleet import parse_limit
 from healers.playbook import DEFAULT_TRAFFIC_TIMEOUT_S, Action, Backoff, Budget, PlaybookSpec, StepSpec, Trigger
+from healers.verify import Verify
 
 Argv = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, description="argv; never a shell.")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -258,6 +260,34 @@ class CaptureArgs(Section):
     )
 
 
+class VerifyArgs(Section):
+    """A heal proves itself on the service's series before the playbook goes on."""
+
+    expr: str = Field(
+        description="PromQL over the agent's local store, evaluated every `interval`; $service in it is the "
+        "service's name, and series labelled with another service are left out of its result.",
+    )
+    for_: Duration = Field(
+        0.0, alias="for", description="The step passes once the expression has returned a non-empty result (with "
+        "absent: an empty one) continuously this long; a result of the other kind starts it over.",
+    )
+    timeout: PositiveDuration = Field(120.0, description="The step fails when it has not passed by then.")
+    absent: bool = Field(False, description="Pass while the expression is empty instead, as a guard (no 5xx).")
+    interval: PositiveDuration = Field(1.0, description="How often the expression is evaluated; each result is "
+                                       "journaled (equal results in a row as one line).")
+
+    @field_validator("expr")
+    @classmethod
+    def _promql(cls, expr: str) -> str:
+        problem = check_expr(expr)
+        if problem is not None:
+            raise ValueError(f"could not use the verify expression: {problem}")
+        return expr
+
+    def verify(self) -> Verify:
+        return Verify(self.expr, self.for_, self.timeout, self.absent, self.interval)
+
+
 class EmptyArgs(Section):
     """An action without settings: ``restart: {}``."""
 
@@ -268,6 +298,8 @@ DEFAULT_TIMEOUTS_S = {
 STEP_ACTIONS: tuple[Action, ...] = get_args(Action)  # each a key of StepConfig
 # A capture's step outlasts its command's timeout by this, so the killed command's output is still kept.
 CAPTURE_GRACE_S = 5.0
+# A verify step's hard bound outlasts its own timeout (measured on the healing clock) by this.
+VERIFY_GRACE_S = 5.0
 
 
 class StepConfig(Section):
@@ -295,6 +327,10 @@ class StepConfig(Section):
         "triggers of the service wait while it runs, like during any step. A failed capture continues the run "
         "unless on_failure says otherwise.",
     )
+    verify: VerifyArgs | None = Field(
+        None, description="Evaluate PromQL over the local store until it has held for `for`; fails at its "
+        "timeout (2m), and then the playbook's rollback steps run, if it has any.",
+    )
     env: ChildEnv = {}
     timeout: PositiveDuration | None = Field(
         None, description="The step fails when not done by then; default: its action's timeout, named above."
@@ -316,6 +352,8 @@ class StepConfig(Section):
             raise ValueError("env applies only to an exec or capture step")
         if self.capture is not None and self.timeout is not None:
             raise ValueError("a capture step has its own timeout: write it inside capture:")
+        if self.verify is not None and self.timeout is not None:
+            raise ValueError("a verify step has its own timeout: write it inside verify:")
         return self
 
     @property
@@ -343,6 +381,9 @@ class StepConfig(Section):
             args = {"command": tuple(self.capture.exec), "env": dict(self.env), "timeout_s": self.capture.timeout,
                     "max_bytes": self.capture.max_bytes}
             default_timeout = self.capture.timeout + CAPTURE_GRACE_S
+        elif self.verify is not None:
+            args = {"verify": self.verify.verify()}
+            default_timeout = self.verify.timeout + VERIFY_GRACE_S
         # Diagnostics that fail must not keep the heal from healing: a capture continues unless told otherwise.
         explicit = "on_failure" in self.model_fields_set or action != "capture"
         return StepSpec(action, args, self.timeout or default_timeout, self.on_failure if explicit else "continue")
@@ -434,6 +475,10 @@ class PlaybookConfig(Section):
     service: Name | None = Field(None, description="The service healed; by default the one the triggers name.")
     when: list[WhenConfig] = Field([], description="Triggers; without any the playbook only runs on request.")
     steps: list[StepConfig] = Field(min_length=1, description="Actions run in order, each journaled.")
+    rollback: list[StepConfig] = Field(
+        [], description="Steps run once when a verify step fails (such as: put the last good version back and "
+        "restart); then that verify runs again, and if it fails again the playbook escalates.",
+    )
     budget: BudgetConfig = Field(BudgetConfig(), description="How many runs before auto-healing is suspended.")
     backoff: BackoffConfig = Field(BackoffConfig(), description="The growing wait between runs.")
     cooldown: Duration = Field(
@@ -459,6 +504,8 @@ class PlaybookConfig(Section):
             raise ValueError("name the service this playbook heals (service:, or a trigger's service)")
         if len(named) > 1:
             raise ValueError(f"a playbook heals one service, but it names {', '.join(sorted(named))}")
+        if self.rollback and not any(step.verify is not None for step in self.steps):
+            raise ValueError("rollback runs when a verify step fails, but no step verifies")
         return self
 
     @property
@@ -487,6 +534,7 @@ class PlaybookConfig(Section):
             dry_run=self.dry_run or global_dry_run,
             traffic_on_abort=self.traffic_on_abort,
             active_time_intervals=tuple(self.active_time_intervals),
+            rollback=tuple(step.spec() for step in self.rollback),
         )
 
 

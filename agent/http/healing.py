@@ -43,9 +43,12 @@ class HealingHandlers:
         dry_run = body.get("dry_run", request.query.get("dry_run", "false").lower() in ("1", "true", "yes"))
         if not isinstance(dry_run, bool):
             return error(400, "bad_data", f"dry_run must be true or false, got {dry_run!r}")
+        playbook = body.get("playbook", request.query.get("playbook"))
+        if playbook is not None and not isinstance(playbook, str):
+            return error(400, "bad_data", f"playbook must be a playbook's name, got {playbook!r}")
         healing = self._healing()
         try:
-            result = await healing.heal_now(service, dry_run=dry_run)
+            result = await healing.heal_now(service, dry_run=dry_run, playbook=playbook)
         except HealingError as exc:
             return error(409, "conflict", str(exc))
         record = healing.journal.incident(result.incident_id)

@@ -67,10 +67,12 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": {"description": "The incident."}, "400": {"description": "Malformed id."},
                           "404": {"description": "No such incident."}, **_error_responses()}}},
         "/api/v1/heal/{service}": {"post": _mutation(
-            "Run the service's playbook now and answer with its incident, outcome and steps (a long call).",
+            "Run the service's playbook (its first, or the one named) now and answer with its incident, outcome and "
+            "steps (a long call).",
             {"200": {"description": "The finished run."}, "409": {"description": "The run was refused."}},
-            body={"type": "object", "properties": {"dry_run": {"type": "boolean"}}},
-            query=[{"name": "dry_run", "in": "query", "schema": {"type": "boolean"}}])},
+            body={"type": "object", "properties": {"dry_run": {"type": "boolean"}, "playbook": {"type": "string"}}},
+            query=[{"name": "dry_run", "in": "query", "schema": {"type": "boolean"}},
+                   {"name": "playbook", "in": "query", "schema": {"type": "string"}}])},
         "/api/v1/heal/{service}/reset": {"post": _mutation(
             "Lift an auto-heal suspension and forget the service's restart budget.",
             {"200": {"description": "Reset."}})},
