@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
 from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
@@ -14,6 +15,7 @@ from exporters.timeintervals import (
     load_location,
     parse_days_of_month,
     parse_months,
+    parse_time,
     parse_time_range,
     parse_weekdays,
     parse_years,
@@ -24,7 +26,7 @@ from exporters.timeintervals import (
 NAMES_CONTEXT_KEY = "time_interval_names"
 
 
-def _checked(parse: Any) -> Any:
+def _checked(parse: Callable[[str], object]) -> AfterValidator:
     """An AfterValidator that keeps the text but refuses what ``parse`` refuses."""
 
     def check(text: str) -> str:
@@ -47,8 +49,10 @@ IntervalName = Annotated[str, Field(min_length=1), AfterValidator(_known_name)]
 class TimeRangeConfig(Section):
     """Minutes of the day from start_time (inclusive) to end_time (exclusive)."""
 
-    start_time: str = Field(description="HH:MM, 00:00 to 23:59; inclusive.")
-    end_time: str = Field(description="HH:MM, 00:01 to 24:00; exclusive, so 17:00 to 24:00 is the evening.")
+    start_time: Annotated[str, _checked(parse_time)] = Field(description="HH:MM, 00:00 to 23:59; inclusive.")
+    end_time: Annotated[str, _checked(parse_time)] = Field(
+        description="HH:MM, 00:01 to 24:00; exclusive, so 17:00 to 24:00 is the evening."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeRangeConfig:

@@ -327,8 +327,8 @@ def test_bad_times_and_locations_are_positioned() -> None:
     with pytest.raises(SourceError) as caught:
         parse_config(text, "agent.yaml")
     message = str(caught.value)
-    assert "agent.yaml:4:17: time_intervals -> 0 -> time_intervals -> 0 -> times -> 0: couldn't parse timestamp " \
-           "24:30, invalid format" in message
+    assert "agent.yaml:4:49: time_intervals -> 0 -> time_intervals -> 0 -> times -> 0 -> end_time: couldn't parse " \
+           "timestamp 24:30, invalid format" in message
     assert "agent.yaml:7:30: time_intervals -> 0 -> time_intervals -> 1 -> weekdays -> 1: sundae is not a valid " \
            "weekday" in message
     assert "agent.yaml:8:19: time_intervals -> 0 -> time_intervals -> 1 -> location: unknown time zone " \
