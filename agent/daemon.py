@@ -12,7 +12,6 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
 import structlog
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
@@ -34,7 +33,7 @@ from agent.http.auth import api_token, protect
 from agent.http.server import HttpServer
 from agent.http.statuspage import OPENAPI_PATHS as STATUS_PAGE_PATHS
 from agent.http.statuspage import add_status_page
-from agent.httpclient import new_http_client
+from agent.httpclient import HttpClient, new_http_client
 from agent.looplag import LoopLag
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs, check_why
 from agent.schedule.jobs import Job, JobSet, build_jobs
@@ -116,8 +115,8 @@ class Agent:
         self._render_problems: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
         self._running_jobs: dict[str, asyncio.Task[None]] = {}  # job name -> its run in flight
-        self._http: httpx.AsyncClient | None = None
-        self._insecure_http: httpx.AsyncClient | None = None
+        self._http: HttpClient | None = None
+        self._insecure_http: HttpClient | None = None
         # One scan of all processes serves every service matched by name or command line.
         self._scanner = ProcessScanner(max_age_s=1.0)
         # Under systemd (Type=notify): READY=1 once the first host collection landed, watchdog pings.

@@ -7,12 +7,11 @@ import json
 import time
 from dataclasses import dataclass
 
-import httpx
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from agent.httpclient import FetchError, fetch
+from agent.httpclient import FetchError, HttpClient, fetch
 from agent.config import ScrapeConfig
 from rules.model import Labels
 
@@ -61,7 +60,7 @@ class ScrapeResult:
 class ScrapeTarget:
     """A service's metrics endpoint; remembers the last scrape for its own metrics."""
 
-    def __init__(self, service: str, config: ScrapeConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, service: str, config: ScrapeConfig, client: HttpClient) -> None:
         self.service = service
         self.config = config
         self.last: ScrapeResult | None = None

@@ -10,10 +10,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
-
 from agent.config import CheckConfig, ExecProbe, HttpProbe
-from agent.httpclient import FetchError, fetch, os_reason
+from agent.httpclient import FetchError, HttpClient, fetch, os_reason
 from healers.backends.children import agent_side_errno, child_env, kill_group
 from rules.durations import format_duration
 
@@ -59,7 +57,7 @@ Probe = Callable[[], Awaitable[ProbeResult]]
 def make_probe(
     check: CheckConfig,
     *,
-    http_client: httpx.AsyncClient,
+    http_client: HttpClient,
     alive: Callable[[], bool] | None = None,
 ) -> Probe:
     """The probe ``check`` describes; raise ValueError if a process check gets no ``alive``.
@@ -101,7 +99,7 @@ def make_probe(
 # --- HTTP -------------------------------------------------------------------------------------
 
 
-async def probe_http(client: httpx.AsyncClient, probe: HttpProbe, timeout_s: float) -> ProbeResult:
+async def probe_http(client: HttpClient, probe: HttpProbe, timeout_s: float) -> ProbeResult:
     """GET (or ``probe.method``) the URL; healthy on an expected status and, if set, a matching body."""
     start = time.monotonic()
     try:

@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
 from prometheus_client.core import Metric
 
 from agent.health.checks import Check
 from agent.collectors.base import Collector, samples_of
 from agent.collectors.host import HostCollector
 from agent.health.probes import make_probe
+from agent.httpclient import HttpClient
 from agent.collectors.process import (
     ProcessScanner,
     ProcessTracker,
@@ -133,8 +133,8 @@ def scrape_job_name(service: str) -> str:
 def build_jobs(
     config: AgentConfig,
     *,
-    http_client: httpx.AsyncClient,
-    insecure_http_client: httpx.AsyncClient,
+    http_client: HttpClient,
+    insecure_http_client: HttpClient,
     on_check_change: Callable[[CheckStateChanged], None],
     scanner: ProcessScanner,
     previous: JobSet | None = None,

@@ -13,7 +13,6 @@ import time
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 from aiohttp import web
@@ -203,7 +202,7 @@ def test_http_sends_configured_headers() -> None:
 
 
 def test_http_header_values_never_appear_in_errors() -> None:
-    """A header value httpx refuses to send is reported without quoting the value."""
+    """A header value h11 refuses to send is reported without quoting the value."""
 
     async def main() -> ProbeResult:
         async with serve(Served()) as base:
@@ -384,4 +383,4 @@ def test_process_probe_follows_alive() -> None:
 def test_process_probe_without_tracker_is_a_wiring_error() -> None:
     """make_probe refuses a process check when no alive() callable is given."""
     with pytest.raises(ValueError, match="process tracker"):
-        make_probe(check(process={}), http_client=httpx.AsyncClient())
+        make_probe(check(process={}), http_client=new_http_client())

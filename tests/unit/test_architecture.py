@@ -14,7 +14,7 @@ ALLOWED = {
     "healers": {"rules", "httpx", "redis"},
     "exporters": {"rules", "prometheus_client", "httpx", "aiohttp"},
     "agent": {"rules", "healers", "exporters", "agent", "yaml", "numpy", "psutil", "prometheus_client",
-              "apscheduler", "httpx", "structlog", "pydantic", "aiohttp"},
+              "apscheduler", "httpx", "structlog", "pydantic", "aiohttp", "h11", "certifi"},
 }
 
 
