@@ -14,3 +14,4 @@ class CheckStateChanged:
     healthy: bool
     at: float  # seconds since the epoch
     reason: str  # the last probe's error, or "" when it turned healthy
+    liveness: bool = True  # a liveness (or startup) check, whose failure heals; False for a readiness-only check

@@ -23,11 +23,12 @@ class Cause:
 
 
 def on_check_failed(specs: Iterable[PlaybookSpec], event: CheckStateChanged) -> list[tuple[PlaybookSpec, Cause]]:
-    """The playbooks a check of ``event.service`` turning unhealthy starts."""
+    """The playbooks a check of ``event.service`` turning unhealthy starts; a readiness check only where named."""
     cause = Cause("check_failed", f"check {event.service}/{event.check} failed: {event.reason}")
     return [
         (spec, cause) for spec in specs
-        if any(t.kind == "check_failed" and t.service == event.service and t.check in (None, event.check)
+        if any(t.kind == "check_failed" and t.service == event.service
+               and (t.check == event.check or (t.check is None and event.liveness))
                for t in spec.triggers)
     ]
 

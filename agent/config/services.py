@@ -78,6 +78,9 @@ class FailuresWithin(Section):
         return self
 
 
+CheckRole = Literal["both", "liveness", "readiness", "startup"]
+
+
 class CheckConfig(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
         description="Unique within the service; the `check` label of its metrics, and what triggers name."
@@ -111,12 +114,29 @@ class CheckConfig(Section):
         0.0, description="No probe before this long after the check starts (Kubernetes' initialDelaySeconds); "
         "meanwhile it counts as healthy.",
     )
+    role: CheckRole = Field(
+        "both", description="As Kubernetes' probes: `liveness` failures heal, `readiness` decides /-/ready/{service}, "
+        "`both` does both; `startup` gates the others after every start of the process until it first succeeds, "
+        "and failing failure_threshold times in a row then counts as a liveness failure.",
+    )
 
     @model_validator(mode="after")
     def _one_probe(self) -> CheckConfig:
+        if self.role == "startup" and self.success_threshold != 1:
+            raise ValueError("a startup check's success_threshold must be 1 (as Kubernetes' startupProbe)")
         if len(self.probe_kinds()) != 1:
             raise ValueError("expected exactly one probe: http, tcp, exec, process, dns, icmp or grpc")
         return self
+
+    @property
+    def liveness(self) -> bool:
+        """Its failure heals: a liveness check, or a startup check whose budget ran out."""
+        return self.role != "readiness"
+
+    @property
+    def readiness(self) -> bool:
+        """It decides whether the service is ready."""
+        return self.role in ("both", "readiness")
 
     def probe_kinds(self) -> list[str]:
         return [k for k in ("http", "tcp", "exec", "process", "dns", "icmp", "grpc") if getattr(self, k) is not None]
@@ -182,3 +202,6 @@ class ServiceConfig(Section):
         if self.process is None and any(c.process for c in self.checks):
             raise ValueError("a process check needs the service's process: {pidfile|name|cmdline}")
         return self
+        startup = [check.name for check in self.checks if check.role == "startup"]
+        if len(startup) > 1:
+            raise ValueError(f"at most one startup check per service, got {', '.join(startup)}")

@@ -15,13 +15,20 @@ Semantics are those of a Kubernetes *liveness* probe:
 - A run the agent itself could not make (out of descriptors, memory or processes) is neither a
   success nor a failure: the state and the last result stay as they were, so the agent's own
   exhaustion never heals a healthy service; ``healwatch_check_errors_total`` counts such runs.
+
+Roles are those of Kubernetes' probes (``role``): a liveness check's failure heals, a readiness check
+decides readiness, ``both`` (the default) does both. A ``startup`` check and the service's other
+checks share a ``StartupGate``: after every start of the process (a new one seen) the counts start
+over and only the startup check runs, until it first succeeds; failing ``failure_threshold`` times in
+a row meanwhile (the startupProbe's ``failureThreshold x periodSeconds`` budget) turns it unhealthy,
+which heals as a liveness failure does.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import structlog
@@ -37,6 +44,35 @@ log = structlog.get_logger(__name__)
 _LABELS = ["service", "check"]
 
 
+class StartupGate:
+    """A service's startup check holds its other checks back after every start of its process."""
+
+    def __init__(self, start_of: Callable[[], Awaitable[object | None]]) -> None:
+        """``start_of`` names the process running now (any value that changes with each start), None when none runs.
+
+        ``checks`` are all the service's checks, the startup check among them; the builder sets both.
+        """
+        self.checks: list[Check] = []
+        self.start_of = start_of
+        self._start: object | None = None
+
+    @property
+    def passed(self) -> bool:
+        """The startup check has succeeded since the process last started."""
+        return all(check.recovered() for check in self.checks if check.config.role == "startup")
+
+    async def admits(self, check: Check) -> bool:
+        """Whether ``check`` probes now: the startup check until it passes, the others after."""
+        start = await self.start_of()
+        if start is not None and start != self._start:
+            if self._start is not None:
+                log.info("service_restarted", service=check.service, checks=[c.name for c in self.checks])
+            self._start = start
+            for each in self.checks:
+                each.restarted()
+        return (check.config.role == "startup") != self.passed
+
+
 class Check:
     """One service's check: runs its probe when asked and keeps the thresholded state."""
 
@@ -49,10 +85,12 @@ class Check:
         *,
         started_at: float | None = None,
         redact: Callable[[str], str] = str,
+        gate: StartupGate | None = None,
     ) -> None:
         """``started_at`` anchors ``initial_delay``; when None, the first ``run(now)`` is the start.
 
-        ``redact`` scrubs each probe's error (an exec check quotes its output) before it is kept or reported.
+        ``redact`` scrubs each probe's error (an exec check quotes its output) before it is kept or reported;
+        ``gate`` is the service's startup gate when it has a startup check.
         """
         self.service = service
         self.config = config
@@ -64,9 +102,11 @@ class Check:
         self.runs_total = {"success": 0, "failure": 0}
         self.agent_errors_total: dict[str, int] = {}  # by errno name
         self.agent_error = ""  # why the latest run could not probe; "" once a probe ran again
+        self.probed = False  # a probe ran since the agent or, with a startup gate, the process started
         self._probe = probe
         self._on_change = on_change
         self._redact = redact
+        self._gate = gate
         window = config.failures_within.window if config.failures_within is not None else 0
         self._recent: deque[bool] = deque(maxlen=window)
 
@@ -87,15 +127,21 @@ class Check:
         """Why the check is not passing: the last probe's error, or that it has not probed yet."""
         return self.last_result.error if self.last_result is not None else "not probed yet"
 
+    def restarted(self) -> None:
+        """The process started again: the consecutive counts and readiness start over, the state stays."""
+        self.consecutive_failures = self.consecutive_successes = 0
+        self._recent.clear()
+        self.probed = False
+
     def starting(self, now: float) -> bool:
         """True while ``now`` is before the end of the initial delay."""
         return self.started_at is None or now < self.started_at + self.config.initial_delay
 
     async def run(self, now: float) -> ProbeResult | None:
-        """Probe once and update the state; return None (and probe nothing) during the initial delay."""
+        """Probe once and update the state; None (no probe) during the initial delay or while the gate is shut."""
         if self.started_at is None:
             self.started_at = now
-        if self.starting(now):
+        if self.starting(now) or (self._gate is not None and not await self._gate.admits(self)):
             return None
         began = time.monotonic()
         try:
@@ -111,6 +157,7 @@ class Check:
             self._agent_failed(result)
             return result
         self.agent_error = ""
+        self.probed = True
         self.last_result = result
         self.runs_total["success" if result.success else "failure"] += 1
         self._advance(result, now)
@@ -150,7 +197,8 @@ class Check:
 
     def _turn(self, healthy: bool, now: float, reason: str) -> None:
         self.healthy = healthy
-        event = CheckStateChanged(self.service, self.name, healthy=healthy, at=now, reason=reason)
+        event = CheckStateChanged(self.service, self.name, healthy=healthy, at=now, reason=reason,
+                                  liveness=self.config.liveness)
         # The one line per transition: a failure is worth a warning, a recovery is news.
         (log.info if healthy else log.warning)(
             "check_state_changed", service=self.service, check=self.name, healthy=healthy, reason=reason

@@ -181,6 +181,7 @@ def _service_json(agent: AgentView, name: str) -> dict[str, Any]:
                 "kind": check.config.kind,
                 "healthy": check.healthy,
                 "consecutiveFailures": check.consecutive_failures,
+                "role": check.config.role,
                 "lastSuccess": None if check.last_result is None else check.last_result.success,
                 "lastError": "" if check.last_result is None else check.last_result.error,
                 "lastDurationSeconds": None if check.last_result is None else check.last_result.duration_s,

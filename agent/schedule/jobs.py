@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from prometheus_client.core import Metric
 
-from agent.health.checks import Check
+from agent.health.checks import Check, StartupGate
 from agent.collectors.base import Collector, samples_of
 from agent.collectors.host import HostCollector
 from agent.health.probes import make_probe
@@ -24,7 +24,7 @@ from agent.collectors.process import (
     ServiceProcessCollector,
 )
 from agent.collectors.scrape import ScrapeResult, ScrapeTarget
-from agent.config import AgentConfig
+from agent.config import AgentConfig, CheckConfig
 from agent.secrets import config_redactor
 from healers.events import CheckStateChanged
 from rules.model import Labels
@@ -94,16 +94,20 @@ class JobSet:
 
     jobs: dict[str, Job] = field(default_factory=dict)
     checks: dict[str, list[Check]] = field(default_factory=dict)
+    gates: dict[str, StartupGate] = field(default_factory=dict)
 
     def ready(self, service: str) -> bool | None:
-        """A known service is ready once all its checks have probed and while they are healthy.
+        """A known service is ready once its startup check passed and its readiness checks have probed and pass.
 
-        Like a Kubernetes readiness probe, a service is not ready before its first probe; an
-        unknown service gives None.
+        Like Kubernetes' readiness, a service is not ready before its first probe since its process started;
+        liveness-only checks do not count; an unknown service gives None.
         """
         if service not in self.checks:
             return None
-        return all(check.healthy and check.last_result is not None for check in self.checks[service])
+        gate = self.gates.get(service)
+        if gate is not None and not gate.passed:
+            return False
+        return all(check.healthy and check.probed for check in self.checks[service] if check.config.readiness)
 
     def process_tracker(self, service: str) -> ProcessTracker | None:
         """The tracker of the service's process; None when the service names no process."""
@@ -116,6 +120,26 @@ class JobSet:
         """The service's latest scrape; None before the first one, or when it is not scraped."""
         job = self.jobs.get(scrape_job_name(service))
         return job.target.last if isinstance(job, ScrapeJob) else None
+
+
+def _startup_gate(
+    service: str, checks: list[CheckConfig], tracker: ProcessTracker | None, previous: JobSet | None
+) -> StartupGate | None:
+    """The service's startup gate when it has a startup check (the previous one, so kept checks keep theirs)."""
+    if not any(check.role == "startup" for check in checks):
+        return None
+
+    async def start_of() -> tuple[int, int] | None:
+        """The tracked process looked up again, named by its pid and how many starts the tracker has seen."""
+        if tracker is None or await asyncio.to_thread(tracker.refresh) is None or tracker.pid is None:
+            return None
+        return tracker.pid_changes, tracker.pid
+
+    gate = previous.gates.get(service) if previous is not None else None
+    if gate is None:
+        return StartupGate(start_of)
+    gate.start_of = start_of
+    return gate
 
 
 def process_job_name(service: str) -> str:
@@ -155,6 +179,7 @@ def build_jobs(
 
     for service, svc in config.services.items():
         alive: Callable[[], bool] = lambda: False
+        tracker: ProcessTracker | None = None
         if svc.process is not None:
             match, interval = svc.process, config.interval
             process_job = add(
@@ -168,29 +193,37 @@ def build_jobs(
                 ),
             )
             assert isinstance(process_job, CollectorJob) and isinstance(process_job.collector, ServiceProcessCollector)
-            alive = process_job.collector.tracker.alive
+            tracker = process_job.collector.tracker
+            alive = tracker.alive
         result.checks[service] = []
+        gate = _startup_gate(service, svc.checks, tracker, previous)
+        if gate is not None:
+            result.gates[service] = gate
         for check_config in svc.checks:
             name = check_job_name(service, check_config.name)
             client = http_client if not check_config.http or check_config.http.tls_verify else insecure_http_client
+            spec = (check_config, svc.process, config.interval, gate is not None)
             job = add(
                 name,
-                (check_config, svc.process, config.interval),
+                spec,
                 lambda: CheckJob(
                     name,
                     check_config.interval,
-                    (check_config, svc.process, config.interval),
+                    spec,
                     Check(
                         service,
                         check_config,
                         make_probe(check_config, http_client=client, alive=alive),
                         on_check_change,
                         redact=redact,
+                        gate=gate,
                     ),
                 ),
             )
             assert isinstance(job, CheckJob)
             result.checks[service].append(job.check)
+        if gate is not None:
+            gate.checks = result.checks[service]
         if svc.scrape is not None:
             scrape = svc.scrape
             add(
