@@ -14,7 +14,7 @@ import time
 
 from agent.config.probes import TlsConfig
 from agent.config.services import TcpProbe
-from agent.health.probes import ProbeMetric, ProbeResult
+from agent.health.results import ProbeMetric, ProbeResult
 from agent.health.tls import handshake_failure, tls_facts
 from agent.httpclient import os_reason
 from healers.backends.children import agent_side_errno

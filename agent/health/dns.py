@@ -21,7 +21,7 @@ import dns.rdatatype
 import dns.rrset
 
 from agent.config.probes import DnsProbe, RecordsValidation
-from agent.health.probes import ProbeMetric, ProbeResult
+from agent.health.results import ProbeMetric, ProbeResult
 from agent.httpclient import os_reason
 from healers.backends.children import agent_side_errno
 from rules.durations import format_duration

@@ -14,7 +14,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2
 
 from agent.config.probes import GrpcProbe
-from agent.health.probes import ProbeMetric, ProbeResult
+from agent.health.results import ProbeMetric, ProbeResult
 from rules.durations import format_duration
 
 SERVING_STATUSES = ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")

@@ -15,7 +15,7 @@ import struct
 import time
 
 from agent.config.probes import ICMP_PROTOCOL, ping_socket_kind
-from agent.health.probes import ProbeMetric, ProbeResult
+from agent.health.results import ProbeMetric, ProbeResult
 from agent.httpclient import os_reason
 from healers.backends.children import agent_side_errno
 from rules.durations import format_duration

@@ -8,9 +8,9 @@ import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from agent.config import CheckConfig, ExecProbe, HttpProbe
+from agent.health.results import ProbeResult as ProbeResult  # where checks and tests import it from
 from agent.httpclient import FetchError, HttpClient, fetch, os_reason
 from healers.backends.children import agent_side_errno, child_env, kill_group
 from rules.durations import format_duration
@@ -20,35 +20,6 @@ EXEC_OUTPUT_TAIL_BYTES = 1024
 EXEC_OUTPUT_TAIL_LINES = 10
 # How long a killed exec probe's output pipe may take to reach EOF.
 _EOF_GRACE_S = 1.0
-
-
-@dataclass(frozen=True)
-class ProbeMetric:
-    """One more gauge of a probe run, named as blackbox_exporter names it (``probe_dns_answer_rrs``)."""
-
-    name: str
-    documentation: str
-    value: float
-    labels: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One probe run: ``error`` is a short human reason when ``success`` is false.
-
-    ``agent_error`` (an errno name such as "EMFILE") says the agent itself could not probe, for
-    want of descriptors, memory or processes: the run tells nothing about the service.
-    ``metrics`` are the probe kind's own gauges, reported with the check's labels; ``output`` is the
-    last lines a failed exec probe printed (at most 10 lines and 1 KiB).
-    """
-
-    success: bool
-    duration_s: float
-    status_code: int | None = None
-    error: str = ""
-    agent_error: str = ""
-    metrics: tuple[ProbeMetric, ...] = ()
-    output: str = ""
 
 
 Probe = Callable[[], Awaitable[ProbeResult]]

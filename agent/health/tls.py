@@ -12,7 +12,7 @@ import ssl
 from typing import Any
 
 from agent.config.probes import TlsConfig
-from agent.health.probes import ProbeMetric
+from agent.health.results import ProbeMetric
 
 _DAY_S = 86400.0
 # ssl's protocol names -> Go's tls.VersionName, as blackbox_exporter's version label carries them.

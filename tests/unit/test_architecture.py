@@ -14,7 +14,8 @@ ALLOWED = {
     "healers": {"rules", "httpx", "redis"},
     "exporters": {"rules", "prometheus_client", "httpx", "aiohttp"},
     "agent": {"rules", "healers", "exporters", "agent", "yaml", "numpy", "psutil", "prometheus_client",
-              "apscheduler", "httpx", "structlog", "pydantic", "aiohttp", "h11", "certifi"},
+              "apscheduler", "httpx", "structlog", "pydantic", "aiohttp", "h11", "certifi",
+              "dns", "grpc", "grpc_health"},  # dnspython and the grpc extra, for DNS and gRPC checks
 }
 
 

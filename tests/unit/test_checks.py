@@ -12,7 +12,8 @@ from structlog.testing import capture_logs
 
 from agent.health.checks import Check
 from agent.collectors.base import samples_of
-from agent.health.probes import ProbeMetric, ProbeResult, make_probe
+from agent.health.probes import ProbeResult, make_probe
+from agent.health.results import ProbeMetric
 from agent.httpclient import new_http_client
 from agent.config import CheckConfig
 from healers.events import CheckStateChanged
