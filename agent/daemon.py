@@ -268,6 +268,9 @@ class Agent:
     def silences(self) -> Silences | None:
         return None if self.notifying is None else self.notifying.silences
 
+    def receiver_tester(self) -> Notifying | None:
+        return self.notifying
+
     def _reload_on_signal(self) -> None:
         self.reload()
 

@@ -33,7 +33,7 @@ from agent.config.timeintervals import intervener
 from agent.health.checks import Check
 from exporters import outbox as outbox_module
 from exporters import silences as silences_module
-from exporters.delivery import Receiver
+from exporters.delivery import Outcome, OutcomeKind, Receiver
 from exporters.dispatcher import NFLOG_MIGRATIONS, Dispatcher, NotificationLog
 from exporters.notification import AlertPayload, Notification, payload_from_alert
 from exporters.outbox import Backoff, Outbox, OutboxMetrics
@@ -62,6 +62,9 @@ PUSH_GROUP_KEY = "alertmanager-push"
 HEALING_ALERTNAME = "HealwatchHealing"
 # Upper bound on one idle wait, so a wall-clock jump is noticed within this.
 MAX_IDLE_WAIT_S = 30.0
+# `healwatch notify test` sends an alert of this name, and waits at most this long for the receiver's answers.
+TEST_ALERTNAME = "HealwatchTestNotification"
+TEST_TIMEOUT_S = 30.0
 # Retrying after a loop error (a locked or full database): each write may block the loop for the busy
 # timeout, so the retries back off, but never so far that a freed disk waits long.
 ERROR_RETRY_INITIAL_S = 0.5
@@ -208,6 +211,9 @@ class Notifying:
         # What each receiver was told, kept across restarts so unchanged groups are not notified again.
         self.notification_log = NotificationLog(conn)
         self.config = config
+        # Test notifications' ids -> what their receiver answered to each attempt (filled by _Observed).
+        self._test_answers: dict[str, list[Outcome]] = {}
+        self._test_answered = asyncio.Event()
         self._configure(config)
         self.outbox = Outbox(
             conn, self.receivers, clock=clock, random=random_fraction,
@@ -231,7 +237,10 @@ class Notifying:
     def _configure(self, config: AgentConfig) -> None:
         notify = config.notify
         self.external_url = config.evaluation.external_url or default_external_url(config)
-        self.receivers = {r.name: built for r in notify.receivers if (built := build_receiver(r, self.conn)) is not None}
+        self.receivers: dict[str, Receiver] = {
+            r.name: _Observed(built, self._test_answers, self._test_answered)
+            for r in notify.receivers if (built := build_receiver(r, self.conn)) is not None
+        }
         self.push_receivers = [r.name for r in notify.receivers if r.alertmanager is not None]
         self._send_resolved = {r.name: r.send_resolved for r in notify.receivers}
         route = notify.build_route()
@@ -283,6 +292,41 @@ class Notifying:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    async def test_receiver(self, name: str, labels: Mapping[str, str],
+                            timeout_s: float = TEST_TIMEOUT_S) -> list[ReceiverAnswers]:
+        """Send a synthetic firing, then resolved, notification to receiver ``name`` through the outbox and wait
+        (at most ``timeout_s``) for its final answers; raises LookupError for a receiver that does not exist."""
+        if name not in self.receivers:
+            kinds = {r.name for r in self.config.notify.receivers}
+            raise LookupError(f"receiver {name!r} discards what it gets: it has no kind" if name in kinds
+                              else f"no receiver named {name!r} (receivers: {', '.join(sorted(kinds)) or 'none'})")
+        now = self.clock()
+        labels = {"alertname": TEST_ALERTNAME, **labels}
+        firing = AlertPayload.of(labels, starts_at=now, annotations={
+            "summary": f"Test notification to {name} (healwatch notify test)",
+            "description": "Sent on request to check this receiver; a resolved one follows."})
+        group_key = f"test:{uuid.uuid4().hex}"  # a group of its own: PagerDuty opens and resolves a fresh alert
+        sent = [Notification(id=uuid.uuid4().hex, receiver=name, group_key=group_key,
+                             group_labels={"alertname": TEST_ALERTNAME}, alerts=(alert,), created_at=now,
+                             external_url=self.external_url)
+                for alert in (firing, dataclasses.replace(firing, ends_at=now))]
+        for notification in sent:
+            self._test_answers[notification.id] = []
+        try:
+            self.outbox.enqueue(sent)
+            self._delivery_wanted.set()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    while not all(_final(self._test_answers[n.id]) for n in sent):
+                        self._test_answered.clear()
+                        await self._test_answered.wait()
+            except TimeoutError:
+                pass  # reported as not final; the outbox keeps retrying until max_age, as for any notification
+            return [ReceiverAnswers(n.status(), tuple(self._test_answers[n.id])) for n in sent]
+        finally:
+            for notification in sent:
+                self._test_answers.pop(notification.id, None)
 
     def families(self) -> list[Metric]:
         return list(self.registry.collect())
@@ -441,3 +485,40 @@ class _MutedCollector:
         yield GaugeMetricFamily("healwatch_alert_groups_time_muted",
                                 "Alert groups whose route sends nothing now (mute or active time intervals).",
                                 value=time_muted)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceiverAnswers:
+    """What a receiver answered to each attempt at one test notification (``firing`` or ``resolved``)."""
+
+    status: str
+    answers: tuple[Outcome, ...]
+
+    @property
+    def final(self) -> bool:
+        return _final(self.answers)
+
+
+def _final(answers: Sequence[Outcome]) -> bool:
+    return bool(answers) and answers[-1].kind is not OutcomeKind.RETRY
+
+
+class _Observed:
+    """A receiver whose answers to test notifications are recorded, so `notify test` can show them."""
+
+    def __init__(self, inner: Receiver, answers: dict[str, list[Outcome]], answered: asyncio.Event) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._answers = answers
+        self._answered = answered
+
+    @property
+    def timeout_s(self) -> float:
+        return self.inner.timeout_s
+
+    async def send(self, client: httpx.AsyncClient, notification: Notification, now: float) -> Outcome:
+        outcome = await self.inner.send(client, notification, now)
+        if notification.id in self._answers:
+            self._answers[notification.id].append(outcome)
+            self._answered.set()
+        return outcome

@@ -1,5 +1,5 @@
 """CLI commands that talk to a running agent's API: ``status``, ``alerts``, ``reload``, ``incidents``,
-``heal``, ``traffic``, ``maintenance`` and ``silence``.
+``heal``, ``traffic``, ``maintenance``, ``silence`` and ``notify test``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ import httpx
 
 from agent.cli.render import (
     print_steps, render_alerts, render_incidents, render_maintenance, render_reload, render_reset,
-    render_silence_added, render_silences, render_status, render_traffic, seconds,
+    render_notify_test, render_silence_added, render_silences, render_status, render_traffic, seconds,
 )
 from agent.config import DEFAULT_LISTEN
 from rules.durations import parse_duration
 
 TIMEOUT_S = 10.0
+NOTIFY_TEST_TIMEOUT_S = 45.0  # the agent waits up to 30 s for the receiver's final answers
 HEAL_TIMEOUT_S = 900.0  # a manual heal answers when its playbook has finished: restarts and waits included
 PROGRESS_POLL_S = 0.5  # how often a running heal's journal is read to show its steps
 TOKEN_ENV = "HEALWATCH_TOKEN"
@@ -105,6 +106,37 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_remote_options(expire)
     expire.set_defaults(handler=run, request=lambda a: ("DELETE", f"/api/v1/silences/{_segment(a.id)}", None),
                         render=lambda data, out: print(f"expired silence {data['silenceID']}", file=out))
+    add_notify_commands(commands)
+
+
+def add_notify_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``notify test``."""
+    notify = commands.add_parser("notify", help="try notifications")
+    actions = notify.add_subparsers(title="actions", metavar="ACTION", required=True)
+    test = actions.add_parser("test", help="send a test firing, then resolved, notification to RECEIVER through the "
+                                           "running agent's outbox and print what it answered (token)")
+    test.add_argument("receiver", metavar="RECEIVER")
+    test.add_argument("--labels", nargs="+", default=[], type=_label, metavar="NAME=VALUE",
+                      help="labels of the test alert (alertname is HealwatchTestNotification)")
+    add_remote_options(test)
+    test.set_defaults(handler=notify_test)
+
+
+def notify_test(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """`notify test RECEIVER`: exit 0 when the receiver took both notifications, else 1."""
+    out = out or sys.stdout
+    body = {"receiver": args.receiver, "labels": dict(args.labels)}
+    try:
+        data = call(args, "POST", "/api/v1/notify/test", body, timeout_s=NOTIFY_TEST_TIMEOUT_S)
+    except RemoteError as exc:
+        print(f"healwatch: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2), file=out)
+    else:
+        render_notify_test(data, out)
+    delivered = all(n["final"] and n["attempts"][-1]["outcome"] == "ok" for n in data["notifications"])
+    return 0 if delivered else 1
 
 
 def call(
@@ -308,6 +340,13 @@ def _silence_request(args: argparse.Namespace) -> Request:
         "matchers": args.matchers, "startsAt": start.isoformat(), "endsAt": end.isoformat(),
         "createdBy": args.author, "comment": args.comment,
     }
+
+
+def _label(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def _user() -> str:

@@ -120,6 +120,25 @@ def render_silences(data: dict[str, Any], out: TextIO) -> None:
     _table(rows, out)
 
 
+def render_notify_test(data: dict[str, Any], out: TextIO) -> None:
+    """Each test notification's last answer, then every attempt the receiver answered."""
+    for notification in data["notifications"]:
+        attempts = notification["attempts"]
+        if not notification["final"]:
+            verdict = "no final answer yet; the outbox keeps retrying"
+        else:
+            verdict = attempts[-1]["outcome"] + _answer(attempts[-1])
+        print(f"{notification['status']} -> {data['receiver']}: {verdict}", file=out)
+        for number, attempt in enumerate(attempts, start=1):
+            print(f"  attempt {number}: {attempt['outcome']}{_answer(attempt)}", file=out)
+
+
+def _answer(attempt: dict[str, Any]) -> str:
+    if attempt["detail"]:
+        return f" ({attempt['detail']})"  # a refusal's detail starts with its HTTP status
+    return f" (HTTP {attempt['httpStatus']})" if attempt["httpStatus"] is not None else ""
+
+
 def _incident_detail(incident: dict[str, Any], out: TextIO) -> None:
     dry = " (dry run)" if incident["dryRun"] else ""
     print(f"incident {incident['id']}: {incident['service']} / {incident['playbook']} {incident['outcome']}{dry}",

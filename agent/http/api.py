@@ -16,6 +16,7 @@ from agent import __version__
 from agent.http.healing import HealingHandlers, incident_json
 from agent.http.openapi import OPENAPI
 from agent.http.responses import error, rfc3339, success
+from agent.http.notifytest import NotifyTestHandlers
 from agent.http.silences import SilenceHandlers
 from agent.http.view import AgentApi, AgentView
 from rules.golang.fmt import format_float
@@ -45,6 +46,7 @@ def add_api_routes(app: web.Application, agent: AgentApi, *, more_paths: Mapping
     app.router.add_get("/api/v1/silences", silences.silences)
     app.router.add_post("/api/v1/silences", silences.add_silence)
     app.router.add_delete("/api/v1/silences/{id}", silences.expire_silence)
+    app.router.add_post("/api/v1/notify/test", NotifyTestHandlers(agent).test)
     app.router.add_get("/api/v1/openapi.json", api.openapi)
 
 

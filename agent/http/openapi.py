@@ -112,6 +112,19 @@ OPENAPI: dict[str, Any] = {
                               "400": {"description": "Malformed JSON, invalid matchers or times."},
                               **_error_responses()}},
         },
+        "/api/v1/notify/test": {"post": {
+            "summary": "Send a synthetic firing, then resolved, notification to one receiver through the outbox; "
+                       "answers what the receiver said to each attempt (waits up to 30 s for its final answers).",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["receiver"],
+                "properties": {"receiver": {"type": "string"},
+                               "labels": {"type": "object", "additionalProperties": {"type": "string"},
+                                          "description": "Labels of the test alert, beside alertname."}}}}}},
+            "responses": {"200": {"description": "Each notification's attempts: outcome, HTTP status, detail."},
+                          "400": {"description": "Malformed JSON, receiver or labels."},
+                          "404": {"description": "No such receiver, or one without a kind."},
+                          **_error_responses()}}},
         "/api/v1/silences/{id}": {"delete": {
             "summary": "Expire a silence.",
             "security": [{"bearer": []}],

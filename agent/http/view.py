@@ -6,13 +6,14 @@ and does not know how the daemon keeps its jobs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from agent.collectors.process import ProcessTracker
 from agent.collectors.scrape import ScrapeResult
 from agent.config import AgentConfig
 from agent.health.checks import Check
+from agent.notifying import ReceiverAnswers
 from exporters.silences import Silences
 from healers.backends.base import ActionResult
 from healers.journal import Journal
@@ -73,6 +74,12 @@ class HealingControl(Protocol):
     async def set_traffic(self, service: str, cut: bool) -> ActionResult: ...
 
 
+class ReceiverTester(Protocol):
+    """Test notifications through the real delivery path (the outbox included)."""
+
+    async def test_receiver(self, name: str, labels: Mapping[str, str]) -> list[ReceiverAnswers]: ...
+
+
 class AgentActions(Protocol):
     """The mutations: reload, maintenance, healing actions and silences."""
 
@@ -83,6 +90,8 @@ class AgentActions(Protocol):
         """Heal now, reset, traffic; None until healing has started."""
     def silences(self) -> Silences | None:
         """The silences, to list, add and expire; None until notifications have started."""
+    def receiver_tester(self) -> ReceiverTester | None:
+        """Test sends to receivers; None until notifications have started."""
 
 
 class AgentApi(AgentView, AgentActions, Protocol):
