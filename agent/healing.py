@@ -183,6 +183,8 @@ class Healing:
             backends={name: self._backends(name, service) for name, service in config.services.items()},
             health=self.services,
             depends_on={name: tuple(service.depends_on) for name, service in config.services.items()},
+            restart_dependents=frozenset(name for name, service in config.services.items()
+                                         if service.restart_dependents),
             fleet=self._fleet(config, specs),
             dry_run=config.healing.dry_run,
             resume_after_healthy_s=config.healing.resume_after_healthy,

@@ -41,6 +41,7 @@ class HealingPlan:
     backends: Mapping[str, ServiceBackends]  # every known service
     health: Mapping[str, ServiceHealth] = field(default_factory=dict)
     depends_on: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    restart_dependents: frozenset[str] = frozenset()  # services whose healing heals their dependents too
     fleet: FleetSlots | None = None
     dry_run: bool = False
     resume_after_healthy_s: float = 600.0

@@ -19,7 +19,7 @@ DEFAULT_TRAFFIC_TIMEOUT_S = 10.0
 Action = Literal["traffic", "restart", "exec", "signal", "wait_healthy", "sleep", "notify", "capture", "verify"]
 OnFailure = Literal["abort", "continue", "escalate"]
 TrafficOnAbort = Literal["restore", "keep"]
-TriggerKind = Literal["check_failed", "process_exited", "alert", "manual"]
+TriggerKind = Literal["check_failed", "process_exited", "alert", "manual", "dependency_recovered"]
 
 
 @dataclass(frozen=True)

@@ -280,7 +280,10 @@ class HealingRuntime:
                            delay_s=round(max(decision.not_before - self.clock.now(), 0.0), 3), reason=decision.reason)
 
     async def _retry(self, spec: PlaybookSpec, cause: Cause) -> None:
-        still = self._firing.still_firing(spec) if cause.kind == "alert" else await self._sick(spec.service)
+        if cause.kind == "alert":
+            still = self._firing.still_firing(spec)
+        else:  # a dependency's recovery asks for the run whatever the dependent's health
+            still = cause.kind == "dependency_recovered" or await self._sick(spec.service)
         if not still:
             self._log.info("heal dropped: the service recovered meanwhile", service=spec.service, playbook=spec.name)
             if self.plan.fleet is not None:
@@ -341,6 +344,8 @@ class HealingRuntime:
         self._health(service).rearm()
         if not dry_run and outcome != "blocked":
             await self._reconsider(spec)
+        if not dry_run and outcome == "succeeded" and service in self.plan.restart_dependents:
+            await self._restart_dependents(service)
         return result
 
     async def _reconsider(self, spec: PlaybookSpec) -> None:
@@ -349,6 +354,16 @@ class HealingRuntime:
             return
         kind: TriggerKind = "check_failed" if failing_checks(self._health(spec.service)) else "process_exited"
         await self._trigger(spec, Cause(kind, f"{spec.service} still unhealthy after playbook {spec.name}"))
+
+    async def _restart_dependents(self, service: str) -> None:
+        """``restart_dependents``: ``service`` healed and is healthy, so each service depending on it is healed too."""
+        if await self._sick(service):
+            return
+        cause = Cause("dependency_recovered", f"dependency {service} recovered (restart_dependents)")
+        for dependent, needs in sorted(self.plan.depends_on.items()):
+            spec = next((spec for spec in self.plan.specs if spec.service == dependent), None)
+            if service in needs and spec is not None:
+                await self._trigger(spec, cause)
 
     async def _after_recovery(self, service: str) -> None:
         """A service turned healthy: runs blocked on it (or on its own failure) may go on."""

@@ -191,6 +191,10 @@ class ServiceConfig(Section):
     restart: RestartConfig | None = Field(None, description="How a playbook's restart step restarts the service.")
     traffic: TrafficConfig | None = Field(None, description="How traffic steps take the service out of rotation.")
     depends_on: list[str] = Field([], description="Services that must be healthy before this one is restarted.")
+    restart_dependents: bool = Field(
+        False, description="After a playbook heals this service, heal the services that depend_on it too, each "
+        "through its own playbook, budget and lock.",
+    )
     autoheal: bool = Field(False, description="Heal with the default playbook: cut traffic, restart, wait, restore.")
 
     @model_validator(mode="after")
@@ -201,7 +205,7 @@ class ServiceConfig(Section):
             raise ValueError(f"duplicate check names: {', '.join(duplicates)}")
         if self.process is None and any(c.process for c in self.checks):
             raise ValueError("a process check needs the service's process: {pidfile|name|cmdline}")
-        return self
         startup = [check.name for check in self.checks if check.role == "startup"]
         if len(startup) > 1:
             raise ValueError(f"at most one startup check per service, got {', '.join(startup)}")
+        return self
