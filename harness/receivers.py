@@ -148,6 +148,8 @@ def pagerduty_problems(event: Any, *, change: bool = False) -> list[str]:
     problems += _links(event)
     payload = event.get("payload")
     if change:
+        if isinstance(key, str) and key.startswith("R"):
+            problems.append("change events cannot be sent to a ruleset's routing key (one starting with R)")
         unknown = set(event) - {"routing_key", "payload", "links", "images"}
         allowed = _PD_CHANGE_PAYLOAD_KEYS
     else:

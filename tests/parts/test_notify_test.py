@@ -17,7 +17,7 @@ from harness.receivers import PagerDutyStandIn, Received, RecordingServer, run_w
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "notify-test-token"
-ROUTING_KEY = "R0UT1NGK3Y0123456789abcdefABCDEF"
+ROUTING_KEY = "e93facc04764012d7bfb002500d5d1a6"
 
 
 async def cli(agent: AgentProcess, *args: str) -> tuple[int, str, str]:

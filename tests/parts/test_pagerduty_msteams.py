@@ -23,7 +23,7 @@ from exporters.notification import AlertPayload, Notification
 from exporters.outbox import MIGRATIONS, Outbox, OutboxMetrics
 from exporters.receivers import HEALING_GROUP_PREFIX
 from exporters.receivers.msteams import MAX_MESSAGE_BYTES, MSTeamsReceiver, MSTeamsSettings, message
-from exporters.receivers.pagerduty import PagerDutyReceiver, PagerDutySettings, dedup_key, event
+from exporters.receivers.pagerduty import PagerDutyReceiver, PagerDutySettings, change_event, dedup_key, event
 from exporters.redact import REDACTED
 from harness.receivers import (
     PagerDutyStandIn,
@@ -38,7 +38,7 @@ from harness.receivers import (
 pytestmark = pytest.mark.timeout(25)
 
 T0 = 1_700_000_000.0
-ROUTING_KEY = "R0UT1NGK3Y0123456789abcdefABCDEF"  # 32 characters, as PagerDuty's integration keys
+ROUTING_KEY = "e93facc04764012d7bfb002500d5d1a6"  # 32 characters, as PagerDuty's integration keys
 GROUP = '{}:{alertname="Down"}'
 
 
@@ -192,7 +192,8 @@ def test_pagerduty_routing_key_file_is_read_at_send_and_redacted(tmp_path: Path)
 
 def test_pagerduty_events_stay_within_the_published_limits() -> None:
     """A 3000-character group label is cut to a 1024-character summary; 2000 long alerts drop custom_details to
-    stay under 512 KB; both pass the stand-in's schema check, which refuses what breaks it."""
+    stay under 512 KB; both pass the stand-in's schema check, which refuses what breaks them (and change events
+    to a ruleset's key, which PagerDuty documents as refused)."""
     settings = PagerDutySettings(routing_key=ROUTING_KEY, source="host1")
     long_group = notification(1, alert("a"))
     long_group = Notification(**{**long_group.__dict__, "group_labels": {"alertname": "x" * 3000}})
@@ -204,6 +205,9 @@ def test_pagerduty_events_stay_within_the_published_limits() -> None:
     broken = {**trigger, "payload": {**trigger["payload"], "severity": "fatal", "summary": "s" * 1025}}
     assert pagerduty_problems(broken) == ["payload.summary is longer than 1024 characters",
                                           "payload.severity must be one of critical, error, warning, info"]
+    ruleset_key = "R" + ROUTING_KEY[1:]
+    assert pagerduty_problems(change_event(healing_notice(3), settings, ruleset_key), change=True) == [
+        "change events cannot be sent to a ruleset's routing key (one starting with R)"]
 
 
 # -- Microsoft Teams ----------------------------------------------------------------------------------------
