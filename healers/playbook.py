@@ -33,6 +33,8 @@ class StepSpec:
 
     def describe(self) -> str:
         """A short human name such as ``traffic cut`` or ``restart``."""
+        if self.ramps():
+            return "traffic ramp " + "/".join(str(percent) for percent in self.args["ramp"].stages) + "%"
         if self.action == "traffic":
             return f"traffic {self.args.get('op', '?')}"
         if self.action == "signal":
@@ -44,6 +46,10 @@ class StepSpec:
 
     def restores_traffic(self) -> bool:
         return self.action == "traffic" and self.args.get("op") == "restore"
+
+    def ramps(self) -> bool:
+        """A progressive restore: ``args["ramp"]`` is a ``healers.ramp.Ramp``."""
+        return self.restores_traffic() and self.args.get("ramp") is not None
 
     def disrupts(self) -> bool:
         """Whether the step takes the service out of traffic or down: what the fleet budget limits."""
@@ -112,5 +118,6 @@ class PlaybookSpec:
 
     def restore_step(self) -> StepSpec:
         """A traffic restore with the playbook's own restore timeout, for restores the runtime adds."""
-        timeout_s = next((step.timeout_s for step in self.steps if step.restores_traffic()), DEFAULT_TRAFFIC_TIMEOUT_S)
+        timeout_s = next((step.timeout_s for step in self.steps if step.restores_traffic() and not step.ramps()),
+                         DEFAULT_TRAFFIC_TIMEOUT_S)
         return StepSpec("traffic", {"op": "restore"}, timeout_s=timeout_s)

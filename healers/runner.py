@@ -27,6 +27,7 @@ from healers.capture import capture
 from healers.exprcheck import ExprEvaluator
 from healers.journal import Journal
 from healers.playbook import DEFAULT_TRAFFIC_TIMEOUT_S, PlaybookSpec, StepSpec
+from healers.ramp import ramp_up, weighing
 from healers.verify import Verify, verify
 
 Severity = Literal["info", "warning", "critical"]
@@ -117,7 +118,7 @@ class Runner:
         self.journal.start_incident(incident_id, spec.service, spec.name, trigger, self._clock(), dry_run=dry_run)
         log.info("playbook started", trigger=trigger, dry_run=dry_run)
         self._tell(dry_run, spec.service, incident_id, "info", f"healing {spec.service} with {spec.name}: {trigger}")
-        outcome, detail = "succeeded", ""
+        outcome, detail, ramp_failed = "succeeded", "", False
         rolled_back = False
         for step in spec.steps:
             index = self.journal.next_step_index(incident_id)
@@ -140,10 +141,11 @@ class Runner:
                 continue
             outcome = "escalated" if step.on_failure == "escalate" else "aborted"
             detail = f"{step.describe()} failed: {result.detail}"
+            ramp_failed = step.ramps()  # the ramp cut traffic again: it stays cut
             break
         left_cut = False
         if outcome in ("aborted", "escalated") and not dry_run:
-            left_cut = await self._after_abort(spec, actions, incident_id, log)
+            left_cut = await self._after_abort(spec, actions, incident_id, log, detail if ramp_failed else "")
         self.journal.finish_incident(incident_id, self._clock(), outcome, detail)
         log.info("playbook finished", outcome=outcome, detail=detail)
         if outcome == "succeeded":
@@ -223,8 +225,11 @@ class Runner:
         if step.action == "traffic":
             if actions.traffic is None:
                 return ActionResult(False, f"{actions.service} has no traffic backend configured")
-            op = step.args.get("op")
-            return await (actions.traffic.cut(ctx) if op == "cut" else actions.traffic.restore(ctx))
+            if step.cuts_traffic():
+                return await actions.traffic.cut(ctx)
+            if step.ramps():
+                return await self._ramp(step, actions, ctx)
+            return await actions.traffic.restore(ctx)
         if step.action == "restart":
             if actions.restart is None:
                 return ActionResult(False, f"{actions.service} has no restart backend configured")
@@ -261,15 +266,38 @@ class Runner:
         self._notify(Notice(actions.service, incident_id, severity, summary, self._clock()))
         return ActionResult(True, f"notified: {summary}")
 
+    async def _ramp(self, step: StepSpec, actions: ServiceActions, ctx: ActionContext) -> ActionResult:
+        ramp = step.args["ramp"]
+        backend = weighing(actions.traffic)
+        if backend is None:
+            name = actions.traffic.name if actions.traffic is not None else "none"
+            return ActionResult(False, f"the {name} traffic backend of {actions.service} cannot weigh traffic")
+        if ctx.dry_run:
+            stages = " -> ".join(f"{percent}%" for percent in ramp.stages)
+            return ActionResult(True, f"dry run: would ramp traffic {stages}, holding each {ramp.hold_s:g}s")
+        # Each backend command gets a traffic step's usual bound; the step's own timeout covers the holds.
+        command_ctx = replace(ctx, timeout_s=min(ctx.timeout_s, DEFAULT_TRAFFIC_TIMEOUT_S))
+        return await ramp_up(backend, command_ctx, ramp, actions.evaluate, now=self._clock, sleep=self._sleep)
+
     def _skip(self, incident_id: str, index: int, step: StepSpec, actions: ServiceActions, reason: str) -> None:
         now = self._clock()
         self.journal.start_step(incident_id, index, step.describe(), _backend_name(step, actions), now)
         self.journal.finish_step(incident_id, index, now, "skipped", reason)
 
-    async def _after_abort(self, spec: PlaybookSpec, actions: ServiceActions, incident_id: str, log: Log) -> bool:
-        """Put traffic back after a failed run that cut it, or say loudly that it stays cut; True if it does."""
+    async def _after_abort(
+        self, spec: PlaybookSpec, actions: ServiceActions, incident_id: str, log: Log, ramp_failed: str = ""
+    ) -> bool:
+        """Put traffic back after a failed run that cut it, or say loudly that it stays cut; True if it does.
+
+        After a failed progressive restore (``ramp_failed`` says how) traffic stays cut: the ramp cut it again.
+        """
         if self.journal.service_state(spec.service).traffic_cut_by != incident_id:
             return False
+        if ramp_failed:
+            log.error("traffic left cut", reason="the progressive restore failed")
+            self._notify(Notice(spec.service, incident_id, "critical",
+                                f"{spec.service} stays out of rotation: {ramp_failed}", self._clock()))
+            return True
         if spec.traffic_on_abort == "keep":
             summary = f"{spec.service} stays out of rotation after a failed playbook {spec.name} (traffic_on_abort: keep)"
             log.error("traffic left cut", reason="traffic_on_abort: keep")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import glob
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
 from agent.config.api import ApiConfig
 from agent.config.defaults import DEFAULT_LISTEN
 from agent.config.evaluation import EvaluationConfig
-from agent.config.healing import CoordinationConfig, HealingConfig, PlaybookConfig
+from agent.config.healing import CoordinationConfig, HealingConfig, PlaybookConfig, TrafficStepConfig
 from agent.config.host import HostConfig
 from agent.config.notify import NotifyConfig, interval_names
 from agent.config.services import ServiceConfig
@@ -80,6 +80,24 @@ class AgentConfig(Section):
         problems = _reference_problems(self.services, self.playbooks) + self._interval_problems()
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _ramps_can_weigh(self) -> AgentConfig:
+        """A progressive restore needs a traffic backend that weighs traffic; the error is at the step's line."""
+        errors: list[Any] = []  # pydantic_core's InitErrorDetails, which this package does not import
+        for index, playbook in enumerate(self.playbooks):
+            traffic = self.services[playbook.target].traffic if playbook.target in self.services else None
+            for number, step in enumerate(playbook.steps):
+                if not isinstance(step.traffic, TrafficStepConfig) or traffic is None or traffic.weighs():
+                    continue
+                kind = next(key for key in ("readiness", "haproxy", "file", "exec") if getattr(traffic, key) is not None)
+                message = (f"service {playbook.target!r} has {kind} traffic, which is all or nothing and cannot ramp "
+                           "(haproxy can; file needs weight_path, exec needs weight); use traffic: restore")
+                errors.append({"type": "value_error", "loc": ("playbooks", index, "steps", number, "traffic"),
+                               "input": None, "ctx": {"error": ValueError(message)}})
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
     def _interval_problems(self) -> list[str]:

@@ -32,7 +32,17 @@ from healers.backends.restart import parse_signal
 from healers.exprcheck import check as check_expr
 from healers.backends.traffic import check_haproxy_name, parse_address
 from healers.fleet import parse_limit
-from healers.playbook import DEFAULT_TRAFFIC_TIMEOUT_S, Action, Backoff, Budget, PlaybookSpec, StepSpec, Trigger
+from healers.playbook import (
+    DEFAULT_TRAFFIC_TIMEOUT_S,
+    Action,
+    Backoff,
+    Budget,
+    OnFailure,
+    PlaybookSpec,
+    StepSpec,
+    Trigger,
+)
+from healers.ramp import Ramp
 from healers.verify import Verify
 
 Argv = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, description="argv; never a shell.")]
@@ -162,11 +172,19 @@ class HaproxyConfig(Section):
 
 class FileConfig(Section):
     path: str = Field(min_length=1, description="Flag file created while traffic is cut.")
+    weight_path: str | None = Field(
+        None, min_length=1, description="File holding the service's share of traffic, 0 to 100: a progressive "
+        "restore writes each stage's percentage, a restore 100. Without it the file backend cannot ramp.",
+    )
 
 
 class ExecTrafficConfig(Section):
     cut: Argv = Field(description="argv run to take the service out of rotation (never a shell); exit 0 is success.")
     restore: Argv = Field(description="argv run to put it back.")
+    weight: Argv | None = Field(
+        None, description="argv run at each stage of a progressive restore; $PERCENT in an argument (and "
+        "HEALWATCH_TRAFFIC_PERCENT) is the share, 0 to 100. Without it the exec backend cannot ramp.",
+    )
     env: ChildEnv = {}
 
 
@@ -192,9 +210,15 @@ class TrafficConfig(Section):
             h = self.haproxy
             return HaproxyTraffic(h.backend, h.server, socket=h.socket, address=h.address, mode=h.mode)
         if self.file is not None:
-            return FileTraffic(self.file.path)
+            return FileTraffic(self.file.path, self.file.weight_path)
         assert self.exec is not None
-        return ExecTraffic(tuple(self.exec.cut), tuple(self.exec.restore), tuple(self.exec.env.items()))
+        return ExecTraffic(tuple(self.exec.cut), tuple(self.exec.restore), tuple(self.exec.env.items()),
+                           tuple(self.exec.weight or ()))
+
+    def weighs(self) -> bool:
+        """Whether the backend can give the service a share of traffic, as a progressive restore needs."""
+        return (self.haproxy is not None or (self.file is not None and self.file.weight_path is not None)
+                or (self.exec is not None and self.exec.weight is not None))
 
 
 # -- playbooks -----------------------------------------------------------------------
@@ -260,6 +284,51 @@ class CaptureArgs(Section):
     )
 
 
+class RampConfig(Section):
+    """Restore traffic in stages, each held while a guard expression stays empty."""
+
+    ramp: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        min_length=1, description="The service's share of traffic at each stage, in percent, ascending to 100. "
+        "HAProxy reads it as a percentage of the server's configured weight (give servers weights such as 100).",
+    )
+    hold: PositiveDuration = Field(30.0, description="How long each stage is held, the last one included.")
+    guard: str | None = Field(
+        None, description="PromQL over the agent's local store, scoped to the service as verify's expr ($service), "
+        "read at each stage's start, every second and at its end: a non-empty result cuts traffic again and "
+        "escalates. Without it the stages are only held.",
+    )
+
+    @field_validator("ramp")
+    @classmethod
+    def _ascending(cls, stages: list[int]) -> list[int]:
+        if any(later <= earlier for earlier, later in zip(stages, stages[1:], strict=False)) or stages[-1] != 100:
+            raise ValueError(f"expected shares ascending to 100, such as [10, 50, 100], got {stages}")
+        return stages
+
+    @field_validator("guard")
+    @classmethod
+    def _promql(cls, expr: str | None) -> str | None:
+        problem = None if expr is None else check_expr(expr)
+        if problem is not None:
+            raise ValueError(f"could not use the guard expression: {problem}")
+        return expr
+
+
+class TrafficStepConfig(Section):
+    """A progressive restore: ``{restore: {ramp: [10, 50, 100], hold: 30s, guard: <PromQL>}}``."""
+
+    restore: RampConfig = Field(description="Restore traffic in stages through a backend that can weigh it.")
+
+
+def _traffic_step(value: Any) -> Any:
+    """A mapping is a progressive restore, validated here so its errors name its own keys, not the union's."""
+    if isinstance(value, dict):
+        return TrafficStepConfig.model_validate(value)
+    if value is not None and value not in ("cut", "restore"):
+        raise ValueError(f"expected cut, restore or {{restore: {{ramp: [...], hold: ..., guard: ...}}}}, got {value!r}")
+    return value
+
+
 class VerifyArgs(Section):
     """A heal proves itself on the service's series before the playbook goes on."""
 
@@ -305,8 +374,10 @@ VERIFY_GRACE_S = 5.0
 class StepConfig(Section):
     """One step: exactly one action, with an optional timeout and what to do when it fails."""
 
-    traffic: Literal["cut", "restore"] | None = Field(
-        None, description="Cut or restore the service's traffic through its traffic: backend (timeout 10s)."
+    traffic: Annotated[Literal["cut", "restore"] | TrafficStepConfig | None, BeforeValidator(_traffic_step)] = Field(
+        None, description="Cut or restore the service's traffic through its traffic: backend (timeout 10s), or "
+        "restore it progressively: {restore: {ramp: [10, 50, 100], hold: 30s, guard: <PromQL>}} (timeout: the "
+        "holds plus 10s a stage; on_failure escalate, and traffic stays cut).",
     )
     restart: EmptyArgs | None = Field(
         None, description="Restart the service through its restart: backend (timeout 60s); write `{}`."
@@ -364,7 +435,11 @@ class StepConfig(Section):
         action = self.action
         args: dict[str, Any] = {}
         default_timeout = DEFAULT_TIMEOUTS_S.get(action, 0.0)
-        if self.traffic is not None:
+        if isinstance(self.traffic, TrafficStepConfig):
+            restore = self.traffic.restore
+            args = {"op": "restore", "ramp": Ramp(tuple(restore.ramp), restore.hold, restore.guard)}
+            default_timeout = len(restore.ramp) * (restore.hold + DEFAULT_TRAFFIC_TIMEOUT_S) + DEFAULT_TRAFFIC_TIMEOUT_S
+        elif self.traffic is not None:
             args = {"op": self.traffic}
         elif self.exec is not None:
             args = {"command": tuple(self.exec), "env": dict(self.env)}
@@ -384,9 +459,12 @@ class StepConfig(Section):
         elif self.verify is not None:
             args = {"verify": self.verify.verify()}
             default_timeout = self.verify.timeout + VERIFY_GRACE_S
-        # Diagnostics that fail must not keep the heal from healing: a capture continues unless told otherwise.
-        explicit = "on_failure" in self.model_fields_set or action != "capture"
-        return StepSpec(action, args, self.timeout or default_timeout, self.on_failure if explicit else "continue")
+        # Diagnostics that fail must not keep the heal from healing: a capture continues unless told otherwise;
+        # a progressive restore whose guard fired leaves traffic cut, which a person must hear about.
+        defaults: dict[str, OnFailure] = {"capture": "continue", "ramp": "escalate"}
+        kind = "ramp" if isinstance(self.traffic, TrafficStepConfig) else action
+        on_failure = self.on_failure if "on_failure" in self.model_fields_set else defaults.get(kind, self.on_failure)
+        return StepSpec(action, args, self.timeout or default_timeout, on_failure)
 
 
 class BudgetConfig(Section):

@@ -15,10 +15,8 @@ from healers.backends.base import (
     TrafficBackend,
 )
 from healers.backends.restart import (
-    DockerRestartBackend,
     ExecRestartBackend,
     SignalRestartBackend,
-    SupervisorRestartBackend,
     run_command,
 )
 from healers.backends.traffic import (
@@ -100,9 +98,10 @@ class HaproxyTraffic:
 
 @dataclass(frozen=True)
 class FileTraffic:
-    """Cut traffic by creating a flag file; restore removes it."""
+    """Cut traffic by creating a flag file; restore removes it; ``weight_path`` gets a ramp's percentages."""
 
     path: str
+    weight_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +111,7 @@ class ExecTraffic:
     cut: tuple[str, ...]
     restore: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
+    weight: tuple[str, ...] = ()  # run with a ramp's percentage as $PERCENT
 
 
 RestartSettings = ExecRestart | SignalRestart | SupervisorRestart | DockerRestart
@@ -126,8 +126,12 @@ def make_restart_backend(settings: RestartSettings) -> RestartBackend:
         case SignalRestart(signal=signal_name):
             return SignalRestartBackend(signal_name)
         case SupervisorRestart(url=url, program=program):
+            from healers.backends.supervisor import SupervisorRestartBackend  # xmlrpc only where configured
+
             return SupervisorRestartBackend(url, program)
         case DockerRestart(socket=socket_path, container=container):
+            from healers.backends.docker import DockerRestartBackend
+
             return DockerRestartBackend(socket_path, container)
     raise ValueError(f"unknown restart settings {settings!r}")
 
@@ -142,8 +146,8 @@ def make_traffic_backend(settings: TrafficSettings, gate: ReadinessGate, service
             return ReadinessTrafficBackend(gate, service)
         case HaproxyTraffic(backend=backend, server=server, socket=socket_path, address=address, mode=mode):
             return HaproxyTrafficBackend(backend, server, socket_path=socket_path, address=address, mode=mode)
-        case FileTraffic(path=path):
-            return FileTrafficBackend(path)
-        case ExecTraffic(cut=cut, restore=restore, env=env):
-            return ExecTrafficBackend(cut, restore, dict(env))
+        case FileTraffic(path=path, weight_path=weight_path):
+            return FileTrafficBackend(path, weight_path)
+        case ExecTraffic(cut=cut, restore=restore, env=env, weight=weight):
+            return ExecTrafficBackend(cut, restore, dict(env), weight)
     raise ValueError(f"unknown traffic settings {settings!r}")

@@ -1,4 +1,9 @@
-"""Traffic backends: the agent's readiness gate, HAProxy's runtime API, a flag file, or an argv pair."""
+"""Traffic backends: the agent's readiness gate, HAProxy's runtime API, a flag file, or an argv pair.
+
+All but the readiness gate can also weigh traffic for a progressive restore (``set_share``): HAProxy
+sets the server's weight to a percentage of its configured one, a flag file backend writes the
+percentage to its weight file, an exec backend runs its weight argv with the percentage.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from healers.backends.base import ActionContext, ActionResult
 from healers.backends.restart import check_argv, run_command
+
+PERCENT_PLACEHOLDER = "$PERCENT"
 
 
 class ReadinessGate:
@@ -118,6 +126,7 @@ class HaproxyTrafficBackend:
     """
 
     name = "haproxy"
+    weighs = True
 
     def __init__(
         self,
@@ -151,22 +160,36 @@ class HaproxyTrafficBackend:
                 return bool(await self._admin_state() & OUT_OF_ROTATION)
         return None
 
+    async def set_share(self, ctx: ActionContext, percent: int) -> ActionResult:
+        """Weight the server at ``percent`` of its configured weight, then put it in rotation; both read back."""
+        target = f"{self.backend}/{self.server}"
+        if ctx.dry_run:
+            return ActionResult(True, f"dry run: would set haproxy server {target} to {percent}% of its weight")
+        # Weighted first: a server coming out of maint never gets its full share for a moment.
+        read = await self._apply(ctx, f"{percent}%", [f"set weight {target} {percent}%",
+                                                      f"set server {target} state ready"])
+        if isinstance(read, str):
+            return ActionResult(False, read)
+        admin_state, weight = read
+        current, _, initial = weight.partition(" (initial ")
+        if admin_state & OUT_OF_ROTATION:
+            return ActionResult(False, f"haproxy server {target} is still {describe_admin_state(admin_state)} "
+                                       f"after setting it to ready")
+        if current.strip() == "0" and percent > 0:
+            return ActionResult(False, f"haproxy server {target} weighs 0 at {percent}% of its weight "
+                                       f"{initial.rstrip(')')}: give it a larger weight in haproxy.cfg")
+        return ActionResult(True, f"haproxy server {target} at {percent}%: weight {weight}, ready")
+
     async def _set(self, ctx: ActionContext, state: str) -> ActionResult:
         target = f"{self.backend}/{self.server}"
         if ctx.dry_run:
             return ActionResult(True, f"dry run: would set haproxy server {target} to {state}")
-        try:
-            async with asyncio.timeout(ctx.timeout_s):
-                answer = await self._command(f"set server {target} state {state}")
-                if answer:
-                    raise HaproxyError(answer)
-                admin_state = await self._admin_state()
-        except HaproxyError as exc:
-            return ActionResult(False, f"haproxy refused to set {target} to {state}: {exc}")
-        except TimeoutError:
-            return ActionResult(False, f"haproxy at {self.where} did not answer within {ctx.timeout_s:g}s")
-        except OSError as exc:
-            return ActionResult(False, f"cannot reach haproxy at {self.where}: {exc.strerror or exc}")
+        # A restore also gives the server back its configured weight, which a progressive restore lowered.
+        commands = [f"set weight {target} 100%"] if state == "ready" else []
+        read = await self._apply(ctx, state, [*commands, f"set server {target} state {state}"])
+        if isinstance(read, str):
+            return ActionResult(False, read)
+        admin_state, _ = read
         if state == "ready":
             confirmed = not admin_state & OUT_OF_ROTATION
         else:
@@ -175,6 +198,23 @@ class HaproxyTrafficBackend:
         if not confirmed:
             return ActionResult(False, f"haproxy server {target} is still {read_back} after setting it to {state}")
         return ActionResult(True, f"haproxy server {target} set to {state} (read back: {read_back})")
+
+    async def _apply(self, ctx: ActionContext, what: str, commands: Sequence[str]) -> tuple[int, str] | str:
+        """Send ``commands``, then read back the admin state and the weight; what went wrong instead, if anything."""
+        target = f"{self.backend}/{self.server}"
+        try:
+            async with asyncio.timeout(ctx.timeout_s):
+                for command in commands:
+                    answer = await self._command(command)
+                    if answer:
+                        raise HaproxyError(answer)
+                return await self._admin_state(), await self._command(f"get weight {target}")
+        except HaproxyError as exc:
+            return f"haproxy refused to set {target} to {what}: {exc}"
+        except TimeoutError:
+            return f"haproxy at {self.where} did not answer within {ctx.timeout_s:g}s"
+        except OSError as exc:
+            return f"cannot reach haproxy at {self.where}: {exc.strerror or exc}"
 
     async def _admin_state(self) -> int:
         """The server's srv_admin_state bits from ``show servers state``."""
@@ -212,38 +252,65 @@ class HaproxyTrafficBackend:
         return answer.decode("utf-8", errors="replace").strip()
 
 
+def _write_atomically(path: Path, text: str) -> str:
+    """Write ``text`` beside ``path`` and rename it into place, so readers never see half of it; the error or ""."""
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        return f"cannot create {path}: {exc.strerror or exc}"
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        return f"cannot create {path}: {exc.strerror or exc}"
+    return ""
+
+
 class FileTrafficBackend:
-    """Cuts traffic by creating a flag file that nginx or a health script tests; restore removes it."""
+    """Cuts traffic by creating a flag file that nginx or a health script tests; restore removes it.
+
+    With ``weight_path``, the share of traffic (0 to 100) is written there: a ramp's percentage, 100 on restore.
+    """
 
     name = "file"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, weight_path: str | None = None) -> None:
         if not path:
             raise ValueError("file traffic needs the flag file's path")
         self.path = Path(path)
+        self.weight_path = Path(weight_path) if weight_path else None
+        self.weighs = self.weight_path is not None
 
     async def cut(self, ctx: ActionContext) -> ActionResult:
         if ctx.dry_run:
             return ActionResult(True, f"dry run: would create {self.path}")
-        try:
-            # Written beside the target and renamed into place, so readers never see a half-written file.
-            fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        except OSError as exc:
-            return ActionResult(False, f"cannot create {self.path}: {exc.strerror or exc}")
-        try:
-            with os.fdopen(fd, "w") as flag:
-                flag.write(f"traffic cut by healwatch for {ctx.service}, incident {ctx.incident_id}\n")
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            return ActionResult(False, f"cannot create {self.path}: {exc.strerror or exc}")
-        return ActionResult(True, f"created {self.path}")
+        error = _write_atomically(self.path, f"traffic cut by healwatch for {ctx.service}, incident {ctx.incident_id}\n")
+        return ActionResult(not error, error or f"created {self.path}")
+
+    async def set_share(self, ctx: ActionContext, percent: int) -> ActionResult:
+        """Write ``percent`` to the weight file, then remove the flag."""
+        if self.weight_path is None:
+            return ActionResult(False, f"no weight_path configured beside {self.path}")
+        if ctx.dry_run:
+            return ActionResult(True, f"dry run: would write {percent} to {self.weight_path} and remove {self.path}")
+        error = _write_atomically(self.weight_path, f"{percent}\n")
+        if error:
+            return ActionResult(False, error)
+        removed = await self._remove()
+        return replace(removed, detail=f"wrote {percent} to {self.weight_path}; {removed.detail}")
 
     async def restore(self, ctx: ActionContext) -> ActionResult:
         if ctx.dry_run:
             return ActionResult(True, f"dry run: would remove {self.path}")
+        if self.weight_path is not None:
+            return await self.set_share(ctx, 100)
+        return await self._remove()
+
+    async def _remove(self) -> ActionResult:
         try:
             self.path.unlink()
         except FileNotFoundError:
@@ -257,14 +324,31 @@ class FileTrafficBackend:
 
 
 class ExecTrafficBackend:
-    """Cuts and restores traffic by running one argv each, with ``env`` added; the state cannot be read back."""
+    """Cuts and restores traffic by running one argv each, with ``env`` added; the state cannot be read back.
+
+    With a ``weight`` argv, a ramp runs it once per stage: ``$PERCENT`` in an argument, and the variable
+    HEALWATCH_TRAFFIC_PERCENT, hold the share of traffic (0 to 100).
+    """
 
     name = "exec"
 
-    def __init__(self, cut: Sequence[str], restore: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, cut: Sequence[str], restore: Sequence[str], env: Mapping[str, str] | None = None,
+        weight: Sequence[str] = (),
+    ) -> None:
         self.cut_argv = check_argv("traffic cut", cut)
         self.restore_argv = check_argv("traffic restore", restore)
+        self.weight_argv = check_argv("traffic weight", weight) if weight else ()
+        self.weighs = bool(self.weight_argv)
         self.env = dict(env or {})
+
+    async def set_share(self, ctx: ActionContext, percent: int) -> ActionResult:
+        """Run the weight argv with the percentage."""
+        if not self.weight_argv:
+            return ActionResult(False, "no weight command configured")
+        argv = [arg.replace(PERCENT_PLACEHOLDER, str(percent)) for arg in self.weight_argv]
+        return await run_command(argv, ctx, f"traffic weight {percent}%",
+                                 {**self.env, "HEALWATCH_TRAFFIC_PERCENT": str(percent)})
 
     async def cut(self, ctx: ActionContext) -> ActionResult:
         return await run_command(self.cut_argv, ctx, "traffic cut", self.env)
