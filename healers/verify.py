@@ -33,7 +33,7 @@ class Verify:
 
     def describe(self) -> str:
         wanted = "empty" if self.absent else "non-empty"
-        return f"{self.expr} {wanted} for {self.for_s:g}s"
+        return f"{' '.join(self.expr.split())} {wanted} for {self.for_s:g}s"
 
 
 @dataclass

@@ -155,7 +155,8 @@ def print_steps(steps: list[dict[str, Any]], out: TextIO) -> None:
         line = f"  {step['index'] + 1}. {step['action']:<18} {step['result']:<8} {seconds(step['durationSeconds'])}"
         print(line + (f"  {step['error']}" if step["error"] else ""), file=out)
         if step.get("attachment"):
-            print(f"     captured output ({len(step['attachment'].encode())} bytes):", file=out)
+            print("     evaluations:" if step["action"].startswith("verify") else
+                  f"     captured output ({len(step['attachment'].encode())} bytes):", file=out)
             for text in step["attachment"].splitlines():
                 print(f"     | {text}", file=out)
 

@@ -7,6 +7,12 @@ mode=slow answers them after --slow-seconds, mode=leak keeps answering but grows
 --leak-mb-per-second up to --leak-cap-mb, and mode=crash dies at once with SIGKILL. A hung process
 ignores SIGTERM too, as stuck ones often do, so whatever restarts it has to SIGKILL it. A new process
 starts in mode ok. Standard library only, so it runs anywhere healwatch's tests do.
+
+--version-file names a file whose first line is the version to run, read once at start (a "deploy"
+writes it and restarts the process); /metrics shows it as webapp_version_info{version}. A version
+ending in "-bad" answers a share of the requests to / (--bad-error-share, every n-th one, not at
+random) with 500, counted in http_requests_total{code="500"}; /health keeps answering 200, as a
+shallow health check of a bad release does.
 """
 
 from __future__ import annotations
@@ -29,8 +35,12 @@ LEAK_CHUNK_BYTES = 1 << 20
 
 
 class State:
-    def __init__(self, slow_s: float, leak_bytes_per_s: float, leak_cap_bytes: int) -> None:
+    def __init__(self, slow_s: float, leak_bytes_per_s: float, leak_cap_bytes: int, version: str = "",
+                 bad_share: float = 0.0) -> None:
         self.mode = "ok"
+        self.version = version
+        self.bad_share = bad_share if version.endswith("-bad") else 0.0
+        self.served = 0  # requests to / so far, for the bad version's share
         self.lock = threading.Lock()
         self.requests: dict[str, int] = {}
         # (code, handler) -> (observations per bucket, not cumulative, the last one beyond every bound; [sum of seconds])
@@ -46,6 +56,12 @@ class State:
             buckets, total = self.durations.setdefault((str(code), handler), ([0] * (len(BUCKETS) + 1), [0.0]))
             buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
             total[0] += seconds
+
+    def bad_answer(self) -> bool:
+        """Whether this request to / gets the bad version's 500: the n-th request fails when the share crosses a whole."""
+        with self.lock:
+            before, self.served = self.served, self.served + 1
+        return int(self.served * self.bad_share) > int(before * self.bad_share)
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode
@@ -79,6 +95,9 @@ def metrics_text(state: State) -> bytes:
         lines.append(f"http_request_duration_seconds_sum{{{labels}}} {total}")
         lines.append(f"http_request_duration_seconds_count{{{labels}}} {count}")
     lines += ["# HELP webapp_up Always 1.", "# TYPE webapp_up gauge", "webapp_up 1"]
+    if state.version:
+        lines += ["# HELP webapp_version_info The version this process runs.", "# TYPE webapp_version_info gauge",
+                  f'webapp_version_info{{version="{state.version}"}} 1']
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -97,7 +116,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 time.sleep(3600)
             if state.mode == "slow":
                 time.sleep(state.slow_s)
-            code = 500 if state.mode == "errors" else 200
+            code = 500 if state.mode == "errors" or (path == "/" and state.bad_answer()) else 200
             state.count(code, path if path in HANDLERS else "other", time.monotonic() - start)
             self._reply(code, b"ok\n" if code == 200 else b"sick\n", "text/plain")
 
@@ -130,10 +149,20 @@ def main() -> None:
     parser.add_argument("--slow-seconds", type=float, default=0.4, help="how long mode=slow takes per request")
     parser.add_argument("--leak-mb-per-second", type=float, default=8.0, help="how fast mode=leak grows memory")
     parser.add_argument("--leak-cap-mb", type=int, default=256, help="mode=leak stops growing here")
+    parser.add_argument("--version-file", help="file whose first line is the version to run, read at start")
+    parser.add_argument("--bad-error-share", type=float, default=0.25,
+                        help="share of requests to / a version ending in -bad answers with 500")
     args = parser.parse_args()
     if args.slow_seconds < 0 or args.leak_mb_per_second <= 0 or args.leak_cap_mb < 0:
         parser.error("--slow-seconds and --leak-cap-mb must be >= 0, --leak-mb-per-second > 0")
-    state = State(args.slow_seconds, args.leak_mb_per_second * (1 << 20), args.leak_cap_mb << 20)
+    if not 0 <= args.bad_error_share <= 1:
+        parser.error("--bad-error-share must be between 0 and 1")
+    version = ""
+    if args.version_file:
+        lines = Path(args.version_file).read_text().splitlines()
+        version = lines[0].strip() if lines else ""
+    state = State(args.slow_seconds, args.leak_mb_per_second * (1 << 20), args.leak_cap_mb << 20, version,
+                  args.bad_error_share)
     server = ThreadingHTTPServer((args.host, args.port), make_handler(state))
     threading.Thread(target=state.leak_forever, name="leak", daemon=True).start()
     if args.pidfile:  # written once the port is ours, so a pidfile always names a serving process
