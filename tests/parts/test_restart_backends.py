@@ -28,7 +28,8 @@ from healers.backends import (
     SupervisorRestart,
     make_restart_backend,
 )
-from healers.backends.restart import OUTPUT_TAIL_BYTES, SupervisorClient
+from healers.backends.restart import OUTPUT_TAIL_BYTES
+from healers.backends.supervisor import SupervisorClient
 from harness.processes import free_port, require_binary, stop, wait_for
 
 pytestmark = pytest.mark.timeout(30)
