@@ -120,7 +120,7 @@ def test_bad_durations_are_explained(value: str, expected: str) -> None:
 def test_a_check_needs_exactly_one_probe() -> None:
     """A check with two probes, or none, is rejected."""
     (issue,) = errors_of("services:\n  a:\n    checks:\n      - {name: x, tcp: {address: 'h:1'}, exec: {command: ['true']}}\n")
-    assert "expected exactly one probe: http, tcp, exec or process" in issue
+    assert "expected exactly one probe: http, tcp, exec, process, dns, icmp or grpc" in issue
 
 
 def test_a_process_check_needs_a_process_match() -> None:
