@@ -1,6 +1,6 @@
 """structlog set-up: JSON lines when not on a TTY, readable lines on one, repeated warnings rate-limited.
 
-The standard library's loggers (asyncio's "socket.accept() out of system resource", aiohttp,
+The standard library's loggers (asyncio's "socket.accept() out of system resource", the HTTP server's,
 APScheduler) are routed through the same processors, so their lines share the format and
 the rate limit: out of descriptors, asyncio alone wrote tens of thousands of identical
 tracebacks a second.

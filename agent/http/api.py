@@ -10,9 +10,8 @@ import platform
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
 from agent import __version__
+from agent.http import web
 from agent.http.healing import HealingHandlers, incident_json
 from agent.http.openapi import OPENAPI
 from agent.http.responses import error, rfc3339, success

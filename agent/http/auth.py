@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
-from aiohttp import hdrs, web
 
 from agent.config import ApiConfig
+from agent.http import web
 from agent.http.responses import error
 
 log = structlog.get_logger("healwatch.api")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = web.Handler
 
 
 def api_token(config: ApiConfig) -> str | None:
@@ -36,14 +35,14 @@ def unauthorized(token_env: str) -> web.Response:
     """401 with the challenge RFC 6750 asks for, and what a client must send."""
     response = error(401, "unauthorized", "missing or wrong bearer token: send the header "
                      f"'Authorization: Bearer <token>' (healwatch's CLI sends the token from {token_env})")
-    response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="healwatch"'
+    response.headers["WWW-Authenticate"] = 'Bearer realm="healwatch"'
     return response
 
 
 def bearer_credentials(authorization: str) -> bytes:
     """The token of a ``Bearer <token>`` header (scheme in any case, RFC 7235), or b"" for anything else.
 
-    aiohttp hands undecodable header bytes over as surrogates; they can never match
+    The server hands undecodable header bytes over as surrogates; they can never match
     a token, and must not raise while being compared.
     """
     scheme, _, credentials = authorization.strip().partition(" ")
@@ -52,11 +51,10 @@ def bearer_credentials(authorization: str) -> bytes:
     return credentials.strip().encode("utf-8", "surrogateescape")
 
 
-def protect(config: ApiConfig, token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def protect(config: ApiConfig, token: str | None) -> web.Middleware:
     """Middleware: bearer-token checks, and JSON errors (no tracebacks) for API paths."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def middleware(request: web.Request, handler: Handler) -> web.Response:
         path = request.path
         is_api = path.startswith("/api/") or path == "/-/reload"
         if not is_api:
@@ -66,7 +64,7 @@ def protect(config: ApiConfig, token: str | None) -> Callable[[web.Request, Hand
             if token is None:
                 return error(403, "forbidden", "no API token is configured (api.token_file or the "
                              f"{config.token_env} variable); mutating endpoints are disabled")
-            if not hmac.compare_digest(bearer_credentials(request.headers.get(hdrs.AUTHORIZATION, "")), token.encode()):
+            if not hmac.compare_digest(bearer_credentials(request.headers.get("Authorization", "")), token.encode()):
                 log.warning("API request with a missing or wrong token", method=request.method, path=path,
                             peer=request.remote)
                 return unauthorized(config.token_env)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
+from agent.http import web
 from agent.http.responses import checked_id, error, json_object, rfc3339, success
 from agent.http.view import AgentApi, HealingControl
 from healers.journal import IncidentRecord, Journal, StepRecord

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from agent.http import web
 
+from agent.http import web
 from agent.http.responses import error, json_object, success
 from agent.http.view import AgentApi
 

@@ -18,8 +18,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from aiohttp import web
-
+from agent.http import web
 from agent.http.responses import error
 from agent.http.view import QueryView
 from rules.durations import parse_duration
@@ -164,7 +163,7 @@ class _Queries:
             raise
         finally:
             self.slots.release()
-        return web.Response(text=body, content_type="application/json")
+        return web.Response(text=body, content_type="application/json; charset=utf-8")
 
 
 def _param(convert: Callable[[str], int], name: str, text: str) -> int:

@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from aiohttp import web
+from agent.http import web
 
 ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # incident and silence ids; anything else never reaches storage
 

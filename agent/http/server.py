@@ -1,11 +1,13 @@
 """The agent's HTTP server: /metrics from the cached exposition, liveness and readiness.
 
-Connections are bounded, as nginx bounds them: beyond ``max_connections`` a new
-connection takes the place of the oldest one that is not being answered (idle
-between requests, or not done sending its request head), and is refused with a
-503 only when every connection is busy. A connection without a complete request
-for ``idle_timeout_s`` is closed. So idle or slow clients can neither exhaust the
-agent's file descriptors nor lock a scrape or a health probe out.
+HTTP/1.1 is h11's (keep-alive, pipelining one request at a time, HEAD, ``Connection: close``); the
+routes and middlewares are ``web.py``'s. Connections are bounded, as nginx bounds them: beyond
+``max_connections`` a new connection takes the place of the oldest one that is not being answered
+(idle between requests, or not done sending its request head), and is refused with a 503 only when
+every connection is busy. A connection without a complete request for ``idle_timeout_s`` is closed.
+So idle or slow clients can neither exhaust the agent's file descriptors nor lock a scrape or a
+health probe out. A request body beyond ``max_body_bytes`` is not kept: the request is answered
+(a 413 where the handler reads the body) and the connection closed.
 """
 
 from __future__ import annotations
@@ -13,23 +15,31 @@ from __future__ import annotations
 import asyncio
 import resource
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from email.utils import formatdate
+from http import HTTPStatus
 
-from aiohttp import hdrs, web
-from aiohttp.web_protocol import RequestHandler
+import h11
 
+from agent.http.web import Application, Headers, Middleware, Request, Response
 from exporters.exposition import Exposition
 
 # readiness(None) answers for the agent as a whole, readiness(name) for one
 # service; None means the service is unknown.
 Readiness = Callable[[str | None], bool | None]
 
-# In-flight requests are answered in microseconds; a stuck client must not hold
-# up daemon shutdown for aiohttp's default of a minute.
+# In-flight requests are answered in microseconds; a stuck client (or a long heal call) must not
+# hold up daemon shutdown longer than this.
 SHUTDOWN_TIMEOUT_S = 5.0
 DEFAULT_IDLE_TIMEOUT_S = 10.0
+MAX_HEAD_BYTES = 16 * 1024
+READ_CHUNK = 64 * 1024
+# A body over the limit is read on and dropped up to this much more, so that the client, still sending,
+# reads the 413 instead of a connection reset; a larger one is cut off.
+DISCARD_BYTES = 1 << 20
 _BUSY_REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 def default_max_connections() -> int:
@@ -40,40 +50,32 @@ def default_max_connections() -> int:
     return max(1, min(256, soft // 4))
 
 
-def build_app(
-    exposition: Exposition,
-    readiness: Readiness,
-    *,
-    middlewares: Sequence[Any] = (),
-    max_body_bytes: int = 1 << 20,
-) -> web.Application:
+def build_app(exposition: Exposition, readiness: Readiness, *, middlewares: Sequence[Middleware] = ()) -> Application:
     """The routes every agent serves; callers may add more (the JSON API) before starting."""
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(request: Request) -> Response:
         body, content_type, content_encoding = await exposition.response(
-            request.headers.get(hdrs.ACCEPT, ""),
-            request.headers.get(hdrs.ACCEPT_ENCODING, ""),
+            request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", "")
         )
-        headers = {hdrs.CONTENT_TYPE: content_type, hdrs.VARY: "Accept, Accept-Encoding"}
+        headers = {"Vary": "Accept, Accept-Encoding"}
         if content_encoding is not None:
-            headers[hdrs.CONTENT_ENCODING] = content_encoding
-        return web.Response(body=body, headers=headers)
+            headers["Content-Encoding"] = content_encoding
+        return Response(body=body, content_type=content_type, headers=headers)
 
-    async def healthy(request: web.Request) -> web.Response:
-        return web.Response(text="Healthy.\n")
+    async def healthy(request: Request) -> Response:
+        return Response(text="Healthy.\n")
 
-    async def ready(request: web.Request) -> web.Response:
+    async def ready(request: Request) -> Response:
         return _readiness_response(readiness(None))
 
-    async def service_ready(request: web.Request) -> web.Response:
+    async def service_ready(request: Request) -> Response:
         service = request.match_info["service"]
         state = readiness(service)
         if state is None:
-            return web.Response(status=404, text=f"Unknown service {service!r}.\n")
+            return Response(status=404, text=f"Unknown service {service!r}.\n")
         return _readiness_response(state)
 
-    app = web.Application(middlewares=list(middlewares), client_max_size=max_body_bytes)
-    # add_get also answers HEAD, as load balancers and Prometheus' own probes use it.
+    app = Application(middlewares)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
@@ -81,10 +83,24 @@ def build_app(
     return app
 
 
-def _readiness_response(state: bool | None) -> web.Response:
+def _readiness_response(state: bool | None) -> Response:
     if state:
-        return web.Response(text="Ready.\n")
-    return web.Response(status=503, text="Not ready.\n")
+        return Response(text="Ready.\n")
+    return Response(status=503, text="Not ready.\n")
+
+
+class _Date:
+    """The Date header's value, formatted at most once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def now(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._value = second, formatdate(second, usegmt=True).encode()
+        return self._value
 
 
 class HttpServer:
@@ -97,28 +113,26 @@ class HttpServer:
         host: str,
         port: int,
         *,
-        middlewares: Sequence[Any] = (),
+        middlewares: Sequence[Middleware] = (),
         max_body_bytes: int = 1 << 20,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int | None = None,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     ) -> None:
-        self._app = build_app(
-            exposition, readiness, middlewares=[self._track_busy, *middlewares], max_body_bytes=max_body_bytes
-        )
+        self._app = build_app(exposition, readiness, middlewares=middlewares)
+        self._max_body_bytes = max_body_bytes
         self._ssl_context = ssl_context
         self._host = host
         self._requested_port = port
         self._max_connections = max_connections or default_max_connections()
         self._idle_timeout_s = idle_timeout_s
-        self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
-        # Admitted connections, oldest first; requests being handled, per aiohttp handler.
+        # Admitted connections, oldest first.
         self._connections: dict[_Connection, None] = {}
-        self._busy: dict[object, int] = {}
+        self._date = _Date()
 
     @property
-    def app(self) -> web.Application:
+    def app(self) -> Application:
         """The application, for adding routes before ``start``."""
         return self._app
 
@@ -134,113 +148,168 @@ class HttpServer:
         """Open connections, not counting those already told to close."""
         return len(self._connections)
 
-    @web.middleware
-    async def _track_busy(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        protocol = request.protocol
-        self._busy[protocol] = self._busy.get(protocol, 0) + 1
-        try:
-            return await handler(request)
-        finally:
-            if self._busy[protocol] == 1:
-                del self._busy[protocol]
-            else:
-                self._busy[protocol] -= 1
-
-    def _accept(self) -> asyncio.BaseProtocol:
-        assert self._runner is not None and self._runner.server is not None
-        return _Connection(self, self._runner.server())
-
     def _admit(self, connection: _Connection) -> bool:
         """Make room for a new connection (closing the oldest idle one); False when every one is busy."""
         if len(self._connections) >= self._max_connections:
-            idle = next((c for c in self._connections if not self._busy.get(c.handler)), None)
+            idle = next((c for c in self._connections if not c.busy), None)
             if idle is None:
                 return False
             del self._connections[idle]
-            idle.handler.force_close()
+            idle.close()
         self._connections[connection] = None
         return True
 
-    def _release(self, connection: _Connection) -> None:
-        self._connections.pop(connection, None)
-
     async def start(self) -> None:
         """Bind ``host:port`` and start answering requests."""
-        if self._runner is not None:
+        if self._listener is not None:
             raise RuntimeError("HTTP server is already running")
-        runner = web.AppRunner(
-            self._app,
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            # aiohttp closes a connection waiting this long for a (complete) request, from its first byte on.
-            keepalive_timeout=self._idle_timeout_s,
-        )
-        await runner.setup()
-        self._runner = runner
         try:
-            # Not web.TCPSite: every accepted connection has to pass _accept.
-            self._listener = await asyncio.get_running_loop().create_server(
-                self._accept, self._host, self._requested_port, ssl=self._ssl_context
+            self._listener = await asyncio.start_server(
+                self._serve, self._host, self._requested_port, ssl=self._ssl_context,
+                # A TLS handshake counts as not having sent a request yet.
+                ssl_handshake_timeout=self._idle_timeout_s if self._ssl_context is not None else None,
             )
         except OSError as error:
-            self._runner = None
-            await runner.cleanup()
             raise OSError(
                 error.errno,
                 f"cannot listen on {self._host}:{self._requested_port}: {error.strerror}",
             ) from error
 
     async def stop(self) -> None:
-        """Stop listening and close connections; does nothing when not running."""
+        """Stop listening, close idle connections and give requests in flight ``SHUTDOWN_TIMEOUT_S`` to finish."""
         listener, self._listener = self._listener, None
-        runner, self._runner = self._runner, None
-        if listener is not None:
-            listener.close()
-        if runner is not None:
-            await runner.cleanup()
-        if listener is not None:
-            await listener.wait_closed()
-
-
-class _Connection(asyncio.Protocol):
-    """aiohttp's handler for one connection, admitted (or refused with a 503) when the connection is made.
-
-    Admission happens here rather than in the protocol factory: asyncio calls the
-    factory for a whole burst of accepted sockets before any of them is made.
-    """
-
-    def __init__(self, server: HttpServer, handler: RequestHandler) -> None:
-        self.server = server
-        self.handler = handler
-        self.admitted = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.admitted = self.server._admit(self)
-        if self.admitted:
-            self.handler.connection_made(transport)
+        if listener is None:
             return
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_BUSY_REFUSAL)
-        transport.close()
+        listener.close()
+        connections = list(self._connections)
+        for connection in connections:
+            connection.stopping = True
+            if not connection.busy:
+                connection.close()
+        tasks = [c.task for c in connections if c.task is not None and not c.task.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        self._connections.clear()
+        await listener.wait_closed()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server._release(self)
-        if self.admitted:
-            self.handler.connection_lost(exc)
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection: admitted or refused, then its requests one after another."""
+        connection = _Connection(writer)
+        if not self._admit(connection):
+            writer.write(_BUSY_REFUSAL)
+            writer.close()
+            return
+        try:
+            await self._requests(connection, reader)
+        except (ConnectionError, h11.LocalProtocolError):
+            pass  # the client went away mid-answer; nothing to tell it
+        finally:
+            self._connections.pop(connection, None)
+            connection.close()
 
-    def data_received(self, data: bytes) -> None:
-        if self.admitted:
-            self.handler.data_received(data)
+    async def _requests(self, connection: _Connection, reader: asyncio.StreamReader) -> None:
+        h11_connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        peer = connection.writer.get_extra_info("peername")
+        remote = str(peer[0]) if isinstance(peer, tuple) else None
+        while not connection.stopping:
+            try:
+                async with asyncio.timeout(self._idle_timeout_s):
+                    request = await self._read_request(connection, h11_connection, reader, remote)
+            except TimeoutError:
+                return
+            except h11.RemoteProtocolError:
+                if not connection.writer.is_closing():
+                    connection.writer.write(_BAD_REQUEST)
+                return
+            if request is None:
+                return
+            response = await self._app.handle(request)
+            keep_alive = not request._body_too_large and not connection.stopping
+            connection.writer.write(self._encode(h11_connection, request.method, response, keep_alive))
+            await connection.writer.drain()
+            connection.busy = False
+            if h11_connection.our_state is not h11.DONE or h11_connection.their_state is not h11.DONE:
+                return
+            h11_connection.start_next_cycle()
 
-    def eof_received(self) -> None:
-        if self.admitted:
-            self.handler.eof_received()
+    async def _read_request(
+        self, connection: _Connection, h11_connection: h11.Connection, reader: asyncio.StreamReader,
+        remote: str | None,
+    ) -> Request | None:
+        """The next complete request (its body cut at the limit), or None when the client closed."""
+        head: h11.Request | None = None
+        body: list[bytes] = []
+        size = 0
+        while True:
+            event = h11_connection.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(READ_CHUNK)
+                h11_connection.receive_data(data)
+                continue
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            if isinstance(event, h11.Request):
+                head = event
+                connection.busy = True
+                length = dict(event.headers).get(b"content-length")
+                if length is not None and int(length) > self._max_body_bytes + DISCARD_BYTES:
+                    return self._request(head, [], remote, too_large=True)
+                if h11_connection.they_are_waiting_for_100_continue:
+                    continue_ = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                    connection.writer.write(h11_connection.send(continue_) or b"")
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self._max_body_bytes + DISCARD_BYTES:
+                    assert head is not None
+                    return self._request(head, [], remote, too_large=True)
+                if size <= self._max_body_bytes:
+                    body.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                return self._request(head, body, remote, too_large=size > self._max_body_bytes)
 
-    def pause_writing(self) -> None:
-        self.handler.pause_writing()
+    def _request(self, head: h11.Request, body: list[bytes], remote: str | None, *, too_large: bool) -> Request:
+        # Undecodable bytes travel as surrogates: they match nothing, and never raise in a handler.
+        headers = Headers([(name.decode("ascii"), value.decode("utf-8", "surrogateescape"))
+                           for name, value in head.headers])
+        return Request(
+            head.method.decode("ascii"), head.target.decode("utf-8", "surrogateescape"), headers, b"".join(body),
+            body_too_large=too_large, remote=remote, max_body_bytes=self._max_body_bytes,
+        )
 
-    def resume_writing(self) -> None:
-        self.handler.resume_writing()
+    def _encode(self, h11_connection: h11.Connection, method: str, response: Response, keep_alive: bool) -> bytes:
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers.items()]
+        headers.append((b"Content-Length", str(len(response.body)).encode()))
+        headers.append((b"Date", self._date.now()))
+        if not keep_alive:
+            headers.append((b"Connection", b"close"))
+        head = h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status))
+        parts = [h11_connection.send(head)]
+        if method != "HEAD":
+            parts.append(h11_connection.send(h11.Data(data=response.body)))
+        parts.append(h11_connection.send(h11.EndOfMessage()))
+        return b"".join(part for part in parts if part is not None)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+class _Connection:
+    """One admitted connection: whether a request is being answered, and its task for shutdown."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.busy = False
+        self.stopping = False
+        self.task = asyncio.current_task()
+
+    def close(self) -> None:
+        self.writer.close()

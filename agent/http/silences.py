@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from aiohttp import web
 
+from agent.http import web
 from agent.http.responses import checked_id, error, json_object, rfc3339, success
 from agent.http.view import AgentApi
 from exporters.matchers import parse_matchers

@@ -12,9 +12,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp import web
-
-from agent.http import query
+from agent.http import query, web
 from agent.http.view import QueryView
 
 
@@ -24,7 +22,7 @@ def add_status_page(app: web.Application, agent: QueryView) -> None:
 
     async def index(request: web.Request) -> web.Response:
         # The page polls the API itself; a cached copy would only be stale markup.
-        return web.Response(body=html, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-cache"})
+        return web.Response(body=html, content_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
     async def graph(request: web.Request) -> web.Response:
         # Relative, so that behind a proxy's path prefix (external_url's path) it stays under the prefix.

@@ -12,9 +12,9 @@ PACKAGES = ("rules", "healers", "exporters", "agent")
 ALLOWED = {
     "rules": {"yaml", "numpy"},
     "healers": {"rules", "httpx", "redis"},
-    "exporters": {"rules", "prometheus_client", "httpx", "aiohttp"},
+    "exporters": {"rules", "prometheus_client", "httpx"},
     "agent": {"rules", "healers", "exporters", "agent", "yaml", "numpy", "psutil", "prometheus_client",
-              "apscheduler", "httpx", "structlog", "pydantic", "aiohttp", "h11", "certifi",
+              "apscheduler", "httpx", "structlog", "pydantic", "h11", "certifi",
               "dns", "grpc", "grpc_health"},  # dnspython and the grpc extra, for DNS and gRPC checks
 }
 

@@ -7,11 +7,13 @@ import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from agent.http import web
 from agent.http.server import HttpServer
 from exporters.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Exposition
 
@@ -203,3 +205,125 @@ def test_port_in_use_gives_a_clear_error() -> None:
                 _ = server.port
 
         run(scenario)
+
+
+# -- HTTP/1.1 on the wire: keep-alive, pipelining, bodies, errors ---------------------------------------
+
+
+async def exchange(port: int, data: bytes, *, until: bytes | None = None) -> bytes:
+    """Send raw bytes and read until ``until`` has come back, or else until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    answer = b""
+    while until is None or until not in answer:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        answer += chunk
+    writer.close()
+    return answer
+
+
+def app_server(**options: Any) -> HttpServer:
+    """A server with extra routes: an echo of the POSTed body, and one that fails."""
+    server = HttpServer(Exposition(), SERVICE_READINESS.get, "127.0.0.1", 0, **options)
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read())
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    server.app.router.add_post("/echo", echo)
+    server.app.router.add_get("/broken", broken)
+    return server
+
+
+def test_requests_share_one_keep_alive_connection_and_may_be_pipelined() -> None:
+    """Two pipelined requests on one connection are both answered in order, the connection left open between them."""
+
+    async def scenario() -> None:
+        server = app_server()
+        await server.start()
+        try:
+            answer = await exchange(server.port, b"GET /-/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+                                    b"GET /-/ready/db HTTP/1.1\r\nHost: x\r\n\r\n", until=b"Not ready.\n")
+            assert server.connection_count == 1
+        finally:
+            await server.stop()
+        first, second = answer.split(b"HTTP/1.1 ")[1:]
+        assert first.startswith(b"200 OK\r\n") and first.endswith(b"Ready.\n") and b"connection: close" not in first
+        assert second.startswith(b"503 Service Unavailable\r\n")
+
+    run(scenario)
+
+
+def test_post_bodies_within_the_limit_arrive_whole_and_larger_ones_are_refused() -> None:
+    """A body at the limit reaches the handler (also after ``Expect: 100-continue``); one byte more is a 413."""
+
+    async def scenario() -> None:
+        server = app_server(max_body_bytes=1024)
+        await server.start()
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+                assert (await client.post("/echo", content=b"x" * 1024)).content == b"x" * 1024
+                too_big = await client.post("/echo", content=b"x" * 1025)
+                assert (too_big.status_code, too_big.text) == (413, "413: request body larger than 1024 bytes")
+                assert too_big.headers["connection"] == "close"
+            continued = await exchange(server.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                       b"Expect: 100-continue\r\n\r\nhello", until=b"hello")
+            assert continued.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+        finally:
+            await server.stop()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(("request_line", "status"), [
+    (b"GET /nope HTTP/1.1", b"404 Not Found"),
+    (b"DELETE /metrics HTTP/1.1", b"405 Method Not Allowed"),
+    (b"GET /broken HTTP/1.1", b"500 Internal Server Error"),
+    (b"GET /metrics HTTP/9", b"400 Bad Request"),
+])
+def test_errors_are_answered_in_plain_text(request_line: bytes, status: bytes) -> None:
+    """Unknown paths, wrong methods, failing handlers and malformed requests get their status, no traceback."""
+
+    async def scenario() -> None:
+        server = app_server()
+        await server.start()
+        try:
+            answer = await exchange(server.port, request_line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+        finally:
+            await server.stop()
+        assert answer.startswith(b"HTTP/1.1 " + status + b"\r\n")
+        assert b"Traceback" not in answer and b"a bug" not in answer
+
+    run(scenario)
+
+
+def test_stop_lets_a_request_in_flight_finish_and_closes_idle_connections_at_once() -> None:
+    """A slow handler answering during stop() gets its response out; an idle keep-alive connection is closed."""
+
+    async def scenario() -> None:
+        server = app_server()
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def slow(request: web.Request) -> web.Response:
+            entered.set()
+            await release.wait()
+            return web.Response(text="done")
+
+        server.app.router.add_get("/slow", slow)
+        await server.start()
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        idle_writer.write(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await idle_reader.readuntil(b"Healthy.\n")).startswith(b"HTTP/1.1 200 OK")
+        in_flight = asyncio.create_task(exchange(server.port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", until=b"done"))
+        await entered.wait()
+        stopping = asyncio.create_task(server.stop())
+        assert await idle_reader.read() == b""  # closed while the slow request still runs
+        release.set()
+        await stopping
+        assert (await in_flight).endswith(b"done")
+
+    run(scenario)
