@@ -227,3 +227,18 @@ def test_the_agent_shows_a_capture_in_incidents_and_the_api(
         steps = status["data"]["incidents"][0]["steps"]
         assert [step["action"] for step in steps] == ["capture", "capture", "restart"]
         assert f"Pid:\t{pid}\n" in steps[0]["attachment"] and steps[1]["attachment"] == f"dumping with {REDACTED}\n"
+
+
+def test_py_spy_dumps_the_real_process_stacks(tmp_path: Path, app: tuple[subprocess.Popen[bytes], Path]) -> None:
+    """``py-spy dump --pid $PID`` (the test extra installs it) attaches the app's Python stack to the incident."""
+    process, _ = app
+    py_spy = Path(sys.executable).with_name("py-spy")
+    journal = open_journal(tmp_path / "state.db")
+    runner = Runner(journal, notify=lambda notice: None, log=structlog.get_logger("test"), clock=time.time)
+    actions = ServiceActions("api", None, None, _healthy, lambda: process.pid)
+    playbook = spec(capture_step([str(py_spy), "dump", "--pid", "$PID"], timeout_s=20.0))
+    assert asyncio.run(runner.run(playbook, actions, incident_id="inc1", trigger="test")).outcome == "succeeded"
+    dump = journal.steps("inc1")[0]
+    assert dump.result == "ok", dump
+    assert f"Process {process.pid}:" in dump.attachment and f"Thread {process.pid} " in dump.attachment
+    assert "<module> (<string>:" in dump.attachment
