@@ -44,9 +44,8 @@ from agent.schedule.rules import (
     build_rule_jobs,
     file_stamps,
     retention_needed_s,
-    rule_files_of,
-    unmatched_rule_globs,
 )
+from agent.schedule.rulefiles import rule_files_of, unmatched_rule_globs
 from agent.sdnotify import SystemdNotifier
 from agent.selfmetrics import SelfMetrics
 from agent.state import AGENT_MIGRATIONS, StateDB

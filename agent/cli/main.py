@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     from agent.config import load_config
     from agent.playbooks import fleet_warnings
-    from agent.schedule.rules import rule_files_of, unmatched_rule_globs
+    from agent.schedule.rulefiles import rule_files_of, unmatched_rule_globs
     from rules.rulefile import load_rule_files
 
     failed = False

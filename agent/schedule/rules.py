@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import glob
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from rules.group import RuleGroup, history_needed_s
 from rules.model import NAME_LABEL, Alert, AlertState, Labels
 from rules.persistence import load_for_state, save_for_state
 from rules.promql import Engine
-from rules.rulefile import GroupSpec, expand_rule_files
+from rules.rulefile import GroupSpec
 from rules.store import SeriesStore
 
 log = structlog.get_logger("healwatch.rules")
@@ -40,23 +38,6 @@ log = structlog.get_logger("healwatch.rules")
 RESTORE_AFTER_EVALUATIONS = 2
 # How early a run may start and still count as its grid point's (at most a tenth of the interval).
 EARLY_RUN_MS = 1000
-
-
-def default_rule_files() -> list[str]:
-    """The rule files shipped in the ``rules`` package (host, service and agent rules)."""
-    return sorted(str(path) for path in resources.files("rules").iterdir() if path.name.endswith(".rules.yaml"))
-
-
-def rule_files_of(config: AgentConfig, config_dir: str | Path) -> list[str]:
-    """Every rule file the config names (globs relative to its directory), defaults first; raises SourceError."""
-    files = default_rule_files() if config.default_rules else []
-    files.extend(f for f in expand_rule_files(config.rule_files, config_dir) if f not in files)
-    return files
-
-
-def unmatched_rule_globs(config: AgentConfig, config_dir: str | Path) -> list[str]:
-    """The config's rule_files globs that match no file yet: valid (a file may appear later), worth a warning."""
-    return [p for p in config.rule_files if glob.has_magic(p) and not expand_rule_files([p], config_dir)]
 
 
 def file_stamps(files: Iterable[str]) -> dict[str, tuple[int, int] | None]:

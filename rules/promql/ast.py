@@ -10,6 +10,7 @@ from rules.golang.fmt import format_float
 from rules.matchers import Matcher, MatchOp
 from rules.model import LABEL_NAME_RE, METRIC_NAME_RE, NAME_LABEL
 from rules.promql.lexer import go_quote
+from rules.promql.signatures import FUNCTIONS
 
 # Value types of expressions, named as Prometheus names them in errors.
 SCALAR = "scalar"
@@ -177,8 +178,6 @@ class Call(Expr):
 
     @property
     def type(self) -> str:
-        from rules.promql.functions import FUNCTIONS
-
         return FUNCTIONS[self.func].return_type
 
     def __str__(self) -> str:

@@ -34,7 +34,7 @@ from rules.promql.ast import (
     children,
 )
 from rules.promql.errors import PromQLSyntaxError
-from rules.promql.functions import FUNCTIONS, UNSUPPORTED_FUNCTIONS
+from rules.promql.signatures import FUNCTIONS, UNSUPPORTED_FUNCTIONS
 from rules.promql.lexer import DURATION, EOF, IDENT, NUMBER, STRING as STRING_TOKEN, Lexer, Token, go_quote
 
 _E = TypeVar("_E", bound=Expr)
