@@ -14,9 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
-from urllib.parse import quote
-
-import httpx
+from urllib.parse import quote, urlencode
 
 from agent.cli.render import (
     print_steps, render_alerts, render_incidents, render_maintenance, render_reload, render_reset,
@@ -148,6 +146,8 @@ def call(
     if method != "GET":
         require_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    import httpx  # here, so that --help and --version start without it
+
     try:
         response = httpx.request(method, args.url.rstrip("/") + path, headers=headers, json=body, timeout=timeout_s)
     except httpx.HTTPError as exc:
@@ -317,7 +317,7 @@ class _HealProgress:
             self.running = None
 
     def _latest_id(self) -> str | None:
-        query = httpx.QueryParams({"service": self.service, "limit": 1})
+        query = urlencode({"service": self.service, "limit": 1})
         incidents = call(self.args, "GET", f"/api/v1/incidents?{query}")["incidents"]
         return incidents[0]["id"] if incidents else None
 
@@ -329,7 +329,7 @@ def _fixed(method: str, path: str) -> Callable[[argparse.Namespace], Request]:
 def _incidents_request(args: argparse.Namespace) -> Request:
     if args.id is not None:
         return "GET", f"/api/v1/incidents/{_segment(args.id)}", None
-    query = httpx.QueryParams({"limit": args.limit, **({"service": args.service} if args.service else {})})
+    query = urlencode({"limit": args.limit, **({"service": args.service} if args.service else {})})
     return "GET", f"/api/v1/incidents?{query}", None
 
 
