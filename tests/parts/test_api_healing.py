@@ -242,6 +242,8 @@ def test_bad_requests_get_json_errors(tmp_path: Path) -> None:
         assert no_playbook.status_code == 409 and no_playbook.json()["error"] == "no playbook heals 'db'"
         no_backend = await client.post("/api/v1/traffic/db/cut")
         assert no_backend.status_code == 409 and "no traffic backend" in no_backend.json()["error"]
+        not_name = await client.post("/api/v1/heal/db", json={"playbook": 3})
+        assert not_name.status_code == 400 and "playbook must be a playbook's name" in not_name.json()["error"]
 
         traversal = await client.get("/api/v1/incidents/..%2Fstate.db")
         assert traversal.status_code == 400 and traversal.json()["error"].startswith("invalid id")
