@@ -93,6 +93,7 @@ class Request:
     ) -> None:
         self.method = method
         raw_path, _, query_string = target.partition("?")
+        self.raw_path = raw_path  # routes match it, so that an encoded / stays inside its segment
         self.path = unquote(raw_path, errors="surrogateescape")
         # The first of repeated parameters, as aiohttp's MultiDict.get gives it.
         self.query: dict[str, str] = {}
@@ -143,7 +144,8 @@ Middleware = Callable[[Request, Handler], Awaitable[Response]]
 
 
 class Route:
-    """A path pattern (``/api/v1/heal/{service}``: a ``{name}`` is one path segment) and its handlers by method."""
+    """A path pattern (``/api/v1/heal/{service}``: a ``{name}`` is one path segment, ``%2F`` included, and arrives
+    decoded) and its handlers by method."""
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -152,9 +154,11 @@ class Route:
         self._regex = re.compile(regex + r"\Z")
         self.handlers: dict[str, Handler] = {}
 
-    def match(self, path: str) -> dict[str, str] | None:
-        found = self._regex.match(path)
-        return None if found is None else found.groupdict()
+    def match(self, raw_path: str) -> dict[str, str] | None:
+        found = self._regex.match(raw_path)
+        if found is None:
+            return None
+        return {name: unquote(value, errors="surrogateescape") for name, value in found.groupdict().items()}
 
 
 class Router:
@@ -188,7 +192,7 @@ class Router:
     def resolve(self, request: Request) -> Handler:
         """The handler for the request, its path parameters set; a handler raising 404 or 405 when there is none."""
         for route in self._routes.values():
-            params = route.match(request.path)
+            params = route.match(request.raw_path)
             if params is None:
                 continue
             handler = route.handlers.get(request.method)

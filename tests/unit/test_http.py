@@ -327,3 +327,14 @@ def test_stop_lets_a_request_in_flight_finish_and_closes_idle_connections_at_onc
         assert (await in_flight).endswith(b"done")
 
     run(scenario)
+
+
+def test_an_encoded_slash_stays_inside_its_path_segment() -> None:
+    """``/-/ready/a%2Fb`` asks for the service ``a/b`` (404 with its name), as ``..%2Fx`` reaches an id check whole."""
+
+    async def scenario() -> None:
+        async with serving(Exposition()) as client:
+            response = await client.get("/-/ready/a%2Fb")
+        assert (response.status_code, response.text) == (404, "Unknown service 'a/b'.\n")
+
+    run(scenario)
