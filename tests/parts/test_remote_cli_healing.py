@@ -118,11 +118,13 @@ def test_silence_add_list_expire(
 def test_refusals_are_one_line_errors(
     agent: AgentProcess, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A wrong token, an unknown service and an invalid matcher each give the API's reason and exit 1."""
+    """A wrong token, an unknown service or playbook and an invalid matcher each give the API's reason and exit 1."""
     assert cli(agent, capfd, monkeypatch, "traffic", "cut", "web", token="wrong")[1:] == (
         "", "healwatch: 401: missing or wrong bearer token: send the header 'Authorization: Bearer <token>' "
             "(healwatch's CLI sends the token from HEALWATCH_TOKEN) (HEALWATCH_TOKEN is not the agent's token)\n")
     assert cli(agent, capfd, monkeypatch, "maintenance", "nope", "on")[2] == "healwatch: 404: unknown service 'nope'\n"
+    assert cli(agent, capfd, monkeypatch, "heal", "web", "--playbook", "nope")[::2] == (
+        1, "healwatch: 409: no playbook 'nope' heals 'web'; its playbooks: autoheal-web\n")
     code, _, err = cli(agent, capfd, monkeypatch, "silence", "add", "alertname")
     assert code == 1 and err.startswith("healwatch: 400: invalid silence: bad matcher format 'alertname'")
     assert "Traceback" not in err
