@@ -35,6 +35,14 @@ def test_service_placeholder_and_scoping_to_the_service() -> None:
     assert evaluate('errors_total{service="$service"} > 100', "web", T + 15) == []
 
 
+def test_a_scalar_is_one_unlabelled_sample_and_other_types_are_errors() -> None:
+    """A restore guard's config only parses its expression, so a scalar can reach the evaluator."""
+    evaluate = StoreEvaluator(Engine(), _store())
+    assert evaluate("scalar(sum(errors_total))", "web", T + 15) == [(Labels(), 44.0)]
+    with pytest.raises(PromQLError, match="must return an instant vector"):
+        evaluate('"text"', "web", T + 15)
+
+
 def test_evaluation_errors_raise_promql_errors() -> None:
     evaluate = StoreEvaluator(Engine(), _store())
     with pytest.raises(PromQLError):
