@@ -243,7 +243,7 @@ async def running_agent(tmp_path: Path) -> AsyncIterator[Agent]:
         f"  web:\n    checks:\n      - {{name: listener, tcp: {{address: '127.0.0.1:{port}'}}, interval: 100ms}}\n"
         f"    scrape: {{url: 'http://127.0.0.1:{port}/metrics', interval: 200ms}}\n"
         "playbooks:\n  - name: restart-db\n    when: [{check_failed: {service: db, check: port}}]\n"
-        "    steps: [{restart: {}}]\n"
+        "    steps: [{capture: {exec: [echo, 'db stack: waiting on lock <1>']}}, {restart: {}}]\n"
     )
     agent = Agent(parse_config(config.read_text(), str(config)), config_path=str(config))
     await agent.start()
@@ -328,6 +328,8 @@ def test_the_page_shows_services_alerts_and_charts_in_chromium(tmp_path: Path) -
     assert "restart-db" in incidents and "<strong>restart</strong>" in incidents and ">succeeded<" in incidents
     assert re.search(r"took [\d.]+ (ms|µs|s)", incidents)
     assert re.search(r'<span class="muted step-duration"> · [\d.]+ (ms|µs|s)</span>', incidents)
+    assert ('<details class="capture"><summary>captured output</summary><pre>db stack: waiting on lock &lt;1&gt;\n</pre>'
+            in incidents)  # the capture's output, as text
     history = dom.split('id="check-history"')[1].split("</section>")[0]
     strips = dict(re.findall(r'<div class="strip" data-check="([^"]+)">(.*?)</svg>', history))
     assert set(strips) == {"db/port", "web/listener"}
