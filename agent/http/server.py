@@ -199,6 +199,9 @@ class HttpServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One connection: admitted or refused, then its requests one after another."""
         connection = _Connection(writer)
+        if self._listener is None:  # accepted just as stop() began
+            writer.close()
+            return
         if not self._admit(connection):
             writer.write(_BUSY_REFUSAL)
             writer.close()
@@ -228,7 +231,7 @@ class HttpServer:
             if request is None:
                 return
             response = await self._app.handle(request)
-            keep_alive = not request._body_too_large and not connection.stopping
+            keep_alive = not request.body_too_large and not connection.stopping
             connection.writer.write(self._encode(h11_connection, request.method, response, keep_alive))
             await connection.writer.drain()
             connection.busy = False

@@ -103,12 +103,12 @@ class Request:
         self.remote = remote
         self.match_info: dict[str, str] = {}
         self._body = body
-        self._body_too_large = body_too_large
+        self.body_too_large = body_too_large
         self._max_body_bytes = max_body_bytes
 
     async def read(self) -> bytes:
         """The body; a 413 when it was larger than the server's limit."""
-        if self._body_too_large:
+        if self.body_too_large:
             raise HTTPRequestEntityTooLarge(reason=f"request body larger than {self._max_body_bytes} bytes")
         return self._body
 
