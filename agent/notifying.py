@@ -39,6 +39,7 @@ from exporters.notification import AlertPayload, Notification, payload_from_aler
 from exporters.outbox import Backoff, Outbox, OutboxMetrics
 from exporters.receivers import HEALING_GROUP_PREFIX, RECEIVER_MIGRATIONS
 from exporters.silences import ACTIVE, Silences, new_silence
+from exporters.templating import TemplateSet, template_files
 from healers.runner import Notice
 from rules.matchers import Matcher, MatchOp
 from rules.model import Alert
@@ -81,25 +82,26 @@ def alert_exprs(specs: Iterable[GroupSpec]) -> dict[str, str]:
     return exprs
 
 
-def _slack(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
+def _slack(config: ReceiverConfig, conn: sqlite3.Connection, templates: TemplateSet) -> Receiver:
+    from exporters.receivers.slack import SlackReceiver, SlackSettings, SlackTexts
+
     slack = config.slack
     assert slack is not None
+    texts = SlackTexts(templates.text(config.name, "title", slack.title), templates.text(config.name, "text", slack.text))
     if slack.bot_token is not None:
         from exporters.receivers.slack_app import SlackAppReceiver, SlackAppSettings
 
         assert slack.channel is not None  # enforced by the config model
         return SlackAppReceiver(config.name, SlackAppSettings(
             bot_token=slack.bot_token.get_secret_value(), channel=slack.channel, username=slack.username,
-            api_url=slack.api_url, timeout_s=slack.timeout), conn)
-    from exporters.receivers.slack import SlackReceiver, SlackSettings
-
+            api_url=slack.api_url, timeout_s=slack.timeout, texts=texts), conn)
     assert slack.webhook_url is not None
     return SlackReceiver(config.name, SlackSettings(
         webhook_url=slack.webhook_url.get_secret_value(), channel=slack.channel, username=slack.username,
-        timeout_s=slack.timeout))
+        timeout_s=slack.timeout, texts=texts))
 
 
-def _webhook(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
+def _webhook(config: ReceiverConfig, conn: sqlite3.Connection, templates: TemplateSet) -> Receiver:
     from exporters.receivers.webhook import WebhookReceiver, WebhookSettings
 
     hook = config.webhook
@@ -113,7 +115,7 @@ def _webhook(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
         max_alerts=hook.max_alerts, timeout_s=hook.timeout))
 
 
-def _alertmanager(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
+def _alertmanager(config: ReceiverConfig, conn: sqlite3.Connection, templates: TemplateSet) -> Receiver:
     from exporters.receivers.alertmanager import AlertmanagerReceiver, AlertmanagerSettings
 
     assert config.alertmanager is not None
@@ -121,7 +123,7 @@ def _alertmanager(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
         urls=tuple(config.alertmanager.urls), timeout_s=config.alertmanager.timeout))
 
 
-def _pagerduty(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
+def _pagerduty(config: ReceiverConfig, conn: sqlite3.Connection, templates: TemplateSet) -> Receiver:
     from exporters.receivers.pagerduty import PagerDutyReceiver, PagerDutySettings
 
     pd = config.pagerduty
@@ -133,32 +135,56 @@ def _pagerduty(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
         timeout_s=pd.timeout))
 
 
-def _msteams(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver:
+def _msteams(config: ReceiverConfig, conn: sqlite3.Connection, templates: TemplateSet) -> Receiver:
     from exporters.receivers.msteams import MSTeamsReceiver, MSTeamsSettings
 
     teams = config.msteams
     assert teams is not None
     return MSTeamsReceiver(config.name, MSTeamsSettings(
         webhook_url=teams.webhook_url.get_secret_value() if teams.webhook_url else None,
-        webhook_url_file=teams.webhook_url_file, title=teams.title, text=teams.text, timeout_s=teams.timeout))
+        webhook_url_file=teams.webhook_url_file, title=templates.text(config.name, "title", teams.title),
+        text=templates.text(config.name, "text", teams.text), timeout_s=teams.timeout))
+
+
+def _email(config: ReceiverConfig, conn: sqlite3.Connection, templates: TemplateSet) -> Receiver:
+    from exporters.receivers.email import EmailReceiver, EmailSettings, EmailTexts
+
+    mail = config.email
+    assert mail is not None
+    host, _, port = mail.smarthost.rpartition(":")
+    return EmailReceiver(config.name, EmailSettings(
+        to=mail.to, sender=mail.from_, host=host.strip("[]"), port=int(port), hello=mail.hello,
+        username=mail.auth_username, password=mail.auth_password.get_secret_value() if mail.auth_password else None,
+        password_file=mail.auth_password_file, require_tls=mail.require_tls,
+        insecure_skip_verify=mail.tls_config.insecure_skip_verify, ca_file=mail.tls_config.ca_file,
+        timeout_s=mail.timeout,
+    ), templates, EmailTexts(
+        subject=templates.text(config.name, "title", mail.title),
+        text=templates.text(config.name, "text", mail.text),
+        html=templates.text(config.name, "html", mail.html or None), send_html=mail.html != "",
+        headers={name: templates.parse(config.name, f"headers.{name}", value) for name, value in mail.headers.items()},
+    ))
 
 
 # The receiver registry: config key -> builder. Each builder imports its receiver's module itself, so a
 # kind's module (and whatever it imports) is loaded only when the config has a receiver of that kind (issue #14).
-RECEIVER_KINDS: dict[str, Callable[[ReceiverConfig, sqlite3.Connection], Receiver]] = {
+RECEIVER_KINDS: dict[str, Callable[[ReceiverConfig, sqlite3.Connection, TemplateSet], Receiver]] = {
     "slack": _slack,
     "webhook": _webhook,
     "alertmanager": _alertmanager,
     "pagerduty": _pagerduty,
     "msteams": _msteams,
+    "email": _email,
 }
 
 
-def build_receiver(config: ReceiverConfig, conn: sqlite3.Connection) -> Receiver | None:
-    """The receiver a config entry describes; None for one without a kind, which discards what it gets."""
+def build_receiver(config: ReceiverConfig, conn: sqlite3.Connection,
+                   templates: TemplateSet | None = None) -> Receiver | None:
+    """The receiver a config entry describes; None for one without a kind, which discards what it gets.
+    Its texts render against ``templates`` (the defaults alone when None)."""
     for kind, build in RECEIVER_KINDS.items():
         if getattr(config, kind) is not None:
-            return build(config, conn)
+            return build(config, conn, templates or TemplateSet())
     return None
 
 
@@ -214,6 +240,11 @@ class Notifying:
         # Test notifications' ids -> what their receiver answered to each attempt (filled by _Observed).
         self._test_answers: dict[str, list[Outcome]] = {}
         self._test_answered = asyncio.Event()
+        self.template_errors = Counter(
+            "healwatch_notification_template_errors",
+            "Receiver templates that failed when sent; the receiver's default text went out instead.",
+            ["receiver"], registry=self.registry,
+        )
         self._configure(config)
         self.outbox = Outbox(
             conn, self.receivers, clock=clock, random=random_fraction,
@@ -237,9 +268,10 @@ class Notifying:
     def _configure(self, config: AgentConfig) -> None:
         notify = config.notify
         self.external_url = config.evaluation.external_url or default_external_url(config)
+        templates = TemplateSet(template_files(notify.templates), on_error=self._template_failed)
         self.receivers: dict[str, Receiver] = {
             r.name: _Observed(built, self._test_answers, self._test_answered)
-            for r in notify.receivers if (built := build_receiver(r, self.conn)) is not None
+            for r in notify.receivers if (built := build_receiver(r, self.conn, templates)) is not None
         }
         self.push_receivers = [r.name for r in notify.receivers if r.alertmanager is not None]
         self._send_resolved = {r.name: r.send_resolved for r in notify.receivers}
@@ -249,6 +281,11 @@ class Notifying:
             send_resolved=lambda name: self._send_resolved.get(name, True), external_url=self.external_url,
             notification_log=self.notification_log, intervener=intervener(config.time_intervals),
         )
+
+    def _template_failed(self, receiver: str, template: str, error: str) -> None:
+        self.template_errors.labels(receiver).inc()
+        log.warning("notification template failed; the default text is sent instead", receiver=receiver,
+                    template=template, error=error)
 
     def reload(self, config: AgentConfig) -> None:
         """Take a reloaded config: new receivers at once; a changed route or inhibition starts new groups."""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import glob
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, model_validator
 
 from agent.config.timeintervals import IntervalName
-from agent.config.types import Duration, HttpUrl, PositiveDuration, Section
+from agent.config.types import Duration, HostPort, HttpUrl, PositiveDuration, Section
 from exporters.inhibit import Inhibitor, InhibitRule
 from exporters.matchers import parse_matcher_list, parse_matchers
 from exporters.routing import GROUP_BY_ALL, Route, RouteSpec, build_route
 from exporters.silences import RETENTION_S
+from exporters.templating import FileTemplateError, TemplateError, check_text, parse_files, template_files
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -42,6 +45,32 @@ def _http_url_secret(value: SecretStr) -> SecretStr:
 SecretUrl = Annotated[SecretStr, AfterValidator(_http_url_secret)]
 
 
+def _template_text(text: str) -> str:
+    """A receiver's text parses as a Go template (the error names the line and column inside the text)."""
+    try:
+        check_text(text, "text")
+    except TemplateError as err:
+        raise ValueError(f"template line {err.line}, column {err.column}: {err}") from None
+    return text
+
+
+TemplateText = Annotated[str, AfterValidator(_template_text)]
+
+
+def _template_globs(patterns: list[str], info: ValidationInfo) -> list[str]:
+    """The ``templates`` globs, made absolute against the config file's directory; every file they match parses."""
+    config_dir = (info.context or {}).get("config_dir")
+    absolute = [str(Path(config_dir) / p) if config_dir is not None else p for p in patterns]
+    for pattern in absolute:
+        if not glob.has_magic(pattern) and not Path(pattern).is_file():
+            raise ValueError(f"template file {pattern!r} does not exist")
+    try:
+        parse_files(template_files(absolute))
+    except FileTemplateError as err:
+        raise ValueError(str(err)) from None
+    return absolute
+
+
 class SlackReceiverConfig(Section):
     """Slack through an incoming webhook, or (with a bot token) one living message per alert group."""
 
@@ -50,6 +79,12 @@ class SlackReceiverConfig(Section):
     channel: str | None = Field(None, description="Channel override; required with bot_token.")
     username: str | None = Field(None, description="Name to post as instead of the app's (slack_configs' username).")
     api_url: HttpUrl = Field("https://slack.com/api/", description="Slack Web API base URL (bot_token mode).")
+    title: TemplateText | None = Field(
+        None, description="Header template over the notification data; [FIRING:2] and the group labels if unset."
+    )
+    text: TemplateText | None = Field(
+        None, description="Body template (mrkdwn); replaces the default blocks' alert sections when set."
+    )
     send_resolved: bool = Field(
         False, description="Also notify when alerts resolve; off as in Alertmanager's slack_configs."
     )
@@ -126,8 +161,10 @@ class MSTeamsReceiverConfig(Section):
 
     webhook_url: SecretUrl | None = Field(None, description="Incoming webhook or Workflows URL; a secret.")
     webhook_url_file: str | None = Field(None, description="File holding the URL, read at every send.")
-    title: str | None = Field(None, description="Card title; Alertmanager's default ([FIRING:2] group labels) if unset.")
-    text: str | None = Field(None, description="Card text (Markdown); each alert's summary, reason, labels and links if unset.")
+    title: TemplateText | None = Field(
+        None, description="Card title template; Alertmanager's default ([FIRING:2] group labels) if unset.")
+    text: TemplateText | None = Field(
+        None, description="Card text template (Markdown); each alert's summary, reason, labels and links if unset.")
     send_resolved: bool = Field(True, description="Also notify when alerts resolve; on as in Alertmanager's msteamsv2.")
     timeout: PositiveDuration = Field(10.0, description="One POST to Teams fails (and is retried) after this.")
 
@@ -135,6 +172,49 @@ class MSTeamsReceiverConfig(Section):
     def _one_url(self) -> MSTeamsReceiverConfig:
         if (self.webhook_url is None) == (self.webhook_url_file is None):
             raise ValueError("expected exactly one of webhook_url or webhook_url_file")
+        return self
+
+
+class EmailTLSConfig(Section):
+    """How the SMTP server's certificate is checked (STARTTLS or implicit TLS)."""
+
+    insecure_skip_verify: bool = Field(False, description="Accept any certificate; for tests only.")
+    ca_file: str | None = Field(None, description="PEM file of the CA that signed the server's certificate.")
+
+
+class EmailReceiverConfig(Section):
+    """Email through an SMTP smarthost: one message per notification, text and HTML, threaded per alert group."""
+
+    to: str = Field(min_length=1, description="Recipient addresses, comma-separated.")
+    from_: str = Field(alias="from", min_length=1, description="The sender address (From).")
+    smarthost: HostPort = Field(description="HOST:PORT of the SMTP server; port 465 is implicit TLS (SMTPS).")
+    hello: str = Field("localhost", description="The name this host gives in EHLO.")
+    auth_username: str | None = Field(None, description="Log in with AUTH (PLAIN or LOGIN, as the server offers).")
+    auth_password: SecretStr | None = Field(None, description="The AUTH password; a secret, redacted everywhere.")
+    auth_password_file: str | None = Field(None, description="File holding the AUTH password, read at every send.")
+    require_tls: bool = Field(
+        True, description="Demand STARTTLS (on ports other than 465) and fail if the server lacks it, as Alertmanager."
+    )
+    tls_config: EmailTLSConfig = Field(EmailTLSConfig(), description="Checking the server's certificate.")
+    title: TemplateText | None = Field(
+        None, description="Subject template; email.default.subject ([FIRING:2] and the group labels) if unset."
+    )
+    headers: dict[str, TemplateText] = Field(
+        {}, description="Extra headers, values templated; To, From or Subject here replace the defaults."
+    )
+    html: TemplateText | None = Field(
+        None, description="HTML part template; email.default.html if unset, no HTML part if empty."
+    )
+    text: TemplateText | None = Field(None, description="Text part template; email.default.text if unset.")
+    send_resolved: bool = Field(False, description="Also notify when alerts resolve; off as in Alertmanager's email.")
+    timeout: PositiveDuration = Field(30.0, description="One SMTP session fails (and is retried) after this.")
+
+    @model_validator(mode="after")
+    def _auth(self) -> EmailReceiverConfig:
+        if self.auth_password is not None and self.auth_password_file is not None:
+            raise ValueError("expected at most one of auth_password or auth_password_file")
+        if (self.auth_password is not None or self.auth_password_file is not None) and not self.auth_username:
+            raise ValueError("auth_password needs an auth_username")
         return self
 
 
@@ -149,6 +229,7 @@ class ReceiverConfig(Section):
     )
     pagerduty: PagerDutyReceiverConfig | None = Field(None, description="Send PagerDuty Events API v2 events.")
     msteams: MSTeamsReceiverConfig | None = Field(None, description="Post an Adaptive Card to Microsoft Teams.")
+    email: EmailReceiverConfig | None = Field(None, description="Send an email through an SMTP server.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> ReceiverConfig:
@@ -249,6 +330,10 @@ class NotifyConfig(Section):
     """Where alerts are sent: without a route, nothing is."""
 
     receivers: list[ReceiverConfig] = Field([], description="Where notifications can go, each by name.")
+    templates: Annotated[list[str], AfterValidator(_template_globs)] = Field(
+        [], description="Globs of Go template files (relative to this file) whose define'd templates receivers' "
+        "title, text, html and headers may call with {{ template \"name\" . }}, as Alertmanager's templates.",
+    )
     route: RouteConfig | None = Field(
         None, description="The routing tree's root: which receiver gets which alert, grouped how, how often."
     )

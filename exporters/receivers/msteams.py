@@ -22,6 +22,7 @@ from exporters.notification import AlertPayload, Notification
 from exporters.receivers import is_healing
 from exporters.receivers.webhook import USER_AGENT
 from exporters.redact import Redactor
+from exporters.templating import Text, render
 
 # Teams' limit on one message posted to a webhook, the card and its envelope included.
 MAX_MESSAGE_BYTES = 28 * 1024
@@ -35,8 +36,8 @@ COLOR = {"firing": "Attention", "resolved": "Good"}
 class MSTeamsSettings:
     webhook_url: str | None = None
     webhook_url_file: str | None = None  # read at every send, so a rotated URL is picked up
-    title: str | None = None  # None: Alertmanager's default title, [FIRING:2] HighLatency api
-    text: str | None = None  # None: the alerts, one paragraph each
+    title: Text | None = None  # None: Alertmanager's default title, [FIRING:2] HighLatency api
+    text: Text | None = None  # None (or a failing template): the alerts, one paragraph each
     timeout_s: float = 10.0
 
 
@@ -66,11 +67,14 @@ def alert_text(alert: AlertPayload, now: float) -> str:
 
 def message(notification: Notification, settings: MSTeamsSettings) -> dict[str, Any]:
     """The Teams message for ``notification``, at most 28 KB encoded."""
-    title = settings.title or (
-        notification.alerts[0].annotations.get("summary", "") if is_healing(notification) else ""
-    ) or default_title(notification)
-    if settings.text is not None:
-        return _card(title, settings.text, notification.status())
+    def default() -> str:
+        healing = notification.alerts[0].annotations.get("summary", "") if is_healing(notification) else ""
+        return healing or default_title(notification)
+
+    title = render(settings.title, notification, default)
+    text = "" if settings.text is None else settings.text.render(notification, lambda: "")
+    if text:
+        return _card(title, text, notification.status())
     paragraphs = [alert_text(a, notification.created_at) for a in notification.alerts]
     hidden = notification.truncated_alerts
     while True:

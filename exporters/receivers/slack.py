@@ -20,6 +20,7 @@ from exporters.notification import AlertPayload, Notification
 from exporters.receivers import is_healing
 from exporters.receivers.webhook import USER_AGENT
 from exporters.redact import Redactor
+from exporters.templating import Text, render
 
 # Slack's published limits (Block Kit reference; chat.postMessage truncates text beyond 40,000).
 HEADER_MAX_CHARS = 150
@@ -100,15 +101,17 @@ def alert_section_text(alert: AlertPayload, common: Mapping[str, str], now: floa
     return truncate("\n".join(lines), SECTION_MAX_CHARS)
 
 
-def blocks(notification: Notification) -> list[dict[str, Any]]:
-    """Header, a summary section, a section per alert while the limits allow, then how many were left out."""
+def blocks(notification: Notification, head: str | None = None, body: str = "") -> list[dict[str, Any]]:
+    """Header, a summary section, a section per alert while the limits allow, then how many were left out;
+    with a templated ``body``, the header and that body alone."""
+    header = {"type": "header", "text": {"type": "plain_text",
+                                         "text": truncate(head or title(notification), HEADER_MAX_CHARS)}}
+    if body:
+        return [header, _section(truncate(body, SECTION_MAX_CHARS))]
     common = notification.common_labels()
     shared = " ".join(f"`{escape(k)}={escape(v)}`" for k, v in sorted(common.items()) if k != "alertname")
     summary = f"*{counts(notification)}*" + (f"\n{shared}" if shared else "")
-    result: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": truncate(title(notification), HEADER_MAX_CHARS)}},
-        _section(truncate(summary, SECTION_MAX_CHARS)),
-    ]
+    result: list[dict[str, Any]] = [header, _section(truncate(summary, SECTION_MAX_CHARS))]
     budget = BLOCKS_BUDGET_CHARS - sum(_chars(block) for block in result)
     alerts = notification.alerts
     for index, alert in enumerate(alerts):
@@ -124,9 +127,9 @@ def blocks(notification: Notification) -> list[dict[str, Any]]:
     return result
 
 
-def fallback_text(notification: Notification) -> str:
+def fallback_text(notification: Notification, head: str | None = None) -> str:
     """The ``text`` field: title, counts and the first summaries, escaped (Slack parses it as mrkdwn too)."""
-    lines = [title(notification), counts(notification)]
+    lines = [head or title(notification), counts(notification)]
     lines += [a.annotations["summary"] for a in notification.alerts if a.annotations.get("summary")]
     return truncate(escape("\n".join(lines)), FALLBACK_MAX_CHARS)
 
@@ -143,11 +146,23 @@ def healing_message(notification: Notification) -> dict[str, Any]:
     return {"text": truncate(escape(text), FALLBACK_MAX_CHARS), "blocks": [_section(truncate(section, SECTION_MAX_CHARS))]}
 
 
-def slack_message(notification: Notification, channel: str | None = None, username: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SlackTexts:
+    """A receiver's title and text templates; a failing one falls back to the default."""
+
+    title: Text | None = None
+    text: Text | None = None
+
+
+def slack_message(notification: Notification, channel: str | None = None, username: str | None = None,
+                  texts: SlackTexts = SlackTexts()) -> dict[str, Any]:
+    """The message for ``notification``: a healer's notice as one section, alerts as blocks (templated if set)."""
     if is_healing(notification):
         message = healing_message(notification)
     else:
-        message = {"text": fallback_text(notification), "blocks": blocks(notification)}
+        head = render(texts.title, notification, lambda: title(notification))
+        body = "" if texts.text is None else texts.text.render(notification, lambda: "")
+        message = {"text": fallback_text(notification, head), "blocks": blocks(notification, head, body)}
     if channel:
         message["channel"] = channel
     if username:
@@ -170,6 +185,7 @@ class SlackSettings:
     channel: str | None = None
     username: str | None = None
     timeout_s: float = 10.0
+    texts: SlackTexts = SlackTexts()
 
 
 class SlackReceiver:
@@ -185,7 +201,7 @@ class SlackReceiver:
         return self.settings.timeout_s
 
     async def send(self, client: httpx.AsyncClient, notification: Notification, now: float) -> Outcome:
-        message = slack_message(notification, self.settings.channel, self.settings.username)
+        message = slack_message(notification, self.settings.channel, self.settings.username, self.settings.texts)
         body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
         try:
             response = await client.post(

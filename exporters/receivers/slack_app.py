@@ -19,7 +19,7 @@ import httpx
 from exporters.delivery import Outcome, OutcomeKind, classify_error, classify_response
 from exporters.notification import Notification
 from exporters.receivers import RECEIVER_MIGRATIONS, is_healing
-from exporters.receivers.slack import slack_message
+from exporters.receivers.slack import SlackTexts, slack_message
 from exporters.receivers.webhook import USER_AGENT
 from exporters.redact import Redactor
 
@@ -42,6 +42,7 @@ class SlackAppSettings:
     username: str | None = None
     api_url: str = DEFAULT_API_URL
     timeout_s: float = 10.0
+    texts: SlackTexts = SlackTexts()
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class SlackAppReceiver:
         return self.settings.timeout_s
 
     async def send(self, client: httpx.AsyncClient, notification: Notification, now: float) -> Outcome:
-        message = slack_message(notification, self.settings.channel, self.settings.username)
+        message = slack_message(notification, self.settings.channel, self.settings.username, self.settings.texts)
         if is_healing(notification):
             # A healing step belongs under the service's open incident message, if it has one.
             thread = self._open_message_of(notification.alerts[0].labels.get("service", ""))

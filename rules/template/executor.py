@@ -42,7 +42,7 @@ from rules.template.nodes import (
     WithNode,
 )
 from rules.template.parser import Tree
-from rules.template.values import ANY, MISSING, NIL_INTERFACE, NILLABLE, REFLECT_VALUE
+from rules.template.values import ANY, MISSING, NIL_INTERFACE, NILLABLE, REFLECT_VALUE, GoMethods
 
 MAX_EXEC_DEPTH = 100  # Go allows 100000 nested template calls; Python's stack allows fewer.
 
@@ -341,7 +341,7 @@ class State:
             return None
         if receiver is NIL_INTERFACE:
             raise self.errorf(f"nil pointer evaluating interface {{}}.{name}")
-        if isinstance(receiver, GoTime):
+        if isinstance(receiver, (GoTime, GoMethods)):
             method = receiver.method(name)
             if method is not None:
                 params, impl = method

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rules.golang.fmt import GoMap, GoSlice, GoString, GoStruct
@@ -19,6 +20,14 @@ HTML_TYPE = "template.HTML"
 # Types that can hold nil (reflect's canBeNil): interfaces, maps, pointers, slices.
 NILLABLE = {ANY, REFLECT_VALUE, MAP_STRING_STRING, MAP_STRING_ANY, QUERY_RESULT, SAMPLE_PTR,
             TIME_PTR}
+
+
+class GoMethods:
+    """A value whose Go type has methods templates call (Alertmanager's ``KV.SortedPairs``, ``Alerts.Firing``)."""
+
+    def method(self, name: str) -> tuple[list[str], Callable[..., object]] | None:
+        """The method ``name`` as (parameter types, implementation), or None when the type has none of that name."""
+        return None
 
 
 class Missing:

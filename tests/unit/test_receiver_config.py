@@ -30,7 +30,7 @@ def test_bad_pagerduty_and_teams_sections_are_positioned_and_name_no_secret() ->
         "agent.yaml:6:76: notify -> receivers -> 1 -> pagerduty -> severity: Input should be 'critical', 'error', "
         "'warning' or 'info'",
         "agent.yaml:8:16: notify -> receivers -> 2 -> msteams: expected exactly one of webhook_url or webhook_url_file",
-        "agent.yaml:9:7: notify -> receivers -> 3: expected one of slack, webhook, alertmanager, pagerduty, msteams "
+        "agent.yaml:9:7: notify -> receivers -> 3: expected one of slack, webhook, alertmanager, pagerduty, msteams, email "
         "per receiver, got pagerduty, msteams",
     ]
     assert not any(KEY in error or "sig=abc" in error for error in errors)
