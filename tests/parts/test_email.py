@@ -7,21 +7,15 @@ headers and parts checked. Delivery goes through the durable outbox.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import hashlib
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import structlog
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from prometheus_client import CollectorRegistry
 
 from agent.config import parse_config
@@ -33,68 +27,14 @@ from exporters.outbox import MIGRATIONS, Outbox, OutboxMetrics
 from exporters.receivers.email import EmailReceiver, EmailSettings, EmailTexts, thread_id
 from exporters.templating import TemplateSet
 from harness.processes import free_port
+from harness.smtp import Mailbox, SmtpServer
 from harness.tlscerts import TestCA
 
 pytestmark = pytest.mark.timeout(60)
 
 T0 = 1_700_000_000.0
-PASSWORD = "s3cret-Pa55"
+PASSWORD = Mailbox.password
 GROUP = '{}:{alertname="Down"}'
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-    tls: bool
-
-
-@dataclass
-class Mailbox:
-    """What the SMTP server took, and how clients logged in."""
-
-    received: list[Received] = field(default_factory=list)
-    logins: list[tuple[str, str]] = field(default_factory=list)  # (mechanism, user)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        assert isinstance(envelope.content, bytes)
-        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        tls = server.transport is not None and server.transport.get_extra_info("ssl_object") is not None
-        self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), parsed, tls))
-        return "250 OK"
-
-    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-                     data: Any) -> AuthResult:
-        assert isinstance(data, LoginPassword)
-        ok = data.password.decode() == PASSWORD
-        if ok:
-            self.logins.append((mechanism, data.login.decode()))
-        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
-
-
-class SmtpServer:
-    """aiosmtpd in its own thread; ``implicit`` serves TLS from the first byte (SMTPS), else STARTTLS."""
-
-    def __init__(self, mailbox: Mailbox, context: ssl.SSLContext, port: int, *, implicit: bool = False,
-                 starttls: bool = True, mechanisms_excluded: tuple[str, ...] = ()) -> None:
-        self.port = port
-        kwargs: dict[str, Any] = {"authenticator": mailbox.authenticate, "auth_require_tls": True,
-                                  "auth_exclude_mechanism": mechanisms_excluded}
-        if implicit:
-            # aiosmtpd advertises AUTH only after STARTTLS when auth_require_tls; SMTPS is TLS from the start.
-            kwargs.update(ssl_context=context, server_hostname="localhost", auth_require_tls=False)
-        elif starttls:
-            kwargs.update(tls_context=context, require_starttls=True)
-        self.controller = Controller(mailbox, hostname="127.0.0.1", port=port, **kwargs)
-
-    def __enter__(self) -> SmtpServer:
-        self.controller.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.controller.stop()
 
 
 @pytest.fixture
