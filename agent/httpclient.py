@@ -25,6 +25,7 @@ from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import h11
 
+from agent.tlsinfo import TlsSeen, tls_seen
 from healers.backends.children import agent_side_errno
 from rules.durations import format_duration
 
@@ -53,6 +54,7 @@ class Fetched:
     encoding: str
     body: bytes
     truncated: bool  # the server had more than the limit to send
+    tls: TlsSeen | None = None  # the handshake of the connection that gave this response, if https
 
 
 class FetchError(Exception):
@@ -79,14 +81,16 @@ class _WireError(Exception):
 class _Connection:
     """One open connection and its h11 state."""
 
-    __slots__ = ("origin", "reader", "writer", "h11", "idle_since")
+    __slots__ = ("origin", "reader", "writer", "h11", "idle_since", "tls")
 
-    def __init__(self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 tls: TlsSeen | None = None) -> None:
         self.origin = origin
         self.reader = reader
         self.writer = writer
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
+        self.tls = tls
 
     def close(self) -> None:
         self.writer.close()
@@ -123,11 +127,11 @@ class HttpClient:
         """Send ``method`` to ``url``, following redirects; read at most ``read_limit`` body bytes."""
         parts = _split(url)
         for _ in range(MAX_REDIRECTS + 1):
-            status, response_headers, body, truncated = await self._send(method, parts, headers, read_limit)
+            status, response_headers, body, truncated, tls = await self._send(method, parts, headers, read_limit)
             location = response_headers.get("location") if status in _REDIRECTS else None
             if location is None:
                 content_type = response_headers.get("content-type", "")
-                return Fetched(status, content_type, _charset(content_type), body, truncated)
+                return Fetched(status, content_type, _charset(content_type), body, truncated, tls)
             target = _split(urljoin(parts.geturl(), location))
             if _origin(target) != _origin(parts):
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
@@ -138,7 +142,7 @@ class HttpClient:
 
     async def _send(
         self, method: str, parts: SplitResult, headers: Mapping[str, str], read_limit: int
-    ) -> tuple[int, dict[str, str], bytes, bool]:
+    ) -> tuple[int, dict[str, str], bytes, bool, TlsSeen | None]:
         """One exchange; a kept-alive connection the server closed meanwhile is replaced once."""
         origin = _origin(parts)
         request = h11.Request(method=method, target=_target(parts), headers=_request_headers(parts, headers))
@@ -153,7 +157,7 @@ class HttpClient:
 
     async def _exchange(
         self, conn: _Connection, request: h11.Request, read_limit: int
-    ) -> tuple[int, dict[str, str], bytes, bool]:
+    ) -> tuple[int, dict[str, str], bytes, bool, TlsSeen | None]:
         try:
             return await self._exchange_on(conn, request, read_limit)
         except BaseException:
@@ -162,7 +166,7 @@ class HttpClient:
 
     async def _exchange_on(
         self, conn: _Connection, request: h11.Request, read_limit: int
-    ) -> tuple[int, dict[str, str], bytes, bool]:
+    ) -> tuple[int, dict[str, str], bytes, bool, TlsSeen | None]:
         try:
             conn.writer.write((conn.h11.send(request) or b"") + (conn.h11.send(h11.EndOfMessage()) or b""))
             await conn.writer.drain()
@@ -198,7 +202,7 @@ class HttpClient:
             self._checkin(conn)
         else:
             conn.close()
-        return event.status_code, response_headers, bytes(body), 0 < read_limit < seen
+        return event.status_code, response_headers, bytes(body), 0 < read_limit < seen, conn.tls
 
     def _checkout(self, origin: Origin) -> _Connection | None:
         """An idle connection to ``origin`` that is young enough and still open, others closed."""
@@ -231,7 +235,8 @@ class HttpClient:
             )
         except OSError as exc:  # ssl.SSLError is an OSError
             raise _WireError("connect failed", exc) from None
-        return _Connection(origin, reader, writer)
+        tls = tls_seen(writer.get_extra_info("ssl_object"), verified=self.verify) if context is not None else None
+        return _Connection(origin, reader, writer, tls)
 
     def _tls_context(self) -> ssl.SSLContext:
         """The client's TLS context, built on first use: only an https target pays for the CA bundle."""

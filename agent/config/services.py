@@ -41,7 +41,20 @@ class HttpProbe(Section):
         None, description="Also healthy only if this Python regex is found in the body (its first max_body_bytes)."
     )
     tls_verify: bool = Field(True, description="Verify an https URL's certificate; false accepts any (self-signed).")
+    tls_config: TlsConfig = Field(
+        TlsConfig(), description="min_days_left for an https URL's certificates (probe_ssl_* are always reported); "
+        "verification is tls_verify, the CAs those of SSL_CERT_FILE/SSL_CERT_DIR or certifi.",
+    )
     max_body_bytes: int = Field(1 << 20, gt=0, description="Read at most this much of the body.")
+
+    @model_validator(mode="after")
+    def _tls_config_for_http(self) -> HttpProbe:
+        given = self.tls_config.model_fields_set
+        others = [key for key in ("insecure_skip_verify", "server_name", "ca_file") if key in given]
+        if others:
+            raise ValueError(f"tls_config of an http check takes min_days_left only, not {', '.join(others)} "
+                             "(use tls_verify; SSL_CERT_FILE names the CAs)")
+        return self
 
 
 class TcpProbe(Section):

@@ -17,6 +17,7 @@ from agent.config.services import TcpProbe
 from agent.health.results import ProbeMetric, ProbeResult
 from agent.health.tls import handshake_failure, tls_facts
 from agent.httpclient import os_reason
+from agent.tlsinfo import tls_seen
 from healers.backends.children import agent_side_errno
 from rules.durations import format_duration
 
@@ -70,8 +71,8 @@ async def probe_tcp_dialogue(probe: TcpProbe, context: ssl.SSLContext | None, ti
 
 
 def _tls_checked(writer: asyncio.StreamWriter, config: TlsConfig, metrics: list[ProbeMetric]) -> str:
-    ssl_object = writer.get_extra_info("ssl_object")
-    found, error = tls_facts(ssl_object, config, time.time())
+    seen = tls_seen(writer.get_extra_info("ssl_object"), verified=not config.insecure_skip_verify)
+    found, error = tls_facts(seen, config, time.time())
     metrics[:] = found
     return error
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from agent.config import CheckConfig, ExecProbe, HttpProbe
+from agent.health.results import ProbeMetric
 from agent.health.results import ProbeResult as ProbeResult  # where checks and tests import it from
 from agent.httpclient import FetchError, HttpClient, fetch, os_reason
 from healers.backends.children import agent_side_errno, child_env, kill_group
@@ -71,7 +72,8 @@ def make_probe(
 
 
 async def probe_http(client: HttpClient, probe: HttpProbe, timeout_s: float) -> ProbeResult:
-    """GET (or ``probe.method``) the URL; healthy on an expected status and, if set, a matching body."""
+    """GET (or ``probe.method``) the URL; healthy on an expected status, a matching body if set, and certificates
+    within ``tls_config.min_days_left`` if set."""
     start = time.monotonic()
     try:
         response = await fetch(
@@ -86,16 +88,24 @@ async def probe_http(client: HttpClient, probe: HttpProbe, timeout_s: float) -> 
         return ProbeResult(False, time.monotonic() - start, None, str(exc), exc.agent_error)
     duration_s = time.monotonic() - start
     status = response.status_code
+    metrics = [ProbeMetric("probe_http_ssl", "Whether the final response came over TLS.",
+                           1.0 if response.tls is not None else 0.0)]
+    tls_error = ""
+    if response.tls is not None:
+        from agent.health.tls import tls_facts  # only https checks read certificates
+
+        seen, tls_error = tls_facts(response.tls, probe.tls_config, time.time())
+        metrics += seen
     if not _status_expected(status, probe.expect_status):
         wanted = ", ".join(map(str, probe.expect_status)) or "2xx"
-        return ProbeResult(False, duration_s, status, f"status {status}, expected {wanted}")
+        return ProbeResult(False, duration_s, status, f"status {status}, expected {wanted}", metrics=tuple(metrics))
     if probe.body_regex is not None:
         text = response.body.decode(response.encoding, errors="replace")
         if re.search(probe.body_regex, text) is None:
             within = f" in the first {len(response.body)} bytes" if response.truncated else ""
             reason = f"body does not match {probe.body_regex!r}{within}"
-            return ProbeResult(False, duration_s, status, reason)
-    return ProbeResult(True, duration_s, status)
+            return ProbeResult(False, duration_s, status, reason, metrics=tuple(metrics))
+    return ProbeResult(not tls_error, duration_s, status, tls_error, metrics=tuple(metrics))
 
 
 def _status_expected(status: int, expected: list[int]) -> bool:

@@ -1,11 +1,13 @@
-"""TCP checks with TLS and dialogues: real certificates made in the test, a STARTTLS line server and a real Redis."""
+"""TLS and dialogues: TCP and HTTPS checks on certificates made in the test, a STARTTLS line server, a real Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +178,64 @@ def test_a_ca_file_that_does_not_load_is_a_config_error(tmp_path: Path) -> None:
         check({"address": "127.0.0.1:1", "tls": True, "tls_config": {"ca_file": str(tmp_path / "ca.pem")}})
     with pytest.raises(ValueError, match="cannot load ca_file"):
         check({"address": "127.0.0.1:1", "tls": True, "tls_config": {"ca_file": str(tmp_path / "missing.pem")}})
+
+
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def https_probe(ca: TestCA, days_left: float, http: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> ProbeResult:
+    """Probe an HTTPS server on loopback whose certificate has ``days_left``, trusting the test CA."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.cert))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    server.socket = ca.issue(f"https{days_left}", days_left=days_left).server_context().wrap_socket(
+        server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = CheckConfig.model_validate({"name": "https", "timeout": "2s", "http": {
+            "url": f"https://127.0.0.1:{server.server_address[1]}/", **http}})
+        return asyncio.run(probe_once(config))
+    finally:
+        server.shutdown()
+
+
+def test_https_reports_its_certificates(ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An https check reports probe_http_ssl, the certificates' expiries and the TLS version."""
+    result = https_probe(ca, 60, {}, monkeypatch)
+    assert result.success, result.error
+    found = gauges(result)
+    assert found["probe_http_ssl"] == 1.0 and found["probe_tls_version_info/TLS 1.3"] == 1.0
+    assert abs(found["probe_ssl_earliest_cert_expiry"] - (time.time() + 60 * DAY_S)) < 120
+    assert found["probe_ssl_last_chain_expiry_timestamp_seconds"] == found["probe_ssl_earliest_cert_expiry"]
+
+
+def test_https_fails_min_days_left_with_status_200(ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = https_probe(ca, 5, {"tls_config": {"min_days_left": 14}}, monkeypatch)
+    assert not result.success and result.status_code == 200
+    assert result.error.startswith("TLS certificate expires in 4.9") or result.error.startswith(
+        "TLS certificate expires in 5.0"), result.error
+
+
+def test_plain_http_says_no_tls() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        config = CheckConfig.model_validate({"name": "http", "http": {"url": url}})
+        result = asyncio.run(probe_once(config))
+    finally:
+        server.shutdown()
+    assert result.success and gauges(result) == {"probe_http_ssl": 0.0}
+
+
+def test_an_http_check_takes_only_min_days_left_from_tls_config() -> None:
+    with pytest.raises(ValueError, match="takes min_days_left only, not insecure_skip_verify"):
+        CheckConfig.model_validate({"name": "h", "http": {
+            "url": "https://127.0.0.1:1/", "tls_config": {"insecure_skip_verify": True}}})
