@@ -97,8 +97,10 @@ class EmailReceiver:
         message["References"] = root
         message["Auto-Submitted"] = "auto-generated"
         for name, text in self.texts.headers.items():
-            value = " ".join(text.render(notification, lambda: "").split())
-            del message[name]  # a configured To, From or Subject replaces the default
+            # A configured To, From or Subject replaces the default, which stays when the template fails.
+            default_value = str(message[name] or "")
+            value = " ".join(text.render(notification, lambda: default_value).split())
+            del message[name]
             message[name] = value
         message.set_content(render(self.texts.text, notification, default("text")))
         if self.texts.send_html:

@@ -144,7 +144,8 @@ def test_require_tls_refuses_a_server_without_starttls_and_a_wrong_password_is_f
 def test_templates_and_a_failing_one_falls_back_to_the_default(tls: tuple[TestCA, ssl.SSLContext],
                                                                 tmp_path: Path) -> None:
     """title, headers and text from templates (calling a define'd template of a file); a text failing at send
-    time is replaced by the default, the failure reported once; html: '' sends no HTML part."""
+    time is replaced by the default (a failing header keeps the default header), each failure reported once;
+    html: '' sends no HTML part."""
     ca, context = tls
     (tmp_path / "team.tmpl").write_text('{{ define "team.subject" }}{{ .CommonLabels.severity | toUpper }}: '
                                         '{{ range .Alerts.Firing }}{{ .Labels.instance }} {{ end }}{{ end }}')
@@ -155,7 +156,8 @@ def test_templates_and_a_failing_one_falls_back_to_the_default(tls: tuple[TestCA
         text=templates.parse("mail", "text", "{{ index .Alerts 5 }}"),  # fails: there is no sixth alert
         send_html=False,
         headers={"X-Group": templates.parse("mail", "headers.X-Group", "{{ .GroupLabels.alertname }}"),
-                 "To": templates.parse("mail", "headers.To", "{{ .CommonLabels.severity }}@example.org")},
+                 "To": templates.parse("mail", "headers.To", "{{ .CommonLabels.severity }}@example.org"),
+                 "From": templates.parse("mail", "headers.From", "{{ index .Alerts 9 }}")},  # fails: keeps From
     )
     mailbox, port = Mailbox(), free_port()
     with SmtpServer(mailbox, context, port):
@@ -165,7 +167,9 @@ def test_templates_and_a_failing_one_falls_back_to_the_default(tls: tuple[TestCA
     assert got.rcpt_tos == ["critical@example.org"] and got.message.get_all("To") == ["critical@example.org"]
     assert got.message.get_content_type() == "text/plain"
     assert got.message.get_content().replace("\r\n", "\n").startswith("[FIRING:2] Down (critical)\n\n2 firing:")
-    assert [name for name, _ in failures] == ["mail/text"] and "index out of range: 5" in failures[0][1]
+    assert got.message["From"] == "healwatch@example.org" and got.mail_from == "healwatch@example.org"
+    assert [name for name, _ in failures] == ["mail/headers.From", "mail/text"]
+    assert "index out of range: 5" in failures[1][1]
 
 
 def test_server_down_then_up_delivers_every_message_once_in_order(tls: tuple[TestCA, ssl.SSLContext],
