@@ -29,7 +29,8 @@ class ProcessMatch(Section):
 
 
 class HttpProbe(Section):
-    url: HttpUrl = Field(description="The http:// or https:// URL probed; redirects are followed.")
+    url: HttpUrl = Field(description="The http:// or https:// URL probed; redirects are followed (at most 10, as "
+                                     "blackbox_exporter), and the connection is kept alive between probes.")
     method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = Field("GET", description="HTTP method; sends no body.")
     headers: dict[str, str] = Field(
         {}, description="Request headers; pass a secret (an Authorization header) as ${NAME}."
