@@ -38,9 +38,10 @@ from rules.promql.budget import QueryBudget
 from rules.promql.errors import PromQLEvalError
 from rules.promql.lexer import go_quote
 from rules.promql.parser import parse
-from rules.promql.values import MatrixResult, RangeSeries, Result, Sample, ScalarResult, StringResult, VectorResult
+from rules.promql.values import MatrixResult, RangeBatch, RangeSeries, Result, Sample, ScalarResult, StringResult, VectorResult
 from rules.promql.snapshot import Snapshot
-from rules.store import SeriesStore
+from rules.store import Series, SeriesStore
+from rules.window import gather
 
 Value = float | str | list[Sample] | list[RangeSeries]
 
@@ -299,6 +300,28 @@ class _Evaluation:
             return out, start, end
         assert isinstance(node, SubqueryExpr)
         return self._subquery(node, t)
+
+    def _range_batch(self, node: Expr, t: int) -> tuple[RangeBatch, int, int]:
+        """``_range_input`` as one batch; a matrix selector's windows are read from the store at once."""
+        node = _unwrap(node)
+        if not isinstance(node, MatrixSelector):
+            series, start, end = self._range_input(node, t)
+            return RangeBatch.of(series), start, end
+        selector = node.selector
+        end = self._reference_ms(selector.at, selector.offset_ms, t)
+        start = end - node.range_ms
+        selected = self._series(selector)
+        if isinstance(self.store, Snapshot):
+            windows = [series.window(start, end) for series in selected]
+            batch = RangeBatch.of([RangeSeries(s.labels, *w) for s, w in zip(selected, windows) if len(w[0])])
+        else:
+            gathered = gather(cast("list[Series]", selected), start, end)
+            labels = [selected[i].labels for i in gathered.present]
+            batch = RangeBatch(
+                labels, [False] * len(labels), gathered.values, gathered.bounds, gathered.first_t, gathered.last_t,
+                gathered.times,
+            )
+        return _without_stale(batch), start, end
 
     def _subquery(self, node: SubqueryExpr, t: int) -> tuple[list[RangeSeries], int, int]:
         end = self._reference_ms(node.at, node.offset_ms, t)
@@ -621,21 +644,22 @@ class _Evaluation:
         scalars = tuple(
             _scalar(self.eval(arg, t)) for i, arg in enumerate(node.args) if i != matrix_index
         )
-        series_list, start, end = self._range_input(matrix_arg, t)
+        batch, start, end = self._range_batch(matrix_arg, t)
         inner = _unwrap(matrix_arg)
         assert isinstance(inner, (MatrixSelector, SubqueryExpr))
         at = inner.selector.at if isinstance(inner, MatrixSelector) else inner.at
         # With @, Prometheus evaluates the step-invariant call once, at the query start.
         eval_ms = self.start_ms if at is not None else t
         context = fn.RangeContext(start, end, eval_ms, scalars)
-        kernel = fn.RANGE_KERNELS[name]
-        keeps_name = name in fn.KEEPS_NAME
-        out = []
-        for series in series_list:
-            value = kernel(series.t, series.v, context)
-            if value is not None:
-                out.append(Sample(series.labels, value, series.drop_name or not keeps_name))
-        return out
+        values, has = fn.BATCH_KERNELS[name](batch, context)
+        drops = batch.drop_name if name in fn.KEEPS_NAME else [True] * len(batch)
+        if has is None:
+            return list(map(Sample, batch.labels, values.tolist(), drops))
+        return [
+            Sample(labels, value, drop)
+            for labels, value, drop, keep in zip(batch.labels, values.tolist(), drops, has.tolist())
+            if keep
+        ]
 
     def _clamp_round(self, node: Call, t: int) -> list[Sample]:
         vector = _vector(self.eval(node.args[0], t))
@@ -707,6 +731,27 @@ class _Evaluation:
             out.append(Sample(labels, sample.value, False if dst == NAME_LABEL else sample.drop_name))
         _refuse_duplicates(out)
         return out
+
+
+def _without_stale(batch: RangeBatch) -> RangeBatch:
+    """``batch`` without its stale markers, and without the series left empty by their removal."""
+    values = batch.values
+    # Only a batch holding a NaN can hold a stale marker: the bit test runs only then.
+    if not np.isnan(values).any():
+        return batch
+    keep = values.view(np.uint64) != STALE_NAN_BITS
+    if keep.all():
+        return batch
+    times = batch.times()[keep]
+    counts = np.add.reduceat(keep, batch.bounds[:-1], dtype=np.int64)
+    nonempty = counts > 0
+    bounds = np.zeros(int(nonempty.sum()) + 1, dtype=np.int64)
+    np.cumsum(counts[nonempty], out=bounds[1:])
+    kept = nonempty.tolist()
+    return RangeBatch(
+        [labels for labels, k in zip(batch.labels, kept) if k], [d for d, k in zip(batch.drop_name, kept) if k],
+        values[keep], bounds, times[bounds[:-1]], times[bounds[1:] - 1], lambda: times,
+    )
 
 
 def _refuse_duplicates(vector: list[Sample]) -> None:

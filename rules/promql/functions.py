@@ -11,6 +11,8 @@ from decimal import Decimal
 
 import numpy as np
 
+from rules.promql.values import RangeBatch
+
 # Functions whose result keeps the metric name (all others drop it).
 KEEPS_NAME = frozenset({"last_over_time", "first_over_time", "sort", "sort_desc", "label_replace", "label_join"})
 
@@ -239,6 +241,91 @@ RANGE_KERNELS: dict[str, RangeKernel] = {
     "stddev_over_time": lambda t, v, c: math.sqrt(variance(v)),
     "stdvar_over_time": lambda t, v, c: variance(v),
     "quantile_over_time": lambda t, v, c: quantile(c.scalar_args[0], v),
+}
+
+
+# -- range-vector kernels over a whole batch ---------------------------------------------
+# Each returns one value per series and which series have one (None: all); results are
+# bit-for-bit those of the per-series kernels above.
+
+BatchResult = tuple[np.ndarray, "np.ndarray | None"]
+BatchKernel = Callable[[RangeBatch, RangeContext], BatchResult]
+
+
+def batch_extrapolated_rate(batch: RangeBatch, ctx: RangeContext, is_counter: bool, is_rate: bool) -> BatchResult:
+    """``extrapolated_rate`` for every series at once."""
+    v, bounds = batch.values, batch.bounds
+    counts = np.diff(bounds)
+    first, last = bounds[:-1], bounds[1:] - 1
+    first_v = v[first]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = v[last] - first_v
+        if is_counter:
+            _add_counter_resets(v, bounds, result)
+        sampled = (batch.last_t - batch.first_t) / 1000
+        average_between = sampled / (counts - 1)
+        threshold = average_between * 1.1
+        half = average_between / 2
+        to_start = (batch.first_t - ctx.start_ms) / 1000
+        to_start = np.where(to_start >= threshold, half, to_start)
+        if is_counter:
+            to_zero = sampled * (first_v / result)
+            to_start = np.where((result > 0) & (first_v >= 0) & (to_zero < to_start), to_zero, to_start)
+        to_end = (ctx.end_ms - batch.last_t) / 1000
+        to_end = np.where(to_end >= threshold, half, to_end)
+        factor = (sampled + to_start + to_end) / sampled
+        if is_rate:
+            factor /= (ctx.end_ms - ctx.start_ms) / 1000
+        return result * factor, counts >= 2
+
+
+def _add_counter_resets(v: np.ndarray, bounds: np.ndarray, result: np.ndarray) -> None:
+    """Add each series' counter-reset correction to ``result``, summed as ``extrapolated_rate`` sums it."""
+    drops = v[1:] < v[:-1]
+    drops[bounds[1:-1] - 1] = False  # a pair across two series is no reset
+    if not drops.any():
+        return
+    for i in np.unique(np.searchsorted(bounds, np.flatnonzero(drops), "right") - 1).tolist():
+        seg = v[bounds[i] : bounds[i + 1]]
+        dropped = seg[:-1][seg[1:] < seg[:-1]]
+        result[i] += kahan_sum(dropped) if len(seg) < 64 else float(np.sum(dropped))
+
+
+def _batch_reduce(ufunc: np.ufunc) -> BatchKernel:
+    return lambda b, c: (ufunc.reduceat(b.values, b.bounds[:-1]), None)
+
+
+def per_series(name: str) -> BatchKernel:
+    """The batch kernel applying ``RANGE_KERNELS[name]`` to each series in turn."""
+    kernel = RANGE_KERNELS[name]
+
+    def apply(batch: RangeBatch, ctx: RangeContext) -> BatchResult:
+        times, v, bounds = batch.times(), batch.values, batch.bounds.tolist()
+        out = np.empty(len(batch), dtype=np.float64)
+        has = np.ones(len(batch), dtype=bool)
+        for i in range(len(batch)):
+            lo, hi = bounds[i], bounds[i + 1]
+            value = kernel(times[lo:hi], v[lo:hi], ctx)
+            if value is None:
+                has[i] = False
+            else:
+                out[i] = value
+        return out, has
+
+    return apply
+
+
+BATCH_KERNELS: dict[str, BatchKernel] = {
+    **{name: per_series(name) for name in RANGE_KERNELS},
+    "rate": lambda b, c: batch_extrapolated_rate(b, c, True, True),
+    "increase": lambda b, c: batch_extrapolated_rate(b, c, True, False),
+    "delta": lambda b, c: batch_extrapolated_rate(b, c, False, False),
+    "max_over_time": _batch_reduce(np.fmax),
+    "min_over_time": _batch_reduce(np.fmin),
+    "count_over_time": lambda b, c: (np.diff(b.bounds).astype(np.float64), None),
+    "last_over_time": lambda b, c: (b.values[b.bounds[1:] - 1], None),
+    "first_over_time": lambda b, c: (b.values[b.bounds[:-1]], None),
+    "present_over_time": lambda b, c: (np.ones(len(b), dtype=np.float64), None),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,47 @@ class RangeSeries:
         self.t = t
         self.v = v
         self.drop_name = drop_name
+
+
+class RangeBatch:
+    """A range vector in one piece: series ``i`` has ``labels[i]`` and samples ``bounds[i]:bounds[i + 1]``.
+
+    Every series holds at least one sample; ``first_t`` and ``last_t`` are each series'
+    first and last timestamps, ``times()`` all of them (concatenated when first asked for).
+    """
+
+    __slots__ = ("labels", "drop_name", "values", "bounds", "first_t", "last_t", "_times")
+
+    def __init__(
+        self, labels: list[Labels], drop_name: list[bool], values: np.ndarray, bounds: np.ndarray,
+        first_t: np.ndarray, last_t: np.ndarray, times: Callable[[], np.ndarray],
+    ) -> None:
+        self.labels = labels
+        self.drop_name = drop_name
+        self.values = values
+        self.bounds = bounds
+        self.first_t = first_t
+        self.last_t = last_t
+        self._times = times
+
+    @classmethod
+    def of(cls, series: list[RangeSeries]) -> RangeBatch:
+        """The batch holding ``series`` (each with at least one sample), in order."""
+        bounds = np.zeros(len(series) + 1, dtype=np.int64)
+        np.cumsum([len(s.v) for s in series], out=bounds[1:])
+        times = np.concatenate([s.t for s in series]) if series else np.empty(0, dtype=np.int64)
+        values = np.concatenate([s.v for s in series]) if series else np.empty(0, dtype=np.float64)
+        return cls(
+            [s.labels for s in series], [s.drop_name for s in series], values, bounds,
+            times[bounds[:-1]], times[bounds[1:] - 1], lambda: times,
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def times(self) -> np.ndarray:
+        """All timestamps (int64 ms), aligned with ``values``."""
+        return self._times()
 
 
 @dataclass(frozen=True)

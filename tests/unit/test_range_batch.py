@@ -1,0 +1,102 @@
+"""Range vectors read and computed in one batch: the same samples and the same bits as series by series."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rules.model import STALE_NAN, Labels
+from rules.promql import Engine, VectorResult
+from rules.promql import functions as fn
+from rules.promql.parser import parse
+from rules.promql.snapshot import Snapshot
+from rules.promql.budget import QueryBudget
+from rules.promql.values import RangeBatch, RangeSeries
+from rules.store import SeriesStore
+from rules.window import gather
+
+# A series: strictly increasing timestamps (gaps of 1 ms to 40 s) and values, some of them resets or markers.
+_value = st.one_of(
+    st.floats(-1e6, 1e6, allow_nan=False), st.integers(0, 1000).map(float), st.just(STALE_NAN), st.just(float("nan"))
+)
+_series = st.lists(st.tuples(st.integers(1, 40_000), _value), max_size=90)
+
+
+def _bits(values: np.ndarray) -> list[int]:
+    return [struct.unpack("<Q", struct.pack("<d", v))[0] for v in values.tolist()]
+
+
+def _store(all_points: list[list[tuple[int, float]]], retention_s: float | None) -> SeriesStore:
+    store = SeriesStore(retention_s=retention_s)
+    for n, points in enumerate(all_points):
+        t = 0
+        for gap, value in points:
+            t += gap
+            store.append(Labels.of("m", {"n": str(n)}), t, value)
+    return store
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_series, max_size=6), st.integers(-1000, 2_000_000), st.integers(1, 2_000_000), st.booleans())
+def test_gather_reads_what_window_reads(
+    all_points: list[list[tuple[int, float]]], start_ms: int, length_ms: int, evict: bool
+) -> None:
+    """Each segment of a gathered batch is exactly that series' window(), empty windows left out."""
+    store = _store(all_points, 300.0 if evict else None)
+    if evict:
+        store.evict(max((len(p) for p in all_points), default=0) * 20_000)
+    series = store.select([])
+    batch = gather(series, start_ms, start_ms + length_ms)
+    times = batch.times()
+    expected = [(i, s.window(start_ms, start_ms + length_ms)) for i, s in enumerate(series)]
+    expected = [(i, w) for i, w in expected if len(w[0])]
+    assert batch.present == [i for i, _ in expected]
+    for k, (_, (t, v)) in enumerate(expected):
+        lo, hi = int(batch.bounds[k]), int(batch.bounds[k + 1])
+        assert times[lo:hi].tolist() == t.tolist()
+        assert _bits(batch.values[lo:hi]) == _bits(v)
+        assert (int(batch.first_t[k]), int(batch.last_t[k])) == (int(t[0]), int(t[-1]))
+    assert int(batch.bounds[-1]) == len(batch.values) == len(times)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_series.filter(bool), max_size=6), st.integers(0, 300_000), st.sampled_from(sorted(fn.RANGE_KERNELS)))
+def test_batch_kernels_match_the_per_series_kernels(
+    all_points: list[list[tuple[int, float]]], extra_ms: int, name: str
+) -> None:
+    """Every batch kernel gives, bit for bit, what its per-series kernel gives (None where it gives none)."""
+    series = []
+    for points in all_points:
+        t = np.cumsum([gap for gap, _ in points]).astype(np.int64)
+        series.append(RangeSeries(Labels(), t, np.array([v for _, v in points], dtype=np.float64)))
+    end = max(int(s.t[-1]) for s in series) + extra_ms if series else extra_ms
+    ctx = fn.RangeContext(-1, end, end, (0.9,))
+    values, has = fn.BATCH_KERNELS[name](RangeBatch.of(series), ctx)
+    for i, s in enumerate(series):
+        expected = fn.RANGE_KERNELS[name](s.t, s.v, ctx)
+        if expected is None:
+            assert has is not None and not has[i]
+        else:
+            assert has is None or has[i]
+            assert _bits(values[i : i + 1]) == _bits(np.array([expected]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_series, max_size=5), st.integers(0, 2_000_000))
+def test_live_store_and_snapshot_agree(all_points: list[list[tuple[int, float]]], t_ms: int) -> None:
+    """The store's batched read (stale markers dropped in the batch) answers as a snapshot's per-series copy does."""
+    store = _store(all_points, None)
+    engine = Engine()
+    for query in ("rate(m[5m])", "max_over_time(m[1m])", "count_over_time(m[10m])", "last_over_time(m[5m])"):
+        expr = parse(query)
+        snapshot = Snapshot(expr, t_ms, t_ms, engine.lookback_ms)
+        for _ in snapshot.fill(store, QueryBudget(None, None)):
+            pass
+        live, frozen = engine.instant(expr, store, t_ms), engine.instant(expr, snapshot, t_ms)
+        assert isinstance(live, VectorResult) and isinstance(frozen, VectorResult)
+        assert [(labels, _bits(np.array([v]))) for labels, v in live.samples] == [
+            (labels, _bits(np.array([v]))) for labels, v in frozen.samples
+        ]
