@@ -40,8 +40,7 @@ from rules.promql.lexer import go_quote
 from rules.promql.parser import parse
 from rules.promql.values import MatrixResult, RangeBatch, RangeSeries, Result, Sample, ScalarResult, StringResult, VectorResult
 from rules.promql.snapshot import Snapshot
-from rules.store import Series, SeriesStore
-from rules.window import gather
+from rules.store import SeriesStore
 
 Value = float | str | list[Sample] | list[RangeSeries]
 
@@ -302,26 +301,24 @@ class _Evaluation:
         return self._subquery(node, t)
 
     def _range_batch(self, node: Expr, t: int) -> tuple[RangeBatch, int, int]:
-        """``_range_input`` as one batch; a matrix selector's windows are read from the store at once."""
+        """``_range_input`` as one batch."""
         node = _unwrap(node)
         if not isinstance(node, MatrixSelector):
             series, start, end = self._range_input(node, t)
-            return RangeBatch.of(series), start, end
+            return RangeBatch.of(
+                [s.labels for s in series], [s.t for s in series], [s.v for s in series], [s.drop_name for s in series]
+            ), start, end
         selector = node.selector
         end = self._reference_ms(selector.at, selector.offset_ms, t)
         start = end - node.range_ms
-        selected = self._series(selector)
-        if isinstance(self.store, Snapshot):
-            windows = [series.window(start, end) for series in selected]
-            batch = RangeBatch.of([RangeSeries(s.labels, *w) for s, w in zip(selected, windows) if len(w[0])])
-        else:
-            gathered = gather(cast("list[Series]", selected), start, end)
-            labels = [selected[i].labels for i in gathered.present]
-            batch = RangeBatch(
-                labels, [False] * len(labels), gathered.values, gathered.bounds, gathered.first_t, gathered.last_t,
-                gathered.times,
-            )
-        return _without_stale(batch), start, end
+        labels, times, values = [], [], []
+        for view in self._series(selector):
+            window_t, window_v = view.window(start, end)
+            if len(window_t):
+                labels.append(view.labels)
+                times.append(window_t)
+                values.append(window_v)
+        return _without_stale(RangeBatch.of(labels, times, values, [False] * len(labels))), start, end
 
     def _subquery(self, node: SubqueryExpr, t: int) -> tuple[list[RangeSeries], int, int]:
         end = self._reference_ms(node.at, node.offset_ms, t)

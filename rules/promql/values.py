@@ -58,15 +58,23 @@ class RangeBatch:
         self._times = times
 
     @classmethod
-    def of(cls, series: list[RangeSeries]) -> RangeBatch:
-        """The batch holding ``series`` (each with at least one sample), in order."""
-        bounds = np.zeros(len(series) + 1, dtype=np.int64)
-        np.cumsum([len(s.v) for s in series], out=bounds[1:])
-        times = np.concatenate([s.t for s in series]) if series else np.empty(0, dtype=np.int64)
-        values = np.concatenate([s.v for s in series]) if series else np.empty(0, dtype=np.float64)
+    def of(
+        cls, labels: list[Labels], times: list[np.ndarray], values: list[np.ndarray], drop_name: list[bool]
+    ) -> RangeBatch:
+        """The batch of series ``i`` with ``labels[i]``, ``times[i]`` and ``values[i]`` (each non-empty)."""
+        bounds = np.zeros(len(labels) + 1, dtype=np.int64)
+        np.cumsum([len(v) for v in values], out=bounds[1:])
+        concatenated: list[np.ndarray] = []
+
+        def all_times() -> np.ndarray:
+            if not concatenated:
+                concatenated.append(np.concatenate(times) if times else np.empty(0, dtype=np.int64))
+            return concatenated[0]
+
         return cls(
-            [s.labels for s in series], [s.drop_name for s in series], values, bounds,
-            times[bounds[:-1]], times[bounds[1:] - 1], lambda: times,
+            labels, drop_name, np.concatenate(values) if values else np.empty(0, dtype=np.float64), bounds,
+            np.array([t[0] for t in times], dtype=np.int64), np.array([t[-1] for t in times], dtype=np.int64),
+            all_times,
         )
 
     def __len__(self) -> int:

@@ -16,7 +16,6 @@ from rules.promql.snapshot import Snapshot
 from rules.promql.budget import QueryBudget
 from rules.promql.values import RangeBatch, RangeSeries
 from rules.store import SeriesStore
-from rules.window import gather
 
 # A series: strictly increasing timestamps (gaps of 1 ms to 40 s) and values, some of them resets or markers.
 _value = st.one_of(
@@ -40,29 +39,6 @@ def _store(all_points: list[list[tuple[int, float]]], retention_s: float | None)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(_series, max_size=6), st.integers(-1000, 2_000_000), st.integers(1, 2_000_000), st.booleans())
-def test_gather_reads_what_window_reads(
-    all_points: list[list[tuple[int, float]]], start_ms: int, length_ms: int, evict: bool
-) -> None:
-    """Each segment of a gathered batch is exactly that series' window(), empty windows left out."""
-    store = _store(all_points, 300.0 if evict else None)
-    if evict:
-        store.evict(max((len(p) for p in all_points), default=0) * 20_000)
-    series = store.select([])
-    batch = gather(series, start_ms, start_ms + length_ms)
-    times = batch.times()
-    expected = [(i, s.window(start_ms, start_ms + length_ms)) for i, s in enumerate(series)]
-    expected = [(i, w) for i, w in expected if len(w[0])]
-    assert batch.present == [i for i, _ in expected]
-    for k, (_, (t, v)) in enumerate(expected):
-        lo, hi = int(batch.bounds[k]), int(batch.bounds[k + 1])
-        assert times[lo:hi].tolist() == t.tolist()
-        assert _bits(batch.values[lo:hi]) == _bits(v)
-        assert (int(batch.first_t[k]), int(batch.last_t[k])) == (int(t[0]), int(t[-1]))
-    assert int(batch.bounds[-1]) == len(batch.values) == len(times)
-
-
-@settings(max_examples=150, deadline=None)
 @given(st.lists(_series.filter(bool), max_size=6), st.integers(0, 300_000), st.sampled_from(sorted(fn.RANGE_KERNELS)))
 def test_batch_kernels_match_the_per_series_kernels(
     all_points: list[list[tuple[int, float]]], extra_ms: int, name: str
@@ -74,7 +50,8 @@ def test_batch_kernels_match_the_per_series_kernels(
         series.append(RangeSeries(Labels(), t, np.array([v for _, v in points], dtype=np.float64)))
     end = max(int(s.t[-1]) for s in series) + extra_ms if series else extra_ms
     ctx = fn.RangeContext(-1, end, end, (0.9,))
-    values, has = fn.BATCH_KERNELS[name](RangeBatch.of(series), ctx)
+    batch = RangeBatch.of([s.labels for s in series], [s.t for s in series], [s.v for s in series], [False] * len(series))
+    values, has = fn.BATCH_KERNELS[name](batch, ctx)
     for i, s in enumerate(series):
         expected = fn.RANGE_KERNELS[name](s.t, s.v, ctx)
         if expected is None:
