@@ -28,6 +28,11 @@ class HealthCheck(Protocol):
     @property
     def interval_s(self) -> float: ...
 
+    @property
+    def liveness(self) -> bool:
+        """Its failure heals: a liveness or both-roles check, or a startup check whose budget ran out."""
+        ...
+
     def recovered(self) -> bool:
         """The last probe succeeded and the check's success threshold is met."""
         ...
@@ -61,11 +66,17 @@ class ServiceHealth(Protocol):
 
 
 def failing_checks(health: ServiceHealth) -> list[str]:
-    return [check.name for check in health.checks if not check.healthy]
+    """The failing checks whose failure heals; a failing readiness-only check does not count."""
+    return [check.name for check in health.checks if check.liveness and not check.healthy]
+
+
+def unhealthy(health: ServiceHealth) -> bool:
+    """Any check is failing, readiness-only ones included (a dependency that is not ready blocks its dependents)."""
+    return any(not check.healthy for check in health.checks)
 
 
 async def is_sick(health: ServiceHealth) -> bool:
-    """A check is failing or the process is gone."""
+    """A check whose failure heals is failing, or the process is gone."""
     return bool(failing_checks(health)) or not await health.alive()
 
 

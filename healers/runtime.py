@@ -26,7 +26,7 @@ from healers.backends.traffic import ReadinessGate
 from healers.clock import Clock
 from healers.deferral import Deferrals
 from healers.events import CheckStateChanged
-from healers.health import ServiceHealth, Unwatched, failing_checks, is_sick, wait_healthy
+from healers.health import ServiceHealth, Unwatched, failing_checks, is_sick, unhealthy, wait_healthy
 from healers.journal import Journal, new_incident_id
 from healers.operator import operator_traffic
 from healers.plan import HealingError, HealingMetrics, HealingPlan, ServiceBackends
@@ -443,4 +443,4 @@ class HealingRuntime:
         return await is_sick(self._health(service))
 
     def _unhealthy_dependencies(self, service: str) -> list[str]:
-        return [name for name in self.plan.depends_on.get(service, ()) if failing_checks(self._health(name))]
+        return [name for name in self.plan.depends_on.get(service, ()) if unhealthy(self._health(name))]

@@ -118,6 +118,11 @@ class Check:
     def interval_s(self) -> float:
         return self.config.interval
 
+    @property
+    def liveness(self) -> bool:
+        """Its failure heals (``healers.health.HealthCheck``)."""
+        return self.config.liveness
+
     def recovered(self) -> bool:
         """The last probe succeeded and ``success_threshold`` probes in a row did (what ``wait_healthy`` waits for)."""
         result = self.last_result

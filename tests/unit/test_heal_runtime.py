@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from agent.state import StateDB
 from healers.backends.base import ActionContext, ActionResult
 from healers.clock import ManualClock, settle
+from healers.events import CheckStateChanged
 from healers.health import HealthCheck, wait_healthy
 from healers.journal import MIGRATIONS, Journal
 from healers.playbook import Backoff, Budget, PlaybookSpec, StepSpec, Trigger
@@ -161,6 +162,7 @@ class FlakyCheck:
     name: str = "http"
     healthy: bool = False
     interval_s: float = 1.0
+    liveness: bool = True
 
     def recovered(self) -> bool:
         return self.runs >= self.passes_from
@@ -207,3 +209,74 @@ def test_a_healing_notice_is_logged_at_its_own_severity() -> None:
     logged = asyncio.run(scenario())
     assert [notice.severity for notice in notices] == ["info", "info"]
     assert logged == [("info", "info"), ("info", "info")]
+
+
+ON_CHECKS = PlaybookSpec(
+    "heal-api", "api", (Trigger("check_failed", "api"),), (StepSpec("restart"),),
+    budget=Budget(max_runs=5, within_s=3600.0), backoff=Backoff(initial_s=10.0, factor=2.0, max_s=300.0),
+    cooldown_s=1.0,
+)
+
+
+@dataclass
+class SetCheck:
+    """A check whose state the test sets; ``liveness`` False is a readiness-only check."""
+
+    name: str
+    liveness: bool
+    healthy: bool = True
+    interval_s: float = 1.0
+
+    def recovered(self) -> bool:
+        return self.healthy
+
+    def failure(self) -> str:
+        return "" if self.healthy else "503"
+
+    async def run(self, now: float) -> object:
+        return None
+
+
+def roles_scenario(*, recover_before_retry: bool) -> list[float]:
+    """A liveness and a readiness check fail; a restart heals liveness only. The restarts it takes, stepped 60 s."""
+    clock = ManualClock(start=1000.0)
+    live, ready = SetCheck("live", liveness=True), SetCheck("ready", liveness=False)
+    runtime, restart, _ = runtime_for(ON_CHECKS, Service(up=True, checks=[live, ready]), clock)
+
+    def fail(check: SetCheck) -> None:
+        check.healthy = False
+        runtime.on_check_changed(CheckStateChanged("api", check.name, healthy=False, at=clock.now(), reason="503",
+                                                   liveness=check.liveness))
+
+    async def scenario() -> None:
+        original = restart.restart
+
+        async def restart_heals_liveness(ctx: ActionContext) -> ActionResult:
+            live.healthy = recover_before_retry
+            return await original(ctx)
+
+        restart.restart = restart_heals_liveness  # type: ignore[method-assign]
+        await runtime.start()
+        try:
+            fail(ready)
+            fail(live)
+            await settle()
+            if not recover_before_retry:  # the run left liveness failing: a retry is deferred; then liveness recovers
+                assert runtime.deferrals.pending("api")
+                live.healthy = True
+            await clock.advance(60.0)
+        finally:
+            await runtime.stop()
+
+    asyncio.run(scenario())
+    return restart.restarts
+
+
+def test_a_failing_readiness_check_does_not_trigger_a_run_again() -> None:
+    """After a run that healed the liveness failure, a readiness-only failure left over does not heal again."""
+    assert roles_scenario(recover_before_retry=True) == [1000.0]
+
+
+def test_a_deferred_retry_is_dropped_when_only_readiness_still_fails() -> None:
+    """A retry deferred while liveness failed is dropped once only the readiness-only check fails."""
+    assert roles_scenario(recover_before_retry=False) == [1000.0]
