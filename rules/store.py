@@ -65,7 +65,7 @@ class SeriesStore:
         self._index: dict[str, dict[str, _SeriesSet]] = {}
         self._reported: dict[str, set[Series]] = {}
         # select() answers, valid until a series is created or forgotten (labels never change).
-        self._selected: dict[tuple[Matcher, ...], list[Series]] = {}
+        self._selected: dict[tuple[tuple[Matcher, ...], bool], list[Series]] = {}
         self._next_seq = 0
         self._refused_series_total = 0
         self._out_of_order_total = 0
@@ -123,12 +123,14 @@ class SeriesStore:
         """Mark every series ``source`` last reported as stale: the source is gone."""
         self._mark_stale(self._reported.pop(source, set()), t_ms)
 
-    def select(self, matchers: Sequence[Matcher]) -> list[Series]:
-        """Series satisfying every matcher (all series for none), in the order they were created."""
-        key = tuple(matchers)
+    def select(self, matchers: Sequence[Matcher], by_labels: bool = False) -> list[Series]:
+        """Series satisfying every matcher (all series for none), in the order they were created or by labels."""
+        key = (tuple(matchers), by_labels)
         found = self._selected.get(key)
         if found is None:
             found = self._select(matchers)
+            if by_labels:
+                found.sort(key=attrgetter("labels"))
             if len(self._selected) >= _SELECT_CACHE_SIZE:
                 self._selected.clear()
             self._selected[key] = found

@@ -199,10 +199,20 @@ def _absent_labels(node: Expr) -> Labels:
     return Labels(labels)
 
 
+# Group labels of (series labels, grouping, without): rules aggregate the same series at every evaluation.
+_GROUP_KEYS: dict[tuple[Labels, tuple[str, ...], bool], Labels] = {}
+_GROUP_KEYS_SIZE = 65536
+
+
 def _grouping_key(labels: Labels, grouping: tuple[str, ...], without: bool) -> Labels:
-    if without:
-        return labels.without(NAME_LABEL, *grouping)
-    return labels.only(*grouping)
+    key = (labels, grouping, without)
+    found = _GROUP_KEYS.get(key)
+    if found is None:
+        found = labels.without(NAME_LABEL, *grouping) if without else labels.only(*grouping)
+        if len(_GROUP_KEYS) >= _GROUP_KEYS_SIZE:
+            _GROUP_KEYS.clear()
+        _GROUP_KEYS[key] = found
+    return found
 
 
 class _Evaluation:
@@ -242,12 +252,13 @@ class _Evaluation:
         found = self._selected.get(id(selector))
         if found is None:
             store = self.store
-            selected: Sequence[SeriesView] = (
-                store.series(selector) if isinstance(store, Snapshot) else store.select(selector.matchers)
-            )
             # Prometheus returns series sorted by labels; functions like topk rely on that order.
-            found = sorted(selected, key=lambda s: s.labels)
-            self._selected[id(selector)] = found
+            selected: list[SeriesView] = (
+                sorted(store.series(selector), key=lambda s: s.labels)
+                if isinstance(store, Snapshot)
+                else list(store.select(selector.matchers, by_labels=True))
+            )
+            found = self._selected[id(selector)] = selected
         return found
 
     def _reference_ms(self, at: AtModifier | None, offset_ms: int, t: int) -> int:

@@ -77,3 +77,14 @@ def test_live_store_and_snapshot_agree(all_points: list[list[tuple[int, float]]]
         assert [(labels, _bits(np.array([v]))) for labels, v in live.samples] == [
             (labels, _bits(np.array([v]))) for labels, v in frozen.samples
         ]
+
+
+def test_select_by_labels_is_sorted_and_cached_apart() -> None:
+    """select(by_labels=True) sorts by labels; the creation-order answer for the same matchers is kept."""
+    store = SeriesStore()
+    for job in ("c", "a", "b"):
+        store.append(Labels.of("up", {"job": job}), 1000, 1.0)
+    assert [s.labels.get("job") for s in store.select([], by_labels=True)] == ["a", "b", "c"]
+    assert [s.labels.get("job") for s in store.select([])] == ["c", "a", "b"]
+    store.append(Labels.of("up", {"job": "0"}), 1000, 1.0)
+    assert [s.labels.get("job") for s in store.select([], by_labels=True)] == ["0", "a", "b", "c"]
