@@ -32,6 +32,9 @@ from healers.verify import Verify, verify
 
 Severity = Literal["info", "warning", "critical"]
 
+# Steps acting on the service's process (a restart through the signal backend too) look its pid up afresh.
+PID_STEPS = frozenset({"signal", "restart", "capture"})
+
 
 class Log(Protocol):
     """The slice of a structlog logger the runner and the runtime use; the agent passes a real one."""
@@ -63,7 +66,7 @@ class ServiceActions:
     traffic: TrafficBackend | None
     wait_healthy: Callable[[ActionContext], Awaitable[ActionResult]]
     pid: Callable[[], int | None]
-    # The pid looked up afresh (the process may have been restarted since ``pid`` last learned it): for capture.
+    # The pid looked up afresh (the process may have been restarted since ``pid`` last learned it): PID_STEPS read it.
     current_pid: Callable[[], Awaitable[int | None]] | None = None
     # PromQL over the agent's store (healers.exprcheck): verify steps and restore guards read it.
     evaluate: ExprEvaluator | None = None
@@ -222,6 +225,8 @@ class Runner:
     async def _act(
         self, step: StepSpec, actions: ServiceActions, ctx: ActionContext, incident_id: str
     ) -> ActionResult:
+        if step.action in PID_STEPS and actions.current_pid is not None:
+            ctx = replace(ctx, pid=await actions.current_pid())
         if step.action == "traffic":
             if actions.traffic is None:
                 return ActionResult(False, f"{actions.service} has no traffic backend configured")
@@ -239,8 +244,6 @@ class Runner:
         if step.action == "signal":
             return await SignalRestartBackend(str(step.args["signal"])).restart(ctx)
         if step.action == "capture":
-            if actions.current_pid is not None and not ctx.dry_run:
-                ctx = replace(ctx, pid=await actions.current_pid())
             return await capture(step.args["command"], ctx, timeout_s=float(step.args["timeout_s"]),
                                  max_bytes=int(step.args["max_bytes"]), env=step.args.get("env"))
         if step.action == "verify":
