@@ -30,10 +30,11 @@ def test_a_bad_deploy_is_rolled_back_verified_and_put_back_in_rotation(tmp_path:
     incident, steps = report.incident, report.steps
     assert incident["outcome"] == "succeeded" and 'alertname="WebErrorRatioHigh"' in incident["trigger"], timings
     assert [(step["action"], step["result"]) for step in steps] == PATH, timings
-    # The first verify waits out its 6 s timeout: the bad version's ratio never falls under 5 %.
+    # The first verify waits out its 6 s timeout: the bad version's ratio is never under 5 % for 2 s. (A single
+    # evaluation may see it under: a 5 s rate window between two smoke requests can hold no 500 at all.)
     first = steps[2]
     assert 6.0 <= first["durationSeconds"] < 8.0 and first["error"].startswith("not verified within 6s"), timings
-    assert all(line.endswith(": empty") for line in first["attachment"].splitlines()), timings
+    assert first["attachment"].splitlines()[0].endswith(": empty"), timings
     # After the rollback the verify passes once the ratio has been under 5 % for its 2 s.
     again = steps[7]
     assert 2.0 <= again["durationSeconds"] < 6.0, timings
