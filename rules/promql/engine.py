@@ -392,15 +392,17 @@ class _Evaluation:
 
     @staticmethod
     def _vector_scalar(op: str, vector: list[Sample], scalar: float, swap: bool, return_bool: bool) -> list[Sample]:
+        if op in COMPARISON_OPS and not return_bool:
+            # The filter rules are made of: one comparison per sample, the sample kept as it is.
+            compare = fn.COMPARISONS[op]
+            if swap:
+                return [s for s in vector if compare(scalar, s.value)]
+            return [s for s in vector if compare(s.value, scalar)]
         out = []
         for sample in vector:
             lhs, rhs = (scalar, sample.value) if swap else (sample.value, scalar)
             if op in COMPARISON_OPS:
-                keep = fn.compare(op, lhs, rhs)
-                if return_bool:
-                    out.append(Sample(sample.labels, 1.0 if keep else 0.0, True))
-                elif keep:
-                    out.append(Sample(sample.labels, sample.value, sample.drop_name))
+                out.append(Sample(sample.labels, 1.0 if fn.compare(op, lhs, rhs) else 0.0, True))
             else:
                 out.append(Sample(sample.labels, fn.arithmetic(op, lhs, rhs), True))
         return out

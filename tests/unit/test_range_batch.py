@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -88,3 +89,43 @@ def test_select_by_labels_is_sorted_and_cached_apart() -> None:
     assert [s.labels.get("job") for s in store.select([])] == ["c", "a", "b"]
     store.append(Labels.of("up", {"job": "0"}), 1000, 1.0)
     assert [s.labels.get("job") for s in store.select([], by_labels=True)] == ["0", "a", "b", "c"]
+
+
+_finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.lists(_finite, min_size=1, max_size=300),
+            st.lists(st.floats(-1e3, 1e3), min_size=64, max_size=300),
+            st.lists(st.integers(-(2**53), 2**53).map(float), min_size=64, max_size=200),
+            st.lists(st.sampled_from([1e16, 1.0, -1e16, 3.0, 0.5, -0.0, 2.0**-60]), min_size=64, max_size=100),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_exact_sums_are_math_fsum(segments: list[list[float]]) -> None:
+    """Where exact_sums claims a sum, it is math.fsum's, bit for bit (cancellation, ties, wide exponents)."""
+    bounds = np.cumsum([0] + [len(s) for s in segments])
+    sums, exact = fn.exact_sums(np.array([x for s in segments for x in s], dtype=np.float64), bounds)
+    for i, segment in enumerate(segments):
+        if exact[i]:
+            assert _bits(sums[i : i + 1]) == _bits(np.array([math.fsum(segment)]))
+
+
+def test_exact_sums_cover_ordinary_gauges() -> None:
+    """A gauge's 300 readings (the benchmark's shape) are summed exactly, not left for math.fsum."""
+    v = 50.0 + 5.0 * np.sin(np.arange(600) / 37.0)
+    sums, exact = fn.exact_sums(v, np.array([0, 300, 600]))
+    assert exact.all()
+    assert sums.tolist() == [math.fsum(v[:300].tolist()), math.fsum(v[300:].tolist())]
+
+
+def test_exact_sums_leave_overflow_and_zero_to_fsum() -> None:
+    """A sum past the float64 range or exactly zero is not claimed (math.fsum decides those)."""
+    v = np.array([1.7e308] * 64 + [1.0, -1.0] * 32)
+    sums, exact = fn.exact_sums(v, np.array([0, 64, 128]))
+    assert exact.tolist() == [False, False]
