@@ -258,11 +258,19 @@ class SampleWindow:
             self._end = 0
             self._offsets, self._max_offset = _ON_GRID, _WIDE_MAX_OFFSET
             return
-        times = self._times(lo, self._end)
+        first_t = self._time_at(lo)
         full = self._end == len(self._values)
-        capacity = self._capacity_for(live, int(times[0])) if full else len(self._values)
-        self._set_times(times, capacity, next_t_ms)
-        self._set_values(self._decoded(lo, self._end), capacity, next_value)
+        capacity = self._capacity_for(live, first_t) if full else len(self._values)
+        if self._offsets is _ON_GRID and next_t_ms == self._time_at(self._end - 1) + self._step:
+            self._base = first_t  # still on the grid
+        else:
+            self._set_times(self._times(lo, self._end), capacity, next_t_ms)
+        if self._scale and self._narrow(next_value) is not None:
+            values = np.empty(capacity, dtype=self._values.dtype)  # the encoding still holds: no re-encoding
+            values[:live] = self._values[lo : self._end]
+            self._values = values
+        else:
+            self._set_values(self._decoded(lo, self._end), capacity, next_value)
         self._end = live
 
     def _set_times(self, held: np.ndarray, capacity: int, next_t_ms: int) -> None:
