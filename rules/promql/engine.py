@@ -322,14 +322,16 @@ class _Evaluation:
         selector = node.selector
         end = self._reference_ms(selector.at, selector.offset_ms, t)
         start = end - node.range_ms
-        labels, times, values = [], [], []
-        for view in self._series(selector):
-            window_t, window_v = view.window(start, end)
-            if len(window_t):
-                labels.append(view.labels)
-                times.append(window_t)
-                values.append(window_v)
-        return _without_stale(RangeBatch.of(labels, times, values, [False] * len(labels))), start, end
+        selected = self._series(selector)
+        windows = [view.window(start, end) for view in selected]
+        if not all(len(t) for t, _ in windows):
+            selected = [view for view, (t, _) in zip(selected, windows) if len(t)]
+            windows = [window for window in windows if len(window[0])]
+        batch = RangeBatch.of(
+            [view.labels for view in selected], [t for t, _ in windows], [v for _, v in windows],
+            [False] * len(selected),
+        )
+        return _without_stale(batch), start, end
 
     def _subquery(self, node: SubqueryExpr, t: int) -> tuple[list[RangeSeries], int, int]:
         end = self._reference_ms(node.at, node.offset_ms, t)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
@@ -73,7 +74,8 @@ class RangeBatch:
 
         return cls(
             labels, drop_name, np.concatenate(values) if values else np.empty(0, dtype=np.float64), bounds,
-            np.array([t[0] for t in times], dtype=np.int64), np.array([t[-1] for t in times], dtype=np.int64),
+            np.fromiter(map(itemgetter(0), times), np.int64, len(times)),
+            np.fromiter(map(itemgetter(-1), times), np.int64, len(times)),
             all_times,
         )
 
