@@ -311,7 +311,9 @@ def store_probe(series: int, few: int, many: int) -> dict[str, Any]:
         if second + 1 in (few, many):
             traced[second + 1] = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    slots = sum(s.capacity for s in store.select([]))
+    held = store.select([])
+    slots = sum(s.capacity for s in held)
+    encodings = Counter("/".join(str(part) for part in s.encoding) for s in held)
     added = (many - few) * series
     return {
         "series": store.series_count,
@@ -321,8 +323,8 @@ def store_probe(series: int, few: int, many: int) -> dict[str, Any]:
         "traced_bytes_many": traced[many],
         "bytes_per_sample": round((traced[many] - traced[few]) / added, 2),
         "allocated_slots_at_many": slots,
-        # A slot is a uint32 time offset and a float64 value (rules/window.py).
-        "slot_bytes": 12,
+        # Series per (timestamps, value type, scale) encoding (rules/window.py).
+        "encodings_at_many": dict(encodings.most_common()),
     }
 
 
@@ -361,9 +363,11 @@ METHOD = {
     "healwatch": "tracemalloc of a SeriesStore (retention 10 min, the agent default) in a fresh "
     "interpreter, fed the same labels (parsed from the target by the agent's parse_exposition) and "
     "values for the same few/many sample counts through ingest(), as the agent stores a scrape: live "
-    "Python and numpy allocations, the counterpart of Go's live heap. The store keeps 12 bytes per "
-    "slot (uint32 time offset + float64); buffers grow by doubling up to the retention estimate, so "
-    "the delta includes the free slots allocated between the two points.",
+    "Python and numpy allocations, the counterpart of Go's live heap. A slot costs 1-8 bytes: evenly "
+    "spaced timestamps are held as a first timestamp and a step (uint32 offsets once off that grid), "
+    "values as int8/int16/int32 scaled integers where that is exact, float64 otherwise "
+    "(encodings_at_many counts the series per encoding); buffers grow by doubling up to the retention "
+    "estimate, so the delta includes the free slots allocated between the two points.",
     "cross_check": "RSS delta per sample of the real agent (scraping the same target, host collector "
     "and default rules off so its store holds the target's series) and of Prometheus, between the same "
     "two points. The agent's samples are counted as scrapes served to it x series, read 0.6 s after "
