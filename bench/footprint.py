@@ -1,6 +1,6 @@
 """Agent footprint: RSS and CPU of healwatch next to node_exporter + Monit, idle and with 50 services.
 
-Run from the repository root: ``python3 -m bench.footprint --output PATH [--quick]``.
+Run from the repository root: ``python3 -m bench.footprint --output PATH [--quick] [--tls]``.
 
 Two phases, each with both sides running at the same time on this host (so load from other
 processes falls on both alike), each measured after a warm-up over a fixed window:
@@ -12,6 +12,8 @@ processes falls on both alike), each measured after a warm-up over a fixed windo
           an HTTP (even services) or TCP (odd services) check at 1 s against a loopback endpoint,
           and 500 generated alerting rules over the host and service series; the agent watches
           them, and so does Monit (same pidfiles, same endpoints, 1 s cycle) next to node_exporter.
+          With ``--tls`` every endpoint speaks TLS (a certificate made for the run): the HTTP checks
+          are HTTPS and the TCP checks TLS handshakes, on both sides, certificates not verified.
 
 RSS is sampled every second (the agent with any children, node_exporter plus Monit summed);
 CPU is user+system seconds of each process tree over the window. The agent's /metrics and
@@ -25,6 +27,7 @@ import asyncio
 import os
 import platform
 import re
+import ssl
 import statistics
 import subprocess
 import sys
@@ -42,6 +45,7 @@ import psutil
 from bench.output import run_and_write
 from rules.rulefile import parse_rules
 from harness.processes import free_port, stop
+from harness.tlscerts import TestCA
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -212,20 +216,23 @@ def build_rules_yaml() -> str:
 
 @dataclass(frozen=True)
 class Workload:
-    """The 50 watched services: pidfiles of the sleepers and the endpoint port of each."""
+    """The 50 watched services: pidfiles of the sleepers, the endpoint port of each, and whether they speak TLS."""
 
     pidfiles: list[Path]
     ports: list[int]
+    tls: bool = False
 
 
 def agent_loaded_yaml(workload: Workload, rule_file: str) -> str:
     lines = [f"rule_files: [{rule_file}]", "services:"]
     for index, (pidfile, port) in enumerate(zip(workload.pidfiles, workload.ports, strict=True)):
-        probe = (
-            f'http: {{url: "http://127.0.0.1:{port}/health"}}'
-            if probe_kind(index) == "http"
-            else f'tcp: {{address: "127.0.0.1:{port}"}}'
-        )
+        if probe_kind(index) == "http":
+            scheme, unverified = ("https", ", tls_verify: false") if workload.tls else ("http", "")
+            probe = f'http: {{url: "{scheme}://127.0.0.1:{port}/health"{unverified}}}'
+        elif workload.tls:
+            probe = f'tcp: {{address: "127.0.0.1:{port}", tls: true, tls_config: {{insecure_skip_verify: true}}}}'
+        else:
+            probe = f'tcp: {{address: "127.0.0.1:{port}"}}'
         lines += [
             f"  {service_name(index)}:",
             f"    process: {{pidfile: {pidfile}}}",
@@ -247,6 +254,8 @@ def monit_control(workdir: Path, workload: Workload | None) -> str:
     ]
     for index, (pidfile, port) in enumerate(zip(workload.pidfiles, workload.ports, strict=True) if workload else []):
         test = 'protocol http request "/health"' if probe_kind(index) == "http" else "type tcp"
+        if workload is not None and workload.tls:
+            test = test.replace("protocol http", "protocol https") + " with ssl options {verify: disable}"
         lines += [
             f"check process {service_name(index)} with pidfile {pidfile}",
             f"  if failed host 127.0.0.1 port {port} {test} with timeout 1 seconds then alert",
@@ -257,9 +266,10 @@ def monit_control(workdir: Path, workload: Workload | None) -> str:
 class Endpoints:
     """Tiny loopback servers on ``count`` ports in one asyncio thread; count HTTP requests and bare connects."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, tls: ssl.SSLContext | None = None) -> None:
         self.counts: Counter[str] = Counter()
         self.ports: list[int] = []
+        self._tls = tls
         self._loop = asyncio.new_event_loop()
         self._servers: list[asyncio.Server] = []
         self._ready = threading.Event()
@@ -271,7 +281,7 @@ class Endpoints:
     def _run(self, count: int) -> None:
         asyncio.set_event_loop(self._loop)
         for _ in range(count):
-            server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+            server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls))
             self._servers.append(server)
             self.ports.append(server.sockets[0].getsockname()[1])
         self._ready.set()
@@ -297,7 +307,7 @@ class Endpoints:
                 await writer.drain()
                 if close:
                     break
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError, ssl.SSLError):
             pass  # the client closed (a TCP check sends nothing) or went quiet
         finally:
             if requests == 0:
@@ -508,7 +518,7 @@ def summarise(window: Window, timing: Timing) -> dict[str, Any]:
     }
 
 
-def run_phase(loaded: bool, timing: Timing, root: Path) -> dict[str, Any]:
+def run_phase(loaded: bool, timing: Timing, root: Path, tls: bool = False) -> dict[str, Any]:
     """One phase: start both sides (and the watched services when loaded), measure, stop everything."""
     workdir = root / ("loaded" if loaded else "idle")
     agent_dir, peer_dir = workdir / "agent", workdir / "peer"
@@ -520,14 +530,15 @@ def run_phase(loaded: bool, timing: Timing, root: Path) -> dict[str, Any]:
         workload = None
         config = None
         if loaded:
-            endpoints = Endpoints(SERVICES)
+            context = TestCA(workdir).issue("endpoints").server_context() if tls else None
+            endpoints = Endpoints(SERVICES, context)
             pidfiles = []
             for index in range(SERVICES):
                 sleeper = started.add(subprocess.Popen([SLEEP, "3600"], stdin=subprocess.DEVNULL))
                 pidfile = workdir / f"{service_name(index)}.pid"
                 pidfile.write_text(f"{sleeper.pid}\n")
                 pidfiles.append(pidfile)
-            workload = Workload(pidfiles, endpoints.ports)
+            workload = Workload(pidfiles, endpoints.ports, tls)
             (agent_dir / "bench.rules.yml").write_text(build_rules_yaml())
             config = agent_dir / "agent.yaml"
             config.write_text(agent_loaded_yaml(workload, "bench.rules.yml"))
@@ -554,6 +565,7 @@ def run_phase(loaded: bool, timing: Timing, root: Path) -> dict[str, Any]:
             "at_end": health_after,
             "check_runs_in_measure": runs[1] - runs[0],
         }
+        result["tls"] = tls
         result["monit_error_lines"] = monit_log_problems(peer_dir)
         if endpoints:
             seen = Counter(endpoints.counts)
@@ -581,7 +593,8 @@ def report_rows(idle: dict[str, Any], loaded: dict[str, Any], peer: str, netdata
             "lower_is_better": True,
         }
 
-    loaded_what = f"{SERVICES} services (process + HTTP/TCP check at 1 s), {RULES} rules; Monit has no rule engine"
+    over = " over TLS" if loaded.get("tls") else ""
+    loaded_what = f"{SERVICES} services (process + HTTP/TCP check{over} at 1 s), {RULES} rules; Monit has no rule engine"
     idle_what = "default config; peer: node_exporter + Monit summed"
     return [
         row("footprint_idle_rss", f"RSS at idle, {idle_what}", "MiB", idle, "rss_mib_end_median"),
@@ -636,7 +649,7 @@ METHOD = {
 }
 
 
-def run(timing: Timing, quick: bool) -> dict[str, Any]:
+def run(timing: Timing, quick: bool, tls: bool) -> dict[str, Any]:
     found = versions()
     peer = peer_name(found)
     load_before = os.getloadavg()
@@ -644,12 +657,13 @@ def run(timing: Timing, quick: bool) -> dict[str, Any]:
     rules = parse_rules(build_rules_yaml(), "bench.rules.yml")  # fail before starting anything
     with tempfile.TemporaryDirectory(prefix="healwatch-footprint-") as tmp:
         idle = run_phase(False, timing, Path(tmp))
-        loaded = run_phase(True, timing, Path(tmp))
+        loaded = run_phase(True, timing, Path(tmp), tls)
     return {
         "benchmark": "footprint",
         "command": " ".join(["python3", "-m", "bench.footprint", *sys.argv[1:]]),
         "started_at": started_at,
         "quick": quick,
+        "tls": tls,
         "cpus": os.cpu_count(),
         "load_avg": list(os.getloadavg()),
         "load_avg_before": list(load_before),
@@ -680,12 +694,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, required=True, help="where to write the JSON")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK.window_s} s windows instead of {FULL.window_s} s")
+    parser.add_argument("--tls", action="store_true", help="the loaded phase's checks over TLS (HTTPS, TLS handshakes)")
     args = parser.parse_args()
     for program in (NODE_EXPORTER, MONIT, SLEEP):
         if not Path(program).exists():
             parser.error(f"{program} not found (Debian packages prometheus-node-exporter, monit, coreutils)")
     timing = QUICK if args.quick else FULL
-    run_and_write("footprint", lambda: run(timing, args.quick), args.output, print_table)
+    run_and_write("footprint", lambda: run(timing, args.quick, args.tls), args.output, print_table)
 
 
 if __name__ == "__main__":

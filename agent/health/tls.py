@@ -8,6 +8,8 @@ notAfter of the certificates the server presented), ``probe_ssl_last_chain_expir
 
 from __future__ import annotations
 
+import functools
+import os
 import ssl
 
 from agent.config.probes import TlsConfig
@@ -18,12 +20,23 @@ _DAY_S = 86400.0
 
 
 def client_context(config: TlsConfig) -> ssl.SSLContext:
-    """A client context verifying (or, with insecure_skip_verify, only recording) the server's certificates."""
-    context = ssl.create_default_context(cafile=config.ca_file)
-    if config.insecure_skip_verify:
+    """A client context verifying (or, with insecure_skip_verify, only recording) the server's certificates.
+
+    Checks with the same settings share one context (each loads its CAs, ~1 MiB for the system's); a
+    ca_file changed on disk gets a new one.
+    """
+    changed = os.stat(config.ca_file).st_mtime_ns if config.ca_file else 0
+    return _context(config.ca_file, changed, config.insecure_skip_verify)
+
+
+@functools.lru_cache(maxsize=64)
+def _context(ca_file: str | None, changed: int, insecure_skip_verify: bool) -> ssl.SSLContext:
+    if insecure_skip_verify:  # verifies nothing, so it loads no CAs
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    return context
+        return context
+    return ssl.create_default_context(cafile=ca_file)
 
 
 def handshake_failure(exc: ssl.SSLError) -> str:

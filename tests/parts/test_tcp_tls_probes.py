@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from agent.config import CheckConfig
+from agent.config.probes import TlsConfig
+from agent.health.tls import client_context
 from agent.health.probes import ProbeResult, make_probe
 from agent.httpclient import new_http_client
 from harness.stores import RedisServer
@@ -239,3 +241,12 @@ def test_an_http_check_takes_only_min_days_left_from_tls_config() -> None:
     with pytest.raises(ValueError, match="takes min_days_left only, not insecure_skip_verify"):
         CheckConfig.model_validate({"name": "h", "http": {
             "url": "https://127.0.0.1:1/", "tls_config": {"insecure_skip_verify": True}}})
+
+
+def test_checks_with_the_same_tls_settings_share_one_context(ca: TestCA) -> None:
+    """Each context holds its CAs (~1 MiB for the system's): equal settings share one; not verifying loads none."""
+    system, again = client_context(TlsConfig()), client_context(TlsConfig(min_days_left=3))
+    assert system is again and system.cert_store_stats()["x509_ca"] > 0
+    assert client_context(TlsConfig(insecure_skip_verify=True)).cert_store_stats()["x509_ca"] == 0
+    ours = client_context(TlsConfig(ca_file=str(ca.cert)))
+    assert ours is not system and ours.cert_store_stats()["x509_ca"] == 1
