@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from rules.promql.snapshot import Snapshot
 from rules.store import SeriesStore
 
 Value = float | str | list[Sample] | list[RangeSeries]
+_T = TypeVar("_T")
 
 
 class SeriesView(Protocol):
@@ -199,20 +200,28 @@ def _absent_labels(node: Expr) -> Labels:
     return Labels(labels)
 
 
-# Group labels of (series labels, grouping, without): rules aggregate the same series at every evaluation.
-_GROUP_KEYS: dict[tuple[Labels, tuple[str, ...], bool], Labels] = {}
-_GROUP_KEYS_SIZE = 65536
+# Labels derived from a series' labels, remembered: rules group and match the same series at every
+# evaluation. Keys are (labels, what was derived); the cache empties itself when full.
+_DERIVED: dict[tuple[Labels, object], object] = {}
+_DERIVED_SIZE = 65536
+
+
+def _derived(labels: Labels, how: object, make: Callable[[Labels], _T]) -> _T:
+    """``make(labels)``, computed once per (labels, how)."""
+    key = (labels, how)
+    found = _DERIVED.get(key)
+    if found is None:
+        found = make(labels)
+        if len(_DERIVED) >= _DERIVED_SIZE:
+            _DERIVED.clear()
+        _DERIVED[key] = found
+    return cast(_T, found)
 
 
 def _grouping_key(labels: Labels, grouping: tuple[str, ...], without: bool) -> Labels:
-    key = (labels, grouping, without)
-    found = _GROUP_KEYS.get(key)
-    if found is None:
-        found = labels.without(NAME_LABEL, *grouping) if without else labels.only(*grouping)
-        if len(_GROUP_KEYS) >= _GROUP_KEYS_SIZE:
-            _GROUP_KEYS.clear()
-        _GROUP_KEYS[key] = found
-    return found
+    if without:
+        return _derived(labels, ("without", grouping), lambda ls: ls.without(NAME_LABEL, *grouping))
+    return _derived(labels, ("by", grouping), lambda ls: ls.only(*grouping))
 
 
 class _Evaluation:
@@ -411,11 +420,14 @@ class _Evaluation:
 
     @staticmethod
     def _signature(matching: VectorMatching) -> Callable[[Labels], tuple[object, ...]]:
+        """The labels a vector matching compares, remembered per series."""
         names = matching.labels
         if matching.on:
-            return lambda labels: tuple(labels.get(name) for name in names)
+            return lambda labels: _derived(labels, ("on", names), lambda ls: tuple(ls.get(name) for name in names))
         excluded = frozenset((NAME_LABEL, *names))
-        return lambda labels: tuple(pair for pair in labels if pair[0] not in excluded)
+        return lambda labels: _derived(
+            labels, ("ignoring", names), lambda ls: tuple(pair for pair in ls if pair[0] not in excluded)
+        )
 
     def _and_unless(self, lhs: list[Sample], rhs: list[Sample], matching: VectorMatching, keep_matched: bool) -> list[Sample]:
         if keep_matched and (not lhs or not rhs):

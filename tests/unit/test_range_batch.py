@@ -129,3 +129,25 @@ def test_exact_sums_leave_overflow_and_zero_to_fsum() -> None:
     v = np.array([1.7e308] * 64 + [1.0, -1.0] * 32)
     sums, exact = fn.exact_sums(v, np.array([0, 64, 128]))
     assert exact.tolist() == [False, False]
+
+
+def test_remembered_signatures_keep_each_matching_apart() -> None:
+    """Signatures and group labels remembered per series differ by on/ignoring/by/without and their labels."""
+    store = SeriesStore()
+    for job, instance, value in (("a", "1", 1.0), ("a", "2", 2.0), ("b", "1", 3.0)):
+        store.append(Labels.of("x", {"job": job, "instance": instance}), 1000, value)
+        store.append(Labels.of("y", {"job": job, "instance": instance}), 1000, 10 * value)
+    engine = Engine()
+
+    def values(query: str) -> list[float]:
+        result = engine.instant(query, store, 1000)
+        assert isinstance(result, VectorResult)
+        return sorted(v for _, v in result.samples)
+
+    assert values("x + on (job, instance) y") == [11.0, 22.0, 33.0]
+    assert values("x * on (job) group_left y{instance='1'}") == [10.0, 20.0, 90.0]
+    assert values("x and on (job) y{instance='2'}") == [1.0, 2.0]
+    assert values("x and ignoring (job) y{job='b'}") == [1.0, 3.0]
+    assert values("sum by (job) (x)") == [3.0, 3.0]
+    assert values("sum without (job) (x)") == [2.0, 4.0]
+    assert values("sum by (instance) (x)") == [2.0, 4.0]
