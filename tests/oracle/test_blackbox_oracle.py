@@ -14,16 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import CheckConfig
 from agent.config.probes import DnsProbe
 from agent.health.dns import probe_dns
 from agent.health.probes import ProbeResult, make_probe
 from agent.httpclient import new_http_client
+from harness.blackbox import blackbox_exporter, probe
 from harness.processes import free_port, require_binary, stop, wait_for
 from harness.tlscerts import TestCA
 
@@ -89,30 +87,19 @@ def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def blackbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """blackbox_exporter with one DNS module per case."""
-    binary = require_binary("prometheus-blackbox-exporter")
     modules = {}
     for name, case in CASES.items():
         settings = {k: v for k, v in case.items() if k != "transport"}
         modules[name] = {"prober": "dns", "timeout": "2s", "dns": {
             **settings, "preferred_ip_protocol": "ip4", "transport_protocol": case.get("transport", "udp")}}
-    config = tmp_path_factory.mktemp("blackbox") / "blackbox.yml"
-    config.write_text(yaml.safe_dump({"modules": modules}))
-    port = free_port()
-    process = subprocess.Popen([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(f"{url}/-/healthy", timeout=1).status_code == 200, timeout_s=10)
+    with blackbox_exporter(tmp_path_factory.mktemp("blackbox"), modules) as url:
         yield url
-    finally:
-        stop(process)
 
 
 def theirs(blackbox: str, module: str, target: str) -> dict[str, float]:
-    text = httpx.get(f"{blackbox}/probe", params={"module": module, "target": target}, timeout=5).text
-    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name == "probe_success" or (s.name.startswith("probe_dns_") and "duration" not in s.name
-                                             and "lookup_time" not in s.name)}
+    return {name: value for (name, _), value in probe(blackbox, module, target).items()
+            if name == "probe_success" or (name.startswith("probe_dns_") and "duration" not in name
+                                           and "lookup_time" not in name)}
 
 
 def ours(case: dict[str, Any], server: str) -> dict[str, float]:
@@ -160,22 +147,14 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 def test_tls_series_as_blackbox_exporter(tls_server: tuple[str, TestCA], tmp_path: Path) -> None:
     """A TCP check with tls: the same verdict, certificate expiries and TLS version as blackbox_exporter's."""
     address, ca = tls_server
-    config = tmp_path / "blackbox.yml"
-    config.write_text(yaml.safe_dump({"modules": {"tls": {"prober": "tcp", "timeout": "2s", "tcp": {
-        "tls": True, "preferred_ip_protocol": "ip4", "tls_config": {"ca_file": str(ca.cert)}}}}}))
-    port = free_port()
-    process = subprocess.Popen([require_binary("prometheus-blackbox-exporter"), f"--config.file={config}",
-                                f"--web.listen-address=127.0.0.1:{port}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/-/healthy", timeout=1).status_code == 200, timeout_s=10)
-        text = httpx.get(f"http://127.0.0.1:{port}/probe", params={"module": "tls", "target": address}, timeout=5).text
-    finally:
-        stop(process)
+    modules = {"tls": {"prober": "tcp", "timeout": "2s", "tcp": {
+        "tls": True, "preferred_ip_protocol": "ip4", "tls_config": {"ca_file": str(ca.cert)}}}}
+    with blackbox_exporter(tmp_path, modules) as url:
+        found = probe(url, "tls", address)
     wanted = ("probe_success", "probe_ssl_earliest_cert_expiry", "probe_ssl_last_chain_expiry_timestamp_seconds",
               "probe_tls_version_info")
-    theirs = {(s.name, s.labels.get("version", "")): s.value
-              for family in text_string_to_metric_families(text) for s in family.samples if s.name in wanted}
+    theirs = {(name, dict(labels).get("version", "")): value for (name, labels), value in found.items()
+              if name in wanted}
     check = CheckConfig.model_validate({"name": "tls", "timeout": "2s", "tcp": {
         "address": address, "tls": True, "tls_config": {"ca_file": str(ca.cert)}}})
     result = asyncio.run(probe_once(check))

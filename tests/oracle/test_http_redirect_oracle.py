@@ -10,19 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import subprocess
 import threading
 from collections.abc import Iterator
 
-import httpx
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import CheckConfig
 from agent.health.probes import make_probe
 from agent.httpclient import new_http_client
-from harness.processes import free_port, require_binary, stop, wait_for
+from harness.blackbox import blackbox_exporter, probe
 
 pytestmark = pytest.mark.integration
 
@@ -84,25 +80,13 @@ def server() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def blackbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """blackbox_exporter with one http module: its defaults (follow redirects, any 2xx)."""
-    binary = require_binary("prometheus-blackbox-exporter")
-    config = tmp_path_factory.mktemp("blackbox") / "blackbox.yml"
-    config.write_text(yaml.safe_dump({"modules": {"http": {"prober": "http", "timeout": "2s",
-                                                           "http": {"preferred_ip_protocol": "ip4"}}}}))
-    port = free_port()
-    process = subprocess.Popen([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(f"{url}/-/healthy", timeout=1).status_code == 200, timeout_s=10)
+    modules = {"http": {"prober": "http", "timeout": "2s", "http": {"preferred_ip_protocol": "ip4"}}}
+    with blackbox_exporter(tmp_path_factory.mktemp("blackbox"), modules) as url:
         yield url
-    finally:
-        stop(process)
 
 
 def theirs(blackbox: str, target: str) -> bool:
-    text = httpx.get(f"{blackbox}/probe", params={"module": "http", "target": target}, timeout=5).text
-    (success,) = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "probe_success"]
-    return success == 1.0
+    return probe(blackbox, "http", target)[("probe_success", ())] == 1.0
 
 
 def ours(target: str) -> bool:

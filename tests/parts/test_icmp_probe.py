@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,34 +18,33 @@ from agent.config.probes import ping_socket_kind
 from agent.health.icmp import probe_icmp
 from harness.processes import require_binary
 
-PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
+
+@contextlib.contextmanager
+def sysctl(name: str, value: str) -> Iterator[None]:
+    """``net.ipv4.<name>`` set to ``value`` for the test, then restored; the test is skipped where it is read-only."""
+    path = Path("/proc/sys/net/ipv4") / name
+    saved = path.read_text()
+    try:
+        path.write_text(value)
+    except OSError:
+        pytest.skip(f"net.ipv4.{name} is read-only here")
+    try:
+        yield
+    finally:
+        path.write_text(saved)
 
 
 @pytest.fixture()
 def ping_sockets_off() -> Iterator[None]:
-    """net.ipv4.ping_group_range closed to every group for the test (the kernel's default), then restored."""
-    saved = PING_GROUP_RANGE.read_text()
-    try:
-        PING_GROUP_RANGE.write_text("1 0")
-    except OSError:
-        pytest.skip("net.ipv4.ping_group_range is read-only here")
-    try:
+    """Ping sockets closed to every group (the kernel's default)."""
+    with sysctl("ping_group_range", "1 0"):
         yield
-    finally:
-        PING_GROUP_RANGE.write_text(saved)
 
 
 @pytest.fixture()
 def ping_sockets_on() -> Iterator[None]:
-    saved = PING_GROUP_RANGE.read_text()
-    try:
-        PING_GROUP_RANGE.write_text("0 2147483647")
-    except OSError:
-        pytest.skip("net.ipv4.ping_group_range is read-only here")
-    try:
+    with sysctl("ping_group_range", "0 2147483647"):
         yield
-    finally:
-        PING_GROUP_RANGE.write_text(saved)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
@@ -66,17 +66,9 @@ def test_loopback_answers_over_ping_sockets(ping_sockets_on: None) -> None:
 
 @pytest.fixture()
 def echo_ignored() -> Iterator[None]:
-    """net.ipv4.icmp_echo_ignore_all on for the test: loopback stops answering pings."""
-    path = Path("/proc/sys/net/ipv4/icmp_echo_ignore_all")
-    saved = path.read_text()
-    try:
-        path.write_text("1")
-    except OSError:
-        pytest.skip("net.ipv4.icmp_echo_ignore_all is read-only here")
-    try:
+    """Loopback stops answering pings."""
+    with sysctl("icmp_echo_ignore_all", "1"):
         yield
-    finally:
-        path.write_text(saved)
 
 
 def test_no_reply_fails_at_the_timeout(echo_ignored: None) -> None:
