@@ -14,23 +14,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from healers.backends.base import ActionContext, ActionResult
-from healers.backends.children import child_env, kill_group
+from healers.backends.children import ChildWatch, child_env, kill_group
 
 PID_PLACEHOLDER = "$PID"
 # After the command exits or is killed, what a child it left behind still writes is read this long.
 PIPE_DRAIN_S = 0.2
 
 
-class _Bounded(asyncio.SubprocessProtocol):
+class _Bounded(ChildWatch):
     """Keeps the first ``max_bytes`` of a command's output and says when it exits or overflows."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_bytes: int) -> None:
+        super().__init__(loop)
         self.max_bytes = max_bytes
         self.output = bytearray()
         self.overflowed = False
-        self.exited: asyncio.Future[None] = loop.create_future()
         self.full: asyncio.Future[None] = loop.create_future()
-        self.output_closed: asyncio.Future[None] = loop.create_future()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         room = self.max_bytes - len(self.output)
@@ -38,14 +37,6 @@ class _Bounded(asyncio.SubprocessProtocol):
         if len(data) > room and not self.full.done():
             self.overflowed = True
             self.full.set_result(None)
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if not self.output_closed.done():
-            self.output_closed.set_result(None)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
 
 
 def capture_argv(argv: Sequence[str], pid: int | None) -> list[str] | None:

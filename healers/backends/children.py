@@ -9,6 +9,7 @@ PATH of the agent (PATH defaulting to systemd's) plus exactly the variables its 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -59,3 +60,23 @@ def kill_group(pgid: int) -> None:
     """SIGKILL a child's whole process group (it was started in its own session); gone or not ours is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+class ChildWatch(asyncio.SubprocessProtocol):
+    """Says when a child exits and when its output ends; subclasses keep what output they need.
+
+    Exit and end-of-output are separate: a daemon the child started may hold the pipe open for good.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.output_closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.output_closed.done():
+            self.output_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+

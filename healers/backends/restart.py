@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from healers.backends.base import ActionContext, ActionResult
-from healers.backends.children import child_env, kill_group
+from healers.backends.children import ChildWatch, child_env, kill_group
 
 OUTPUT_TAIL_BYTES = 1024
 # After a command exits, a child it left running may still hold the output pipe open;
@@ -47,28 +47,16 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-class _CommandWatch(asyncio.SubprocessProtocol):
-    """Keeps the tail of a command's output and says when the command exits and when its output ends.
-
-    Exit and end-of-output are separate: a daemon the command started may hold the pipe open for good.
-    """
+class _CommandWatch(ChildWatch):
+    """Keeps the tail of a command's output besides its exit and end of output."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
         self.tail = bytearray()
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.output_closed: asyncio.Future[None] = loop.create_future()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         self.tail += data
         del self.tail[:-OUTPUT_TAIL_BYTES]
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if not self.output_closed.done():
-            self.output_closed.set_result(None)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
 
 
 async def run_command(
