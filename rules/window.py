@@ -135,6 +135,14 @@ class SampleWindow:
             return _EMPTY_TIMESTAMPS, _EMPTY_VALUES
         return self._times(lo, hi), self._decoded(lo, hi)
 
+    def window_values(self, start_ms: int, end_ms: int) -> tuple[np.ndarray, int, int] | None:
+        """``window()``'s values with only its first and last timestamps (None if empty): no timestamp array."""
+        lo = self._index_after(max(start_ms, self._retention.cutoff_ms - 1))
+        hi = self._index_after(end_ms)
+        if hi <= lo:
+            return None
+        return self._decoded(lo, hi), self._time_at(lo), self._time_at(hi - 1)
+
     def last(self, end_ms: int, lookback_ms: int) -> tuple[int, float] | None:
         """Newest sample in ``(end_ms - lookback_ms, end_ms]``, or None if absent or a stale marker."""
         hi = self._index_after(end_ms)

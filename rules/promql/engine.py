@@ -40,7 +40,7 @@ from rules.promql.lexer import go_quote
 from rules.promql.parser import parse
 from rules.promql.values import MatrixResult, RangeBatch, RangeSeries, Result, Sample, ScalarResult, StringResult, VectorResult
 from rules.promql.snapshot import Snapshot
-from rules.store import SeriesStore
+from rules.store import Series, SeriesStore
 
 Value = float | str | list[Sample] | list[RangeSeries]
 _T = TypeVar("_T")
@@ -332,13 +332,24 @@ class _Evaluation:
         end = self._reference_ms(selector.at, selector.offset_ms, t)
         start = end - node.range_ms
         selected = self._series(selector)
-        windows = [view.window(start, end) for view in selected]
-        if not all(len(t) for t, _ in windows):
-            selected = [view for view, (t, _) in zip(selected, windows) if len(t)]
-            windows = [window for window in windows if len(window[0])]
-        batch = RangeBatch.of(
-            [view.labels for view in selected], [t for t, _ in windows], [v for _, v in windows],
-            [False] * len(selected),
+        if isinstance(self.store, Snapshot):
+            windows = [view.window(start, end) for view in selected]
+            copied = [(view, w) for view, w in zip(selected, windows) if len(w[0])]
+            batch = RangeBatch.of(
+                [view.labels for view, _ in copied], [w[0] for _, w in copied], [w[1] for _, w in copied],
+                [False] * len(copied),
+            )
+            return _without_stale(batch), start, end
+        # The live store reads values and end timestamps only; the timestamps in between are read if a function needs them.
+        present = [
+            (series, read)
+            for series in cast("list[Series]", selected)
+            if (read := series.window_values(start, end)) is not None
+        ]
+        live = [series for series, _ in present]
+        batch = RangeBatch.read(
+            [series.labels for series in live], [read for _, read in present], [False] * len(live),
+            lambda: np.concatenate([series.window(start, end)[0] for series in live] or [np.empty(0, np.int64)]),
         )
         return _without_stale(batch), start, end
 

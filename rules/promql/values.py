@@ -41,10 +41,11 @@ class RangeBatch:
     """A range vector in one piece: series ``i`` has ``labels[i]`` and samples ``bounds[i]:bounds[i + 1]``.
 
     Every series holds at least one sample; ``first_t`` and ``last_t`` are each series'
-    first and last timestamps, ``times()`` all of them (concatenated when first asked for).
+    first and last timestamps, ``times()`` all of them (gathered when first asked for:
+    most range functions need none).
     """
 
-    __slots__ = ("labels", "drop_name", "values", "bounds", "first_t", "last_t", "_times")
+    __slots__ = ("labels", "drop_name", "values", "bounds", "first_t", "last_t", "_gather_times", "_times")
 
     def __init__(
         self, labels: list[Labels], drop_name: list[bool], values: np.ndarray, bounds: np.ndarray,
@@ -56,27 +57,31 @@ class RangeBatch:
         self.bounds = bounds
         self.first_t = first_t
         self.last_t = last_t
-        self._times = times
+        self._gather_times = times
+        self._times: np.ndarray | None = None
 
     @classmethod
     def of(
         cls, labels: list[Labels], times: list[np.ndarray], values: list[np.ndarray], drop_name: list[bool]
     ) -> RangeBatch:
         """The batch of series ``i`` with ``labels[i]``, ``times[i]`` and ``values[i]`` (each non-empty)."""
+        return cls.read(
+            labels, [(v, int(t[0]), int(t[-1])) for t, v in zip(times, values)], drop_name,
+            lambda: np.concatenate(times) if times else np.empty(0, dtype=np.int64),
+        )
+
+    @classmethod
+    def read(
+        cls, labels: list[Labels], parts: list[tuple[np.ndarray, int, int]], drop_name: list[bool],
+        times: Callable[[], np.ndarray],
+    ) -> RangeBatch:
+        """The batch of series ``i`` with ``labels[i]`` and ``parts[i]``: (values, first and last timestamps)."""
         bounds = np.zeros(len(labels) + 1, dtype=np.int64)
-        np.cumsum([len(v) for v in values], out=bounds[1:])
-        concatenated: list[np.ndarray] = []
-
-        def all_times() -> np.ndarray:
-            if not concatenated:
-                concatenated.append(np.concatenate(times) if times else np.empty(0, dtype=np.int64))
-            return concatenated[0]
-
+        np.cumsum([len(part[0]) for part in parts], out=bounds[1:])
+        values = np.concatenate([part[0] for part in parts]) if parts else np.empty(0, dtype=np.float64)
         return cls(
-            labels, drop_name, np.concatenate(values) if values else np.empty(0, dtype=np.float64), bounds,
-            np.fromiter(map(itemgetter(0), times), np.int64, len(times)),
-            np.fromiter(map(itemgetter(-1), times), np.int64, len(times)),
-            all_times,
+            labels, drop_name, values, bounds, np.fromiter(map(itemgetter(1), parts), np.int64, len(parts)),
+            np.fromiter(map(itemgetter(2), parts), np.int64, len(parts)), times,
         )
 
     def __len__(self) -> int:
@@ -84,7 +89,9 @@ class RangeBatch:
 
     def times(self) -> np.ndarray:
         """All timestamps (int64 ms), aligned with ``values``."""
-        return self._times()
+        if self._times is None:
+            self._times = self._gather_times()
+        return self._times
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,25 @@ def _store(all_points: list[list[tuple[int, float]]], retention_s: float | None)
 
 
 @settings(max_examples=150, deadline=None)
+@given(st.lists(_series, max_size=4), st.integers(-1000, 2_000_000), st.integers(1, 2_000_000), st.booleans())
+def test_window_values_reads_what_window_reads(
+    all_points: list[list[tuple[int, float]]], start_ms: int, length_ms: int, evict: bool
+) -> None:
+    """window_values() is window()'s values with its first and last timestamps, None where window() is empty."""
+    store = _store(all_points, 300.0 if evict else None)
+    if evict:
+        store.evict(max((len(p) for p in all_points), default=0) * 20_000)
+    for series in store.select([]):
+        t, v = series.window(start_ms, start_ms + length_ms)
+        read = series.window_values(start_ms, start_ms + length_ms)
+        if not len(t):
+            assert read is None
+        else:
+            assert read is not None
+            assert _bits(read[0]) == _bits(v) and (read[1], read[2]) == (int(t[0]), int(t[-1]))
+
+
+@settings(max_examples=150, deadline=None)
 @given(st.lists(_series.filter(bool), max_size=6), st.integers(0, 300_000), st.sampled_from(sorted(fn.RANGE_KERNELS)))
 def test_batch_kernels_match_the_per_series_kernels(
     all_points: list[list[tuple[int, float]]], extra_ms: int, name: str
@@ -68,7 +87,8 @@ def test_live_store_and_snapshot_agree(all_points: list[list[tuple[int, float]]]
     """The store's batched read (stale markers dropped in the batch) answers as a snapshot's per-series copy does."""
     store = _store(all_points, None)
     engine = Engine()
-    for query in ("rate(m[5m])", "max_over_time(m[1m])", "count_over_time(m[10m])", "last_over_time(m[5m])"):
+    queries = ("rate(m[5m])", "max_over_time(m[1m])", "count_over_time(m[10m])", "last_over_time(m[5m])", "deriv(m[5m])")
+    for query in queries:
         expr = parse(query)
         snapshot = Snapshot(expr, t_ms, t_ms, engine.lookback_ms)
         for _ in snapshot.fill(store, QueryBudget(None, None)):
