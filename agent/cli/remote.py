@@ -122,17 +122,11 @@ def add_notify_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 def notify_test(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """`notify test RECEIVER`: exit 0 when the receiver took both notifications, else 1."""
-    out = out or sys.stdout
     body = {"receiver": args.receiver, "labels": dict(args.labels)}
-    try:
-        data = call(args, "POST", "/api/v1/notify/test", body, timeout_s=NOTIFY_TEST_TIMEOUT_S)
-    except RemoteError as exc:
-        print(f"healwatch: {exc}", file=sys.stderr)
+    answered, data = _show(args, out, render_notify_test, "POST", "/api/v1/notify/test", body,
+                           timeout_s=NOTIFY_TEST_TIMEOUT_S)
+    if not answered:
         return 1
-    if args.json:
-        print(json.dumps(data, indent=2), file=out)
-    else:
-        render_notify_test(data, out)
     delivered = all(n["final"] and n["attempts"][-1]["outcome"] == "ok" for n in data["notifications"])
     return 0 if delivered else 1
 
@@ -173,17 +167,24 @@ def require_token() -> None:
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run one remote command, printing to ``out`` (default: the current stdout); errors go to stderr, exit 1."""
+    answered, _ = _show(args, out, args.render, *args.request(args))
+    return 0 if answered else 1
+
+
+def _show(args: argparse.Namespace, out: TextIO | None, render: Callable[[Any, TextIO], None], *request: Any,
+          **options: Any) -> tuple[bool, Any]:
+    """Call the agent and print its answer (as JSON with --json); (False, None) once an error went to stderr."""
     out = out or sys.stdout
     try:
-        data = call(args, *args.request(args))
+        data = call(args, *request, **options)
     except RemoteError as exc:
         print(f"healwatch: {exc}", file=sys.stderr)
-        return 1
+        return False, None
     if args.json:
         print(json.dumps(data, indent=2), file=out)
     else:
-        args.render(data, out)
-    return 0
+        render(data, out)
+    return True, data
 
 
 def _heal(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
