@@ -38,7 +38,7 @@ from agent.looplag import LoopLag
 from agent.notifying import NOTIFY_MIGRATIONS, Notifying, alert_exprs, check_why
 from agent.schedule.jobs import Job, JobSet, build_jobs
 from agent.schedule.arrival import wait_bound_s
-from agent.schedule.phase import PhasedInterval, offset_of
+from agent.schedule.phase import PhasedInterval, grid_stamp_ms, offset_of
 from agent.schedule.rules import (
     RuleJob,
     build_rule_jobs,
@@ -442,7 +442,8 @@ class Agent:
             self.metrics.collector_duration.labels(job.name).set(time.perf_counter() - started)
         if self.jobset.jobs.get(job.name) is not job:
             return  # removed or replaced by a reload while it ran
-        self.store.ingest(job.name, observation.store_samples(), round(now * 1000))
+        offset_s = job.offset_s if isinstance(job, RuleJob) else offset_of(job.name, job.interval_s)
+        self.store.ingest(job.name, observation.store_samples(), grid_stamp_ms(now, job.interval_s, offset_s))
         self.exposition.update(job.name, observation.families)
         self._render_wanted.set()
         if job.name == "host":

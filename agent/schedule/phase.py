@@ -14,10 +14,31 @@ from datetime import datetime, timezone
 from apscheduler.triggers.base import BaseTrigger
 
 
+# Like Prometheus' scrape timestamp tolerance: a run this close to its grid point is stamped with it.
+SNAP_TOLERANCE_MS = 2
+
+
 def offset_of(name: str, interval_s: float) -> float:
     """The fixed offset of ``name`` within its interval, in seconds."""
     interval_ms = max(int(interval_s * 1000), 1)
     return zlib.crc32(name.encode()) % interval_ms / 1000
+
+
+def grid_stamp_ms(t: float, interval_s: float, offset_s: float) -> int:
+    """``t`` in ms, moved onto its job's grid point when within SNAP_TOLERANCE_MS of it.
+
+    The scheduler starts a job a millisecond or so late; stamped with its grid point instead, a
+    job's samples sit exactly one interval apart, which the store keeps without a per-sample
+    timestamp (rules.window) and which is what Prometheus does to scrape timestamps.
+    """
+    t_ms = round(t * 1000)
+    interval_ms = max(round(interval_s * 1000), 1)
+    since_ms = (t_ms - round(offset_s * 1000)) % interval_ms
+    if since_ms <= SNAP_TOLERANCE_MS:
+        return t_ms - since_ms
+    if interval_ms - since_ms <= SNAP_TOLERANCE_MS:
+        return t_ms + interval_ms - since_ms
+    return t_ms
 
 
 class PhasedInterval(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no types: BaseTrigger is Any

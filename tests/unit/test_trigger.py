@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from agent.schedule.phase import PhasedInterval, offset_of
+from agent.schedule.phase import PhasedInterval, grid_stamp_ms, offset_of
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, 250_000, tzinfo=timezone.utc)
 
@@ -43,3 +43,11 @@ def test_a_job_that_ran_late_keeps_its_phase() -> None:
     on_grid = fires(trigger, 2)[1]
     late = on_grid + timedelta(milliseconds=300)
     assert trigger.get_next_fire_time(late, late) == on_grid + timedelta(seconds=1)
+
+
+def test_runs_within_two_milliseconds_of_their_grid_point_are_stamped_with_it() -> None:
+    """A job at +0.733 s every 1 s: 1.734 s and 1.731 s become 1.733 s; 1.737 s (4 ms late) stays as it is."""
+    assert grid_stamp_ms(1_700_000_001.734, 1.0, 0.733) == 1_700_000_001_733
+    assert grid_stamp_ms(1_700_000_001.731, 1.0, 0.733) == 1_700_000_001_733
+    assert grid_stamp_ms(1_700_000_001.737, 1.0, 0.733) == 1_700_000_001_737
+    assert grid_stamp_ms(1_700_000_024.999, 15.0, 0.0) == 1_700_000_025_000  # 1_700_000_010 is a multiple of 15
