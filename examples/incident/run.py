@@ -1,6 +1,6 @@
-"""See it heal: start the whole scenario on loopback and walk through five ways web1 gets sick.
+"""See it heal: start the whole scenario on loopback and walk through six ways web1 gets sick.
 
-    python3 -m examples.incident [--dir DIR] [--cases errors,hang,crash,leak,slow] [--no-agent-crash]
+    python3 -m examples.incident [--dir DIR] [--cases errors,hang,crash,leak,slow,deploy] [--no-agent-crash]
 
 Needs haproxy, supervisor, prometheus and prometheus-alertmanager (Debian packages). Takes about 2.5 minutes
 (all cases and the agent crash); Ctrl-C (or SIGTERM) stops everything at any point. Prints what it starts, each

@@ -14,6 +14,7 @@ import functools
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -39,6 +40,8 @@ from harness.processes import free_port
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 APP = ROOT / "examples" / "webapp" / "app.py"
+SMOKE = ROOT / "examples" / "rollback" / "smoke.py"
+GOOD_VERSION, BAD_VERSION = "1.0", "2.0-bad"
 AGENT_CONFIG = HERE / "healwatch.yaml"
 RULES_FILE = HERE / "rules" / "webapp.rules.yaml"
 TEMPLATES = ("haproxy.cfg", "prometheus.yml", "alertmanager.yml", "supervisord.conf")
@@ -48,6 +51,9 @@ RECEIVER_PATHS = ("/slack", "/hook", "/alertmanager")  # the Slack stand-in, the
 CLIENT_WORKERS = 3
 CLIENT_PAUSE_S = 0.05
 WATCH_INTERVAL_S = 0.2
+HEAL_STEPS = ("traffic cut", "restart", "wait_healthy", "traffic restore")
+ROLLBACK_STEPS = ("traffic cut", "exec", "verify", "rollback: exec", "rollback: restart", "rollback: wait_healthy",
+                  "rollback: exec", "verify after rollback", "traffic ramp 50/100%")
 
 T = TypeVar("T")
 
@@ -66,6 +72,9 @@ class Case:
     alertname: str
     recovery_budget_s: float  # from the fault to traffic restored, detection time included
     trigger: str = ""  # what the journal's trigger of the heal contains; default: the case's alert
+    playbook: str = "heal-web1"
+    steps: tuple[str, ...] = HEAL_STEPS  # the journaled steps of its heal, each ok
+    allowed_before_cut: tuple[str, ...] = ()  # other alerts about web1 the fault itself fires
 
     @property
     def expected_trigger(self) -> str:
@@ -80,6 +89,10 @@ CASES = (
     # 0.3 s (--slow-seconds in supervisord.conf): a p99 above WebLatencyHigh's 0.25 s, yet /health still
     # answers within its 400 ms probe timeout, so WebNotAnswering does not fire and heal first.
     Case("slow", "POST /control/sick?mode=slow: every request takes 0.3 s", "WebLatencyHigh", 20.0),
+    # Deployed in maintenance (so the deploy's restart heals nothing); its own restart fires WebRestarted.
+    # Healed by rollback-web1: the first verify fails on the bad version, the rollback's passes.
+    Case("deploy", f"deploy of {BAD_VERSION}: a quarter of the requests to / answered 500", "WebDeployFailing", 30.0,
+         playbook="rollback-web1", steps=ROLLBACK_STEPS, allowed_before_cut=("WebRestarted",)),
 )
 
 
@@ -272,15 +285,20 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.unix_path)
 
 
-def supervisor_state(sock_path: Path, program: str) -> str:
-    """supervisord's state name of ``program`` (STARTING, RUNNING, EXITED, ...) over its unix socket."""
+def supervisor_call(sock_path: Path, method: str, program: str) -> Any:
+    """One XML-RPC call to supervisord over its unix socket, e.g. ``supervisor.startProcess``."""
     conn = _UnixHTTPConnection(str(sock_path))
     try:
-        conn.request("POST", "/RPC2", xmlrpc.client.dumps((program,), "supervisor.getProcessInfo"),
-                     {"Content-Type": "text/xml"})
-        (info,), _ = xmlrpc.client.loads(conn.getresponse().read())
+        conn.request("POST", "/RPC2", xmlrpc.client.dumps((program,), method), {"Content-Type": "text/xml"})
+        (answer,), _ = xmlrpc.client.loads(conn.getresponse().read())
     finally:
         conn.close()
+    return answer
+
+
+def supervisor_state(sock_path: Path, program: str) -> str:
+    """supervisord's state name of ``program`` (STARTING, RUNNING, EXITED, ...) over its unix socket."""
+    info = supervisor_call(sock_path, "supervisor.getProcessInfo", program)
     assert isinstance(info, dict)
     return str(info["statename"])
 
@@ -390,7 +408,7 @@ class Stack:
                                                      "FRONTEND_PORT", "WEB1_PORT", "WEB2_PORT")}
         self.env = {**{k: str(v) for k, v in self.ports.items()}, "RECEIVER_PORT": str(self.receivers.port),
                     "INCIDENT_DIR": str(self.dir), "RULES_FILE": str(RULES_FILE), "PYTHON": sys.executable,
-                    "APP": str(APP)}
+                    "APP": str(APP), "SMOKE": str(SMOKE)}
         self.agent_url = f"http://127.0.0.1:{self.ports['HEALWATCH_PORT']}"
         self.prometheus_url = f"http://127.0.0.1:{self.ports['PROMETHEUS_PORT']}"
         self.alertmanager_url = f"http://127.0.0.1:{self.ports['ALERTMANAGER_PORT']}"
@@ -398,6 +416,7 @@ class Stack:
         self.client = Client(self.ports["FRONTEND_PORT"])
         self.watcher = Watcher(self)
         self.http = httpx.Client(timeout=5)
+        self.token = secrets.token_hex(16)  # healwatch's API token: the deploy switches maintenance on and off
 
     def __enter__(self) -> Self:
         try:
@@ -413,10 +432,12 @@ class Stack:
     # -- starting and stopping ---------------------------------------------------------------------
 
     def render(self) -> None:
-        """The config templates with this run's ports and paths, written into the scenario directory."""
+        """The config templates with this run's ports and paths, and web1's version files, in the scenario directory."""
         for name in TEMPLATES:
             text = string.Template((HERE / name).read_text()).substitute(self.env)
             (self.dir / name).write_text(text)
+        for name in (f"{SICK}.version", f"{SICK}.version.good"):
+            (self.dir / name).write_text(f"{GOOD_VERSION}\n")
 
     def start(self) -> None:
         missing = [name for name in BINARIES if shutil.which(name) is None]
@@ -457,7 +478,7 @@ class Stack:
         """healwatch on its port with the example config; returns once it is ready."""
         self._spawn("healwatch", [sys.executable, "-m", "agent.cli", "run", "-c", str(AGENT_CONFIG),
                                   "--listen", f"127.0.0.1:{self.ports['HEALWATCH_PORT']}"],
-                    env={"PYTHONPATH": str(ROOT)}, log_mode="ab")
+                    env={"PYTHONPATH": str(ROOT), "HEALWATCH_TOKEN": self.token}, log_mode="ab")
         wait_until(lambda: self._serves(f"{self.agent_url}/-/ready"), 20, "healwatch to be ready")
 
     def kill_agent(self) -> None:
@@ -523,8 +544,28 @@ class Stack:
         if mode == "crash":
             os.kill(self.pid(service), signal.SIGKILL)  # from outside, as the OOM killer or an operator would
             return
+        if mode == "deploy":
+            self.deploy(service, BAD_VERSION)
+            return
         port = self.ports[f"{service.upper()}_PORT"]
         self.http.post(f"http://127.0.0.1:{port}/control/sick", params={"mode": mode}).raise_for_status()
+
+    def deploy(self, service: str, version: str) -> None:
+        """A deploy as a release tool does it: maintenance on in healwatch, the new version file, a restart
+        through supervisord, maintenance off once the new process serves."""
+        maintenance = f"{self.agent_url}/api/v1/maintenance/{service}"
+        auth = {"Authorization": f"Bearer {self.token}"}
+        self.http.post(maintenance, headers=auth).raise_for_status()
+        try:
+            (self.dir / f"{service}.version").write_text(f"{version}\n")
+            sock = self.dir / "supervisor.sock"
+            supervisor_call(sock, "supervisor.stopProcess", service)
+            supervisor_call(sock, "supervisor.startProcess", service)
+            port = self.ports[f"{service.upper()}_PORT"]
+            wait_until(lambda: f'version="{version}"' in self.http.get(f"http://127.0.0.1:{port}/metrics").text, 15,
+                       f"{service} to run {version}")
+        finally:
+            self.http.delete(maintenance, headers=auth).raise_for_status()
 
     def outbox_ids(self) -> set[str]:
         """Ids of the notifications waiting in the (stopped) agent's outbox; a webhook's Idempotency-Key."""
@@ -642,7 +683,7 @@ def run_case(stack: Stack, case: Case, progress: Callable[[str], None] = lambda 
     incidents = stack.incidents(SICK, began)
     steps = incidents[0]["steps"] if incidents else []
     cut_at = next((parse_time(s["endedAt"]) for s in steps if s["action"] == "traffic cut" and s["result"] == "ok"), None)
-    restore = [s for s in steps if s["action"] == "traffic restore" and s["result"] == "ok"]
+    restore = [s for s in steps if s["action"].startswith(("traffic restore", "traffic ramp")) and s["result"] == "ok"]
     restored_at = parse_time(restore[-1]["endedAt"]) if restore else None
     # Traffic may flow to web1 again from the moment the restore step began: HAProxy applies it before the
     # step's end is journaled, so a request starting in between is rightly served by web1.
@@ -668,13 +709,14 @@ def run_case(stack: Stack, case: Case, progress: Callable[[str], None] = lambda 
         suspended=stack.value(f'healwatch_autoheal_suspended{{service="{SICK}"}}'),
         other_alerts_before_cut=sorted({c.key.partition("/")[0] for c in list(timeline.changes)
                                         if c.source == "healwatch" and c.key.endswith(f"/{SICK}") and c.key != key
+                                        and c.key.partition("/")[0] not in case.allowed_before_cut
                                         and c.state == "firing" and began <= c.at < cut}),
     )
 
 
 def case_problems(report: CaseReport) -> list[str]:
-    """Why the case did not go as it should: the advertised alert fired and started the one heal, all four
-    steps ok, traffic restored within budget, nothing failed after the cut. Empty when it passed."""
+    """Why the case did not go as it should: the advertised alert fired and started the one heal of the case's
+    playbook, its steps as expected, traffic restored within budget, nothing failed after the cut. Empty when it passed."""
     r, c = report, report.case
     problems = []
     if r.fired_at is None:
@@ -683,9 +725,12 @@ def case_problems(report: CaseReport) -> list[str]:
         problems.append(f"healed on {r.trigger or 'nothing'}, not {c.expected_trigger}")
     if r.other_alerts_before_cut:
         problems.append(f"{', '.join(r.other_alerts_before_cut)} fired before the cut")
-    outcomes = [i["outcome"] for i in r.incidents]
-    if outcomes != ["succeeded"]:
+    outcomes = [(i["playbook"], i["outcome"]) for i in r.incidents]
+    if outcomes != [(c.playbook, "succeeded")]:
         problems.append(f"heal outcomes {outcomes}")
+    expected = [(step, "failed" if step == "verify" else "ok") for step in c.steps]
+    if r.incidents and [(action, result) for action, result, _ in r.steps()] != expected:
+        problems.append(f"steps {r.steps()}")
     if r.recovery_s is None or r.recovery_s > c.recovery_budget_s:
         problems.append(f"recovery {'never' if r.recovery_s is None else f'{r.recovery_s:.1f}s'}"
                         f" over its {c.recovery_budget_s:g}s budget")
@@ -790,7 +835,7 @@ def narrate_case(report: CaseReport) -> Iterator[str]:
     for incident in r.incidents:
         yield f"   journal {incident['id']} ({incident['trigger']}): {incident['outcome']} in {incident['durationSeconds']}s"
         for step in incident["steps"]:
-            yield f"     {step['action']:<16} {step['result']:<12} {step['durationSeconds']}s  {step['error'] or ''}".rstrip()
+            yield f"     {step['action']:<22} {step['result']:<8} {step['durationSeconds']}s  {step['error'] or ''}".rstrip()
     recovery = "n/a" if r.recovery_s is None else f"{r.recovery_s:.1f}s"
     yield f"   recovered in {recovery} (budget {c.recovery_budget_s:g}s)"
 

@@ -1,5 +1,6 @@
 """Issue #7 end to end: the "see it heal" scenario (examples/incident) with real HAProxy, supervisord,
-Prometheus and Alertmanager, five ways to make web1 sick, and healwatch SIGKILLed mid-heal.
+Prometheus and Alertmanager, six ways to make web1 sick (the last a bad deploy healed by a rollback, issue #17),
+and healwatch SIGKILLed mid-heal.
 
 The scenario runs once for the module (about 2.5 minutes); each test asserts one aspect of every case.
 Client failures before the cut are expected (they are what healing is for) and reported, not asserted:
@@ -18,6 +19,7 @@ import pytest
 from examples.incident.scenario import (
     BINARIES,
     CASES,
+    GOOD_VERSION,
     SICK,
     AgentCrashReport,
     CaseReport,
@@ -32,8 +34,7 @@ from harness.processes import require_binary
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(330)]
 
 NAMES = [case.name for case in CASES]
-# The playbook's steps and their configured timeouts (examples/incident/healwatch.yaml and the defaults).
-STEPS = ["traffic cut", "restart", "wait_healthy", "traffic restore"]
+# heal-web1's configured step timeouts (examples/incident/healwatch.yaml and the defaults); rollback-web1's are lower.
 PLAYBOOK_TIMEOUTS_S = 10 + 60 + 20 + 10
 
 
@@ -47,7 +48,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def reports(stack: Stack) -> dict[str, CaseReport]:
-    """The five cases, in order, each waited out until every alert about web1 has resolved."""
+    """The six cases, in order, each waited out until every alert about web1 has resolved."""
     done = {case.name: run_case(stack, case) for case in CASES}
     summary = {name: {"requests": r.requests, "failed_before_cut": r.failed_before_cut,
                       "failed_after_cut": r.failed_after_cut, "recovery_s": r.recovery_s,
@@ -58,7 +59,7 @@ def reports(stack: Stack) -> dict[str, CaseReport]:
 
 @pytest.fixture(scope="module")
 def agent_crash(stack: Stack, reports: dict[str, CaseReport]) -> AgentCrashReport:
-    """After the five cases: web1 crashes again and healwatch is SIGKILLed in the middle of healing it."""
+    """After the six cases: web1 crashes again and healwatch is SIGKILLed in the middle of healing it."""
     return kill_agent_mid_heal(stack)
 
 
@@ -122,10 +123,12 @@ def test_haproxy_drains_web1_while_sick_and_no_client_fails_after_the_cut(
 
 @pytest.mark.parametrize("name", NAMES)
 def test_one_journaled_heal_within_budget(reports: dict[str, CaseReport], name: str) -> None:
-    """One incident whose four steps all succeeded, a new web1 process, recovery within the case's budget."""
+    """One incident whose steps all succeeded (a deploy's first verify fails, then its rollback's passes), a new
+    web1 process, recovery within the case's budget."""
     report = reports[name]
-    assert [(i["playbook"], i["outcome"]) for i in report.incidents] == [("heal-web1", "succeeded")]
-    assert [(action, result) for action, result, _ in report.steps()] == [(step, "ok") for step in STEPS]
+    assert [(i["playbook"], i["outcome"]) for i in report.incidents] == [(report.case.playbook, "succeeded")]
+    assert [(action, result) for action, result, _ in report.steps()] == [
+        (step, "failed" if step == "verify" else "ok") for step in report.case.steps]
     assert all(seconds is not None for _, _, seconds in report.steps())
     assert report.incidents[0]["durationSeconds"] <= PLAYBOOK_TIMEOUTS_S
     assert report.recovery_s is not None and report.recovery_s <= report.case.recovery_budget_s, report.steps()
@@ -157,3 +160,16 @@ def test_the_report_holds_what_the_client_saw(stack: Stack, reports: dict[str, C
         name: (0, True) for name in NAMES}
     assert {name: s["failed_before_cut"] for name, s in summary.items()} == {
         name: report.failed_before_cut for name, report in reports.items()}
+
+
+def test_a_bad_deploy_is_rolled_back_and_ramped_back_in(stack: Stack, reports: dict[str, CaseReport]) -> None:
+    """The deploy case: healed on WebDeployFailing by rollback-web1, whose rollback put the good version back (web1's
+    webapp_version_info says so) before traffic returned through a 50% -> 100% ramp in HAProxy."""
+    report = reports["deploy"]
+    assert report.case.expected_trigger in report.trigger and report.trigger.startswith("alert")
+    assert (stack.dir / f"{SICK}.version").read_text() == f"{GOOD_VERSION}\n"
+    metrics = stack.http.get(f"http://127.0.0.1:{stack.ports['WEB1_PORT']}/metrics").text
+    assert f'webapp_version_info{{version="{GOOD_VERSION}"}} 1' in metrics
+    steps = {action: seconds for action, _, seconds in report.steps()}
+    assert steps["verify"] is not None and steps["verify"] >= 4  # failed at its timeout on the bad version
+    assert steps["traffic ramp 50/100%"] is not None and steps["traffic ramp 50/100%"] >= 2  # two 1 s holds
