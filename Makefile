@@ -19,7 +19,7 @@ typecheck: $(VENV)/.installed
 system-deps:
 	@bash .ci/system-deps
 
-# The incident of examples/incident/: web1 broken five ways, healed while you watch (about 2.5 minutes).
+# The incident of examples/incident/: web1 broken six ways, healed while you watch (about 3 minutes).
 see-it-heal: $(VENV)/.installed system-deps
 	$(BIN)/python -m examples.incident
 

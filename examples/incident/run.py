@@ -2,7 +2,7 @@
 
     python3 -m examples.incident [--dir DIR] [--cases errors,hang,crash,leak,slow,deploy] [--no-agent-crash]
 
-Needs haproxy, supervisor, prometheus and prometheus-alertmanager (Debian packages). Takes about 2.5 minutes
+Needs haproxy, supervisor, prometheus and prometheus-alertmanager (Debian packages). Takes about 3 minutes
 (all cases and the agent crash); Ctrl-C (or SIGTERM) stops everything at any point. Prints what it starts, each
 case as it runs, and a PASS/FAIL line per case with its timings; exits 1 if any case failed. Logs and rendered
 configs stay in the printed directory.
