@@ -308,9 +308,6 @@ class Notifying:
 
     async def start(self) -> None:
         """Start dispatching and delivering; undelivered notifications go out first."""
-        # No pool-wide cap: stuck receivers must not take the connections of healthy ones
-        # (the outbox bounds the attempts in flight per receiver).
-        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
         pending = self.outbox.pending()
         if pending:
             log.info("delivering notifications left in the outbox", pending=pending)
@@ -466,7 +463,12 @@ class Notifying:
 
     def _deliver(self) -> float | None:
         """Start the attempts due now; each wakes the loop when it ends, so the next of its group follows at once."""
-        assert self._client is not None
+        if self._client is None:
+            if self.outbox.next_attempt_at() is None:
+                return None  # nothing to send: the client (its CA bundle ~3 MiB) waits for the first notification
+            # No pool-wide cap: stuck receivers must not take the connections of healthy ones
+            # (the outbox bounds the attempts in flight per receiver).
+            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
         for task in self.outbox.start_due(self._client):
             task.add_done_callback(lambda _: self._delivery_wanted.set())
         return self.outbox.next_attempt_at()
