@@ -89,7 +89,8 @@ class Engine:
         """
         node = parse(expr) if isinstance(expr, str) else expr
         run = _Evaluation(store, self.lookback_ms, t_ms, t_ms, self.subquery_step_ms, budget or self.budget())
-        value = run.eval(node, t_ms)
+        with np.errstate(all="ignore"):  # IEEE 754 as in Go: inf - inf is NaN, 1/0 is +Inf, silently
+            value = run.eval(node, t_ms)
         if node.type == SCALAR:
             return ScalarResult(_scalar(value))
         if isinstance(value, str):
@@ -116,7 +117,8 @@ class Engine:
         run = _Evaluation(store, self.lookback_ms, start_ms, end_ms, self.subquery_step_ms, budget)
         points: dict[Labels, list[tuple[int, float]]] = {}
         for t in range(start_ms, end_ms + 1, step_ms):
-            value = run.eval(node, t)
+            with np.errstate(all="ignore"):
+                value = run.eval(node, t)
             if node.type == SCALAR:
                 budget.charge(1)
                 points.setdefault(Labels(), []).append((t, _scalar(value)))

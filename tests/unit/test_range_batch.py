@@ -6,6 +6,7 @@ import math
 import struct
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,6 +61,7 @@ def test_window_values_reads_what_window_reads(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_series.filter(bool), max_size=6), st.integers(0, 300_000), st.sampled_from(sorted(fn.RANGE_KERNELS)))
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf - inf and the like: the Engine runs them under np.errstate
 def test_batch_kernels_match_the_per_series_kernels(
     all_points: list[list[tuple[int, float]]], extra_ms: int, name: str
 ) -> None:
