@@ -14,11 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from healers.backends.base import ActionContext, ActionResult
-from healers.backends.children import ChildWatch, child_env, kill_group
+from healers.backends.children import ChildWatch, child_env
 
 PID_PLACEHOLDER = "$PID"
-# After the command exits or is killed, what a child it left behind still writes is read this long.
-PIPE_DRAIN_S = 0.2
 
 
 class _Bounded(ChildWatch):
@@ -70,17 +68,7 @@ async def capture(
     except OSError as exc:
         return ActionResult(False, f"cannot run the capture command {program}: {exc.strerror or exc}")
     started = loop.time()
-    try:
-        await asyncio.wait({watch.exited, watch.full}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        cut = not watch.exited.done()
-        if cut:
-            kill_group(transport.get_pid())
-            await watch.exited
-        await asyncio.wait({watch.output_closed}, timeout=PIPE_DRAIN_S)
-    finally:
-        if not watch.exited.done():  # cancelled from outside: leave nothing of it running
-            kill_group(transport.get_pid())
-        transport.close()
+    cut = await watch.run_out(transport, timeout_s, watch.full)
     elapsed = loop.time() - started
     text = bytes(watch.output).decode("utf-8", errors="replace")
     size = f"{len(watch.output)} bytes in {elapsed:.2f}s"

@@ -62,6 +62,10 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+# After a child exits or is killed, what a child of its own left behind still writes is read this long.
+PIPE_DRAIN_S = 0.2
+
+
 class ChildWatch(asyncio.SubprocessProtocol):
     """Says when a child exits and when its output ends; subclasses keep what output they need.
 
@@ -79,4 +83,21 @@ class ChildWatch(asyncio.SubprocessProtocol):
     def process_exited(self) -> None:
         if not self.exited.done():
             self.exited.set_result(None)
+
+    async def run_out(self, transport: asyncio.SubprocessTransport, timeout_s: float,
+                      *also: asyncio.Future[None]) -> bool:
+        """Wait until the child exits (or one of ``also`` is done) within ``timeout_s``, else kill its process
+        group; read its output for PIPE_DRAIN_S more. Whether it was killed; cancelled, it leaves nothing running."""
+        try:
+            await asyncio.wait({self.exited, *also}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            killed = not self.exited.done()
+            if killed:
+                kill_group(transport.get_pid())
+                await self.exited
+            await asyncio.wait({self.output_closed}, timeout=PIPE_DRAIN_S)
+            return killed
+        finally:
+            if not self.exited.done():
+                kill_group(transport.get_pid())
+            transport.close()
 

@@ -9,12 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from healers.backends.base import ActionContext, ActionResult
-from healers.backends.children import ChildWatch, child_env, kill_group
+from healers.backends.children import ChildWatch, child_env
 
 OUTPUT_TAIL_BYTES = 1024
-# After a command exits, a child it left running may still hold the output pipe open;
-# read what is already there for this long, then stop waiting for end-of-file.
-PIPE_DRAIN_S = 0.2
 
 
 def parse_signal(name: str) -> signal.Signals:
@@ -85,19 +82,7 @@ async def run_command(
         )
     except OSError as exc:
         return ActionResult(False, f"cannot run the {purpose} command {program}: {exc.strerror or exc}")
-    timed_out = False
-    try:
-        try:
-            await asyncio.wait_for(asyncio.shield(watch.exited), ctx.timeout_s)
-        except TimeoutError:
-            timed_out = True
-            kill_group(transport.get_pid())
-            await watch.exited
-        await asyncio.wait({watch.output_closed}, timeout=PIPE_DRAIN_S)
-    finally:
-        if not watch.exited.done():  # cancelled from outside: leave nothing of it running
-            kill_group(transport.get_pid())
-        transport.close()
+    timed_out = await watch.run_out(transport, ctx.timeout_s)
     output = _tail(watch.tail)
     returncode = transport.get_returncode()
     if timed_out:
