@@ -178,6 +178,8 @@ def test_nothing_lost_nothing_stalled_nothing_leaked_under_faults(
         wait_for(lambda: "db password is" in httpx.get(f"{agent.url}/api/v1/status", timeout=5).text, timeout_s=20)
         outputs = [served(agent), cli_output(agent, "status"), cli_output(agent, "alerts"),
                    cli_output(agent, "status", "--json"), cli_output(agent, "check", "config", str(config))]
+        # The loop-lag probe wakes every 0.25 s: wait until it has watched at least 2 s of this run.
+        wait_for(lambda: lag_over(agent, "0.1")[1] >= 8, timeout_s=10)
         over, probes = lag_over(agent, "0.1")
     finally:
         agent.stop()
